@@ -1,0 +1,381 @@
+package duplex
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ConflictKind classifies how an incoming change relates to the target's
+// current row.
+type ConflictKind uint8
+
+// Conflict kinds. A conflict exists only when both sides changed the same
+// field since they last agreed (or, for whole rows, one side deleted what
+// the other changed).
+const (
+	// NoConflict: only the source changed the fields at stake. Resolvers still
+	// see it, so field authority can hold back fields the source does not own.
+	NoConflict ConflictKind = iota
+	// UpdateUpdate: both sides changed the same field(s) to different values.
+	UpdateUpdate
+	// InsertInsert: the source inserted a key the target already has, with
+	// different values.
+	InsertInsert
+	// UpdateDelete: the source updated a row the target does not have
+	// (deleted there, or never synced).
+	UpdateDelete
+	// DeleteUpdate: the source deleted a row the target changed since the two
+	// last agreed.
+	DeleteUpdate
+)
+
+// String returns the snake_case kind name used in metrics and the DLQ.
+func (k ConflictKind) String() string {
+	switch k {
+	case NoConflict:
+		return "none"
+	case UpdateUpdate:
+		return "update_update"
+	case InsertInsert:
+		return "insert_insert"
+	case UpdateDelete:
+		return "update_delete"
+	case DeleteUpdate:
+		return "delete_update"
+	}
+	return "kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (k ConflictKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// Pick is the decision for one field.
+type Pick uint8
+
+// Decisions a Resolver can make for a field.
+const (
+	// Undecided leaves the field to the next resolver in a chain. After the
+	// chain, undecided fields only the source changed take the source's value;
+	// undecided conflicting fields send the change to the DLQ.
+	Undecided Pick = iota
+	// TakeSource writes the source's value.
+	TakeSource
+	// KeepTarget leaves the target's value as it is.
+	KeepTarget
+	// UseValue writes a value the resolver computed (Conflict.Set).
+	UseValue
+)
+
+// String returns the pick's name.
+func (p Pick) String() string {
+	switch p {
+	case TakeSource:
+		return "source"
+	case KeepTarget:
+		return "target"
+	case UseValue:
+		return "value"
+	}
+	return "undecided"
+}
+
+type fieldState struct {
+	name        string
+	conflicting bool
+	pick        Pick
+	value       any
+	by          string
+}
+
+// Conflict is one incoming change set against the target's current row, with
+// the fields at stake and the decisions made on them so far. The Pipeline
+// builds one for every change that would modify the target and hands it to
+// the Resolver, which decides fields with Take, Keep, Set or DeadLetter.
+// Despite its name it also describes conflict-free changes (Kind ==
+// NoConflict), so that field authority can hold back fields a source does
+// not own.
+//
+// A Conflict is valid only during the Resolve call; a Resolver must not keep it.
+type Conflict struct {
+	// Direction is the flow the change travels.
+	Direction Direction
+	// Kind classifies the conflict.
+	Kind ConflictKind
+	// Change is the incoming change. It must not be modified.
+	Change *Change
+	// Current is the target's current row; nil when the target has no row.
+	Current Values
+	// SourceTime is when the source made the change (its commit time).
+	SourceTime time.Time
+
+	fields     []fieldState
+	deadLetter string
+	by         string
+}
+
+// Table is the table of the incoming change.
+func (c *Conflict) Table() Table { return c.Change.Table }
+
+// Fields returns the fields at stake in order: the ones both sides changed
+// and the ones only the source changed. For deletes they are the fields the
+// target changed since the row was last in agreement.
+func (c *Conflict) Fields() []string {
+	out := make([]string, len(c.fields))
+	for i := range c.fields {
+		out[i] = c.fields[i].name
+	}
+	return out
+}
+
+// Conflicting returns the fields both sides changed to different values.
+func (c *Conflict) Conflicting() []string {
+	var out []string
+	for i := range c.fields {
+		if c.fields[i].conflicting {
+			out = append(out, c.fields[i].name)
+		}
+	}
+	return out
+}
+
+// IsConflicting reports whether both sides changed field.
+func (c *Conflict) IsConflicting(field string) bool {
+	f := c.field(field)
+	return f != nil && f.conflicting
+}
+
+// Undecided returns the fields no resolver has decided yet.
+func (c *Conflict) Undecided() []string {
+	var out []string
+	for i := range c.fields {
+		if c.fields[i].pick == Undecided {
+			out = append(out, c.fields[i].name)
+		}
+	}
+	return out
+}
+
+// Decision returns the pick made for field and the value for UseValue.
+func (c *Conflict) Decision(field string) (Pick, any) {
+	if f := c.field(field); f != nil {
+		return f.pick, f.value
+	}
+	return Undecided, nil
+}
+
+// SourceValue returns the source's new value of field (nil, false for
+// deletes and fields the source did not send).
+func (c *Conflict) SourceValue(field string) (any, bool) {
+	v, ok := c.Change.After[field]
+	return v, ok
+}
+
+// TargetValue returns the target's current value of field.
+func (c *Conflict) TargetValue(field string) (any, bool) {
+	v, ok := c.Current[field]
+	return v, ok
+}
+
+// BaseValue returns the value both sides last agreed on (the source's before
+// image), if the source provided one.
+func (c *Conflict) BaseValue(field string) (any, bool) {
+	v, ok := c.Change.Before[field]
+	return v, ok
+}
+
+// Take decides that field takes the source's value. by names the resolver
+// (for the DLQ and metrics). Decided fields are not changed again; Take
+// reports whether it made the decision.
+func (c *Conflict) Take(field, by string) bool { return c.decide(field, TakeSource, nil, by) }
+
+// Keep decides that field keeps the target's value.
+func (c *Conflict) Keep(field, by string) bool { return c.decide(field, KeepTarget, nil, by) }
+
+// Set decides that field gets value (a merge the resolver computed).
+func (c *Conflict) Set(field string, value any, by string) bool {
+	return c.decide(field, UseValue, value, by)
+}
+
+// DeadLetter decides that nobody wins: the change goes to the DLQ with
+// reason, and the target row stays as it is until someone resolves it.
+func (c *Conflict) DeadLetter(reason, by string) {
+	if c.deadLetter == "" {
+		c.deadLetter, c.by = reason, by
+	}
+}
+
+// DeadLettered returns the reason given to DeadLetter ("" if none).
+func (c *Conflict) DeadLettered() string { return c.deadLetter }
+
+// Done reports whether every field is decided or the change is dead-lettered;
+// a Chain stops there.
+func (c *Conflict) Done() bool {
+	if c.deadLetter != "" {
+		return true
+	}
+	for i := range c.fields {
+		if c.fields[i].pick == Undecided {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Conflict) decide(field string, p Pick, v any, by string) bool {
+	f := c.field(field)
+	if f == nil || f.pick != Undecided {
+		return false
+	}
+	f.pick, f.value, f.by = p, v, by
+	return true
+}
+
+func (c *Conflict) field(name string) *fieldState {
+	for i := range c.fields {
+		if c.fields[i].name == name {
+			return &c.fields[i]
+		}
+	}
+	return nil
+}
+
+// String summarises the conflict for logs: "update_update public.customers id=7 [email]".
+func (c *Conflict) String() string {
+	return c.Kind.String() + " " + c.Change.Table.String() + " " + c.Change.Key.String() + " [" + strings.Join(c.Conflicting(), ",") + "]"
+}
+
+// reset prepares c for a new change, keeping its field slice's memory.
+func (c *Conflict) reset(d Direction, ch *Change, current Values) {
+	c.Direction = d
+	c.Kind = NoConflict
+	c.Change = ch
+	c.Current = current
+	c.SourceTime = ch.CommitTime
+	c.fields = c.fields[:0]
+	c.deadLetter, c.by = "", ""
+}
+
+func (c *Conflict) add(name string, conflicting bool) {
+	c.fields = append(c.fields, fieldState{name: name, conflicting: conflicting})
+}
+
+// sortedKeys returns m's keys in order, for deterministic field order.
+func sortedKeys(m Values) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// isKeyColumn reports whether name is one of the key's columns.
+func isKeyColumn(k Key, name string) bool {
+	for _, c := range k {
+		if c.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// detect fills c with the fields at stake for ch against current and
+// classifies the conflict. It returns false when the change needs no write
+// at all (the target already holds what the source says).
+func (c *Conflict) detect(d Direction, ch *Change, current Values) bool {
+	c.reset(d, ch, current)
+	switch ch.Op {
+	case OpInsert:
+		if current == nil {
+			for _, f := range sortedKeys(ch.After) {
+				c.add(f, false)
+			}
+			return true
+		}
+		// The target has the key already: every differing field is
+		// contested, since neither side saw the other's insert.
+		for _, f := range sortedKeys(ch.After) {
+			if ch.IsUnchanged(f) || isKeyColumn(ch.Key, f) {
+				continue
+			}
+			if cur, ok := current[f]; !ok || !Equal(cur, ch.After[f]) {
+				c.add(f, true)
+			}
+		}
+		if len(c.fields) == 0 {
+			return false
+		}
+		c.Kind = InsertInsert
+		return true
+
+	case OpUpdate:
+		if current == nil {
+			for _, f := range sortedKeys(ch.After) {
+				if ch.IsUnchanged(f) || isKeyColumn(ch.Key, f) {
+					continue
+				}
+				if ch.Before != nil {
+					if b, ok := ch.Before[f]; ok && Equal(b, ch.After[f]) {
+						continue
+					}
+				}
+				c.add(f, true)
+			}
+			c.Kind = UpdateDelete
+			return true
+		}
+		conflict := false
+		for _, f := range sortedKeys(ch.After) {
+			if ch.IsUnchanged(f) || isKeyColumn(ch.Key, f) {
+				continue
+			}
+			after := ch.After[f]
+			cur, hasCur := current[f]
+			if hasCur && Equal(cur, after) {
+				continue // already there: nothing to write, nothing to contest
+			}
+			if ch.Before == nil {
+				// No before image: the source's value differs from the target's,
+				// and without a baseline we cannot tell who changed it.
+				c.add(f, false)
+				continue
+			}
+			before, hasBefore := ch.Before[f]
+			if hasBefore && Equal(before, after) {
+				continue // the source did not change this field
+			}
+			targetChanged := hasCur && hasBefore && !Equal(cur, before)
+			c.add(f, targetChanged)
+			conflict = conflict || targetChanged
+		}
+		if len(c.fields) == 0 {
+			return false
+		}
+		if conflict {
+			c.Kind = UpdateUpdate
+		}
+		return true
+
+	case OpDelete:
+		if current == nil {
+			return false
+		}
+		if ch.Before != nil {
+			for _, f := range sortedKeys(ch.Before) {
+				if ch.IsUnchanged(f) || isKeyColumn(ch.Key, f) {
+					continue
+				}
+				if cur, ok := current[f]; ok && !Equal(cur, ch.Before[f]) {
+					c.add(f, true)
+				}
+			}
+		}
+		if len(c.fields) > 0 {
+			c.Kind = DeleteUpdate
+		}
+		return true
+	}
+	return false
+}

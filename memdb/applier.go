@@ -1,0 +1,119 @@
+package memdb
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/duplexsync/duplex"
+)
+
+// Applier writes to a DB as the sync would. It implements duplex.Applier and
+// duplex.Checkpointer: each Apply is one transaction made under the
+// Applier's replication origin, and records the position of the last
+// change of each source it applied in that same transaction.
+type Applier struct {
+	db     *DB
+	origin string
+}
+
+var (
+	_ duplex.Applier      = (*Applier)(nil)
+	_ duplex.Checkpointer = (*Applier)(nil)
+)
+
+// Applier returns an Applier whose writes carry origin (use a name the
+// other direction's loop guard drops, such as "duplex").
+func (db *DB) Applier(origin string) *Applier { return &Applier{db: db, origin: origin} }
+
+// Lookup implements duplex.Applier.
+func (a *Applier) Lookup(_ context.Context, t duplex.Table, keys []duplex.Key) ([]duplex.Values, error) {
+	a.db.mu.Lock()
+	defer a.db.mu.Unlock()
+	tb, ok := a.db.tables[t]
+	if !ok {
+		return nil, duplex.Permanent(fmt.Errorf("memdb: no table %s", t))
+	}
+	out := make([]duplex.Values, len(keys))
+	for i, k := range keys {
+		out[i] = tb.rows[k.String()].Clone()
+	}
+	return out, nil
+}
+
+// Apply implements duplex.Applier: all writes in one transaction, each
+// checked against its expectation (duplex.ErrStale when the row moved).
+func (a *Applier) Apply(ctx context.Context, b *duplex.Batch) error {
+	if err := ctx.Err(); err != nil {
+		return duplex.Unavailable(err)
+	}
+	return a.db.Do(a.origin, func(tx *Tx) error {
+		for i := range b.Writes {
+			if err := tx.apply(&b.Writes[i]); err != nil {
+				return &duplex.BatchError{Index: i, Err: err}
+			}
+		}
+		if b.Checkpoint != "" {
+			old, had := tx.db.checkpoints[b.Source]
+			tx.undo = append(tx.undo, func() {
+				if had {
+					tx.db.checkpoints[b.Source] = old
+				} else {
+					delete(tx.db.checkpoints, b.Source)
+				}
+			})
+			tx.db.checkpoints[b.Source] = b.Checkpoint
+		}
+		return nil
+	})
+}
+
+var errStale = duplex.ErrStale
+
+func (tx *Tx) apply(w *duplex.Write) error {
+	tb, err := tx.table(w.Table)
+	if err != nil {
+		return err
+	}
+	cur := tb.rows[w.Key.String()]
+	check := func() error {
+		for f, v := range w.Expect {
+			if cv, ok := cur[f]; ok && !duplex.Equal(cv, v) {
+				return fmt.Errorf("%w: %s %s field %s", errStale, w.Table, w.Key, f)
+			}
+		}
+		return nil
+	}
+	switch w.Op {
+	case duplex.OpInsert:
+		if cur != nil {
+			return fmt.Errorf("%w: %s %s exists", errStale, w.Table, w.Key)
+		}
+		return tx.Insert(w.Table, w.Set)
+	case duplex.OpUpdate:
+		if cur == nil {
+			return fmt.Errorf("%w: %s %s is gone", errStale, w.Table, w.Key)
+		}
+		if err := check(); err != nil {
+			return err
+		}
+		_, err := tx.Update(w.Table, w.Key, w.Set)
+		return err
+	case duplex.OpDelete:
+		if cur == nil {
+			return nil
+		}
+		if err := check(); err != nil {
+			return err
+		}
+		_, err := tx.Delete(w.Table, w.Key)
+		return err
+	}
+	return duplex.Permanent(fmt.Errorf("memdb: %s %s: unknown op %v", w.Table, w.Key, w.Op))
+}
+
+// Checkpoint implements duplex.Checkpointer.
+func (a *Applier) Checkpoint(_ context.Context, source string) (duplex.Position, error) {
+	a.db.mu.Lock()
+	defer a.db.mu.Unlock()
+	return a.db.checkpoints[source], nil
+}

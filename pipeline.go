@@ -1,0 +1,714 @@
+package duplex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/duplexsync/duplex/internal/backoff"
+)
+
+// Options tunes a Pipeline. Zero values mean the documented defaults.
+type Options struct {
+	// BatchSize is the most changes applied in one Apply call. 0: 512.
+	BatchSize int
+	// MaxAttempts is how often a change failing with a transient or unknown
+	// error is tried before it is dead-lettered. 0: 5.
+	MaxAttempts int
+	// MinBackoff and MaxBackoff bound the exponential backoff (with jitter)
+	// between retries. 0: 100ms and 10s.
+	MinBackoff, MaxBackoff time.Duration
+	// MaxParked is how many changes may wait behind failing keys before the
+	// Pipeline stops taking new changes from the source. 0: 10,000.
+	MaxParked int
+	// QueueDepth is how many source batches may wait for the applier. 0: 4.
+	QueueDepth int
+	// ShutdownTimeout bounds the time an in-flight apply, dead-lettering and
+	// the last acknowledgement may take after ctx is canceled. 0: 10s.
+	ShutdownTimeout time.Duration
+	// Now is the clock, for tests. nil: time.Now.
+	Now func() time.Time
+}
+
+func (o *Options) setDefaults() {
+	if o.BatchSize <= 0 {
+		o.BatchSize = 512
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 5
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 100 * time.Millisecond
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 10 * time.Second
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = o.MinBackoff
+	}
+	if o.MaxParked <= 0 {
+		o.MaxParked = 10_000
+	}
+	if o.QueueDepth <= 0 {
+		o.QueueDepth = 4
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 10 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+func (o *Options) validate() []error {
+	var errs []error
+	if o.BatchSize < 0 {
+		errs = append(errs, &ConfigError{"BatchSize", "must not be negative"})
+	}
+	if o.MaxAttempts < 0 {
+		errs = append(errs, &ConfigError{"MaxAttempts", "must not be negative"})
+	}
+	if o.MinBackoff < 0 || o.MaxBackoff < 0 {
+		errs = append(errs, &ConfigError{"MinBackoff/MaxBackoff", "must not be negative"})
+	}
+	return errs
+}
+
+// Config configures a one-way Pipeline. Use Sync for both directions.
+type Config struct {
+	// Name identifies the sync in dead letters, logs and metrics. Required.
+	Name string
+	// Direction names the systems: From is the source's, To the target's.
+	// Required.
+	Direction Direction
+	// Source captures changes on the From system. Required.
+	Source ChangeSource
+	// Target reads and writes the To system. Required.
+	Target Applier
+	// Resolver decides fields (see Conflict). nil: changes only the source
+	// made are applied, and every conflict is dead-lettered.
+	Resolver Resolver
+	// Deduper remembers settled change IDs on the target. nil: an in-process
+	// memory of the last 65,536 IDs.
+	Deduper Deduper
+	// LoopGuard drops the sync's own writes coming back. nil: none (the
+	// source may filter them itself, as logical replication does by origin).
+	LoopGuard LoopGuard
+	// DeadLetters receives what cannot be applied. Required.
+	DeadLetters DeadLetterSink
+	// Observer receives events for metrics. nil: NopObserver.
+	Observer Observer
+	// Logger receives logs. nil: slog.Default().
+	Logger *slog.Logger
+	// Options tunes batching, retries and shutdown.
+	Options
+}
+
+// Pipeline moves changes one way: source -> loop guard -> dedup -> conflict
+// detection and resolution against the target's current row -> batched apply
+// -> settle -> acknowledge.
+//
+// It keeps the order of changes per key, applies in batches, retries
+// transient failures with exponential backoff while changes to other keys go
+// on, isolates a failing change by splitting its batch and dead-letters only
+// that one, and acknowledges a position to the source only when every change
+// up to it is settled.
+type Pipeline struct {
+	cfg     Config
+	dir     Direction
+	log     *slog.Logger
+	obs     Observer
+	dedup   Deduper
+	retry   backoff.Policy
+	started atomic.Bool
+	ready   chan struct{}
+
+	// worker state, owned by the worker goroutine
+	ctx       context.Context // canceled when the Pipeline must stop
+	opCtx     context.Context // outlives ctx by ShutdownTimeout, for in-flight work
+	seq       uint64
+	lastPos   Position
+	acked     Position
+	ackFailed bool
+	parked    map[string]*park
+	parkedN   int
+	parkedIDs map[string]struct{}
+	conflict  Conflict
+	drifted   map[string]bool
+}
+
+type item struct {
+	c        *Change
+	seq      uint64
+	prev     Position // position of the change delivered just before this one
+	key      string
+	attempts int
+}
+
+type park struct {
+	head  *item
+	queue []*item
+	next  time.Time
+}
+
+// errAborted stops the worker without settling the current work.
+var errAborted = errors.New("duplex: aborted")
+
+// NewPipeline checks cfg and returns a Pipeline. The error joins every
+// problem found, each naming the field.
+func NewPipeline(cfg *Config) (*Pipeline, error) {
+	c := *cfg
+	var errs []error
+	if c.Name == "" {
+		errs = append(errs, &ConfigError{"Name", "is required"})
+	}
+	if c.Direction.From == "" || c.Direction.To == "" {
+		errs = append(errs, &ConfigError{"Direction", "needs From and To system names"})
+	} else if c.Direction.From == c.Direction.To {
+		errs = append(errs, &ConfigError{"Direction", fmt.Sprintf("From and To are both %q", c.Direction.From)})
+	}
+	if c.Source == nil {
+		errs = append(errs, &ConfigError{"Source", "is required"})
+	}
+	if c.Target == nil {
+		errs = append(errs, &ConfigError{"Target", "is required"})
+	}
+	if c.DeadLetters == nil {
+		errs = append(errs, &ConfigError{"DeadLetters", "is required"})
+	}
+	errs = append(errs, c.Options.validate()...)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	c.Options.setDefaults()
+	if c.Observer == nil {
+		c.Observer = NopObserver{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	p := &Pipeline{
+		cfg:       c,
+		dir:       c.Direction,
+		obs:       c.Observer,
+		dedup:     c.Deduper,
+		retry:     backoff.Policy{Min: c.MinBackoff, Max: c.MaxBackoff},
+		ready:     make(chan struct{}),
+		parked:    make(map[string]*park),
+		parkedIDs: make(map[string]struct{}),
+	}
+	p.log = c.Logger.With("component", "pipeline", "sync", c.Name, "direction", c.Direction.String())
+	if p.dedup == nil {
+		p.dedup = newRecentIDs(1 << 16)
+	}
+	return p, nil
+}
+
+// Ready is closed once Run has started streaming.
+func (p *Pipeline) Ready() <-chan struct{} { return p.ready }
+
+// Direction returns the direction the Pipeline moves changes in.
+func (p *Pipeline) Direction() Direction { return p.dir }
+
+// Run moves changes until ctx is canceled (it finishes the apply in flight,
+// acknowledges what is settled and returns nil), the source's Stream returns
+// (it settles everything delivered, then returns nil), or an unrecoverable
+// error occurs (it returns it). Nothing is left half-done: unacknowledged
+// changes are delivered again by the next Run. Run may be called only once.
+func (p *Pipeline) Run(ctx context.Context) error {
+	if !p.started.CompareAndSwap(false, true) {
+		return ErrAlreadyRunning
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(ErrStopped)
+
+	opCtx, opCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer opCancel()
+	stopTimer := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(p.cfg.ShutdownTimeout, opCancel)
+		context.AfterFunc(opCtx, func() { t.Stop() })
+	})
+	defer stopTimer()
+	p.ctx, p.opCtx = ctx, opCtx
+
+	var from Position
+	if cp, ok := p.cfg.Target.(Checkpointer); ok {
+		pos, err := cp.Checkpoint(ctx, p.dir.From)
+		if err != nil {
+			return fmt.Errorf("duplex: %s: read checkpoint: %w", p.dir, err)
+		}
+		from = pos
+	}
+	p.log.InfoContext(ctx, "pipeline starting", "from", string(from))
+
+	in := make(chan []Change, p.cfg.QueueDepth)
+	srcDone := make(chan error, 1)
+	go func() {
+		err := p.cfg.Source.Stream(ctx, from, func(ctx context.Context, batch []Change) error {
+			if len(batch) == 0 {
+				return nil
+			}
+			select {
+			case in <- batch:
+				return nil
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		})
+		close(in)
+		if err != nil && ctx.Err() == nil {
+			err = fmt.Errorf("duplex: %s: source: %w", p.dir, err)
+			cancel(err)
+		} else if ctx.Err() != nil {
+			err = nil
+		}
+		srcDone <- err
+	}()
+	close(p.ready)
+
+	werr := p.work(in)
+	if werr != nil && !errors.Is(werr, errAborted) {
+		cancel(werr)
+	} else {
+		werr = nil
+	}
+	// Unblock the source if the worker stopped first, then wait for it.
+	if werr != nil {
+		cancel(werr)
+	}
+	go func() {
+		for range in { //nolint:revive // drain so a blocked fn returns
+		}
+	}()
+	serr := <-srcDone
+	if werr == nil {
+		if cause := context.Cause(ctx); serr == nil && cause != nil && !errors.Is(cause, ErrStopped) &&
+			!errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded) {
+			serr = cause
+		}
+	}
+	err := errors.Join(werr, serr)
+	if err != nil {
+		p.log.ErrorContext(opCtx, "pipeline stopped", slog.Any("err", err))
+	} else {
+		p.log.InfoContext(opCtx, "pipeline stopped", "acked", string(p.acked))
+	}
+	return err
+}
+
+// work is the single worker goroutine: it owns all mutable state.
+func (p *Pipeline) work(in <-chan []Change) error {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		if p.ctx.Err() != nil {
+			break
+		}
+		if in == nil && len(p.parked) == 0 {
+			break // source finished and everything is settled
+		}
+		recv := in
+		if p.parkedN >= p.cfg.MaxParked {
+			recv = nil // back-pressure: let the retries drain first
+		}
+		wait := time.Hour
+		if next, ok := p.nextRetry(); ok {
+			wait = max(next.Sub(p.cfg.Now()), 0)
+		}
+		if p.ackFailed && wait > time.Second {
+			wait = time.Second
+		}
+		timer.Reset(wait)
+		var err error
+		select {
+		case batch, ok := <-recv:
+			if !ok {
+				in = nil
+				break
+			}
+			err = p.intake(batch)
+		case <-timer.C:
+			err = p.retryDue()
+		case <-p.ctx.Done():
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		if err != nil {
+			if errors.Is(err, errAborted) {
+				return nil
+			}
+			return err
+		}
+		p.ack()
+	}
+	p.ack()
+	return nil
+}
+
+// intake takes one batch from the source.
+func (p *Pipeline) intake(batch []Change) error {
+	items := make([]item, len(batch))
+	ready := make([]*item, 0, len(batch))
+	for i := range batch {
+		c := &batch[i]
+		it := &items[i]
+		p.seq++
+		it.c, it.seq, it.prev = c, p.seq, p.lastPos
+		p.lastPos = c.Position
+		it.key = c.Table.String() + "\x00" + c.Key.String()
+		ready = append(ready, it)
+	}
+	var err error
+	if ready, err = p.dropEchoes(ready); err != nil {
+		return err
+	}
+	ready = p.dropDuplicates(ready)
+	return p.process(ready)
+}
+
+func (p *Pipeline) dropEchoes(items []*item) ([]*item, error) {
+	if p.cfg.LoopGuard == nil {
+		return items, nil
+	}
+	out := items[:0]
+	echoes := 0
+	for _, it := range items {
+		echo, err := p.cfg.LoopGuard.Echo(p.opCtx, it.c)
+		if err != nil {
+			return nil, fmt.Errorf("duplex: %s: loop guard on %s: %w", p.dir, it.c, err)
+		}
+		if echo {
+			echoes++
+			p.obs.Skipped(p.opCtx, SkippedEvent{Direction: p.dir, Table: it.c.Table, Reason: SkipEcho, Count: 1})
+			continue
+		}
+		out = append(out, it)
+	}
+	if echoes > 0 {
+		p.log.DebugContext(p.opCtx, "dropped echoes", "count", echoes)
+	}
+	return out, nil
+}
+
+func (p *Pipeline) dropDuplicates(items []*item) []*item {
+	if len(items) == 0 {
+		return items
+	}
+	ids := make([]string, len(items))
+	for i, it := range items {
+		ids[i] = it.c.ID
+	}
+	seen, err := p.dedup.Seen(p.opCtx, ids)
+	if err != nil || len(seen) != len(ids) {
+		if err == nil {
+			err = fmt.Errorf("deduper returned %d answers for %d ids", len(seen), len(ids))
+		}
+		p.log.WarnContext(p.opCtx, "dedup lookup failed; relying on the target", slog.Any("err", err))
+		p.obs.DedupFailed(p.opCtx, DedupFailedEvent{Direction: p.dir, Op: "seen", Err: err})
+		seen = nil
+	}
+	out := items[:0]
+	for i, it := range items {
+		dup := seen != nil && seen[i]
+		if !dup && len(p.parkedIDs) > 0 {
+			_, dup = p.parkedIDs[it.c.ID]
+		}
+		if dup {
+			p.obs.Skipped(p.opCtx, SkippedEvent{Direction: p.dir, Table: it.c.Table, Reason: SkipDuplicate, Count: 1})
+			continue
+		}
+		out = append(out, it)
+	}
+	return out
+}
+
+// process applies items in order, in batches.
+func (p *Pipeline) process(items []*item) error {
+	for len(items) > 0 {
+		n := min(p.cfg.BatchSize, len(items))
+		if err := p.runChunk(items[:n]); err != nil {
+			return err
+		}
+		items = items[n:]
+	}
+	return nil
+}
+
+// routeParked queues items whose key waits behind a failing change.
+func (p *Pipeline) routeParked(items []*item) []*item {
+	if len(p.parked) == 0 {
+		return items
+	}
+	out := make([]*item, 0, len(items))
+	for _, it := range items {
+		if pk := p.parked[it.key]; pk != nil {
+			pk.queue = append(pk.queue, it)
+			p.parkedN++
+			p.parkedIDs[it.c.ID] = struct{}{}
+			continue
+		}
+		out = append(out, it)
+	}
+	return out
+}
+
+// runChunk plans and applies items (at most BatchSize) until each is
+// settled or parked for a retry.
+func (p *Pipeline) runChunk(items []*item) error {
+	items = p.routeParked(items)
+	if len(items) == 0 {
+		return nil
+	}
+	attempt, stale := 0, 0
+	for {
+		pl, err := p.makePlan(items)
+		if err == nil && len(pl.writes) > 0 {
+			err = p.cfg.Target.Apply(p.opCtx, &Batch{Writes: pl.writes, Source: p.dir.From, Checkpoint: p.checkpoint(items, pl)})
+			if be := (*BatchError)(nil); errors.As(err, &be) && be.Index >= 0 && be.Index < len(pl.writeItem) {
+				err = &BatchError{Index: pl.writeItem[be.Index], Err: be.Err}
+			}
+		}
+		if err == nil {
+			return p.settle(items, pl)
+		}
+		if p.ctx.Err() != nil && p.opCtx.Err() != nil {
+			return errAborted
+		}
+		if errors.Is(err, ErrStale) && stale < 10 {
+			stale++
+			p.log.DebugContext(p.opCtx, "target changed under the batch; deciding again", "changes", len(items))
+			continue
+		}
+		class := ClassOf(err)
+		if class == ClassUnavailable {
+			attempt++
+			if !p.wait(attempt, len(items), class, err) {
+				return errAborted
+			}
+			continue
+		}
+		if len(items) == 1 {
+			return p.failOne(items[0], class, err)
+		}
+		var be *BatchError
+		if errors.As(err, &be) && be.Index >= 0 && be.Index < len(items) {
+			j := be.Index
+			for _, part := range [][]*item{items[:j], items[j : j+1], items[j+1:]} {
+				if err := p.runChunk(part); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if class == ClassTransient && attempt < 2 {
+			attempt++
+			if !p.wait(attempt, len(items), class, err) {
+				return errAborted
+			}
+			continue
+		}
+		mid := len(items) / 2
+		if err := p.runChunk(items[:mid]); err != nil {
+			return err
+		}
+		return p.runChunk(items[mid:])
+	}
+}
+
+// checkpoint returns the position that is safe to resume after once the
+// chunk commits: the end of the chunk, unless a change before that stays
+// unsettled (parked for a retry, or about to be dead-lettered).
+func (p *Pipeline) checkpoint(items []*item, pl plan) Position {
+	last := items[len(items)-1]
+	var first *item
+	for i := range pl.items {
+		if pl.items[i].out == outDead {
+			first = items[i]
+			break
+		}
+	}
+	for _, pk := range p.parked {
+		if first == nil || pk.head.seq < first.seq {
+			first = pk.head
+		}
+	}
+	if first != nil && first.seq <= last.seq {
+		return first.prev
+	}
+	return last.c.Position
+}
+
+// wait sleeps before a retry of the whole chunk; false means stop.
+func (p *Pipeline) wait(attempt, n int, class ErrorClass, err error) bool {
+	d := p.retry.Delay(attempt)
+	p.obs.Retried(p.opCtx, RetriedEvent{Direction: p.dir, Changes: n, Attempt: attempt, Class: class, Err: err, Backoff: d})
+	p.log.WarnContext(p.opCtx, "apply failed; retrying", "changes", n, "attempt", attempt,
+		"class", class.String(), "backoff", d, slog.Any("err", err))
+	return backoff.Sleep(p.ctx, d)
+}
+
+// failOne handles the failure of a single change: dead-letter it or park it
+// for a later retry while other keys go on.
+func (p *Pipeline) failOne(it *item, class ErrorClass, err error) error {
+	it.attempts++
+	if class == ClassPermanent {
+		return p.deadLetter(it, ReasonPermanentError, err.Error(), nil)
+	}
+	if it.attempts >= p.cfg.MaxAttempts {
+		return p.deadLetter(it, ReasonRetriesExhausted, err.Error(), nil)
+	}
+	d := p.retry.Delay(it.attempts)
+	p.obs.Retried(p.opCtx, RetriedEvent{Direction: p.dir, Changes: 1, Attempt: it.attempts, Class: class, Err: err, Backoff: d})
+	p.log.WarnContext(p.opCtx, "change failed; parked for retry", "table", it.c.Table.String(),
+		"key", it.c.Key.String(), "attempt", it.attempts, "backoff", d, slog.Any("err", err))
+	pk := &park{head: it, next: p.cfg.Now().Add(d)}
+	p.parked[it.key] = pk
+	p.parkedN++
+	p.parkedIDs[it.c.ID] = struct{}{}
+	return nil
+}
+
+func (p *Pipeline) nextRetry() (time.Time, bool) {
+	var next time.Time
+	for _, pk := range p.parked {
+		if next.IsZero() || pk.next.Before(next) {
+			next = pk.next
+		}
+	}
+	return next, !next.IsZero()
+}
+
+// retryDue retries the parked changes whose backoff has passed, oldest first,
+// then releases the changes queued behind each one that settles.
+func (p *Pipeline) retryDue() error {
+	now := p.cfg.Now()
+	var due []*park
+	for _, pk := range p.parked {
+		if !pk.next.After(now) {
+			due = append(due, pk)
+		}
+	}
+	slices.SortFunc(due, func(a, b *park) int { return compareSeq(a.head.seq, b.head.seq) })
+	for _, pk := range due {
+		key := pk.head.key
+		delete(p.parked, key)
+		p.parkedN -= 1 + len(pk.queue)
+		delete(p.parkedIDs, pk.head.c.ID)
+		for _, q := range pk.queue {
+			delete(p.parkedIDs, q.c.ID)
+		}
+		if err := p.runChunk([]*item{pk.head}); err != nil {
+			return err
+		}
+		if np := p.parked[key]; np != nil { // failed again: keep the queue behind it
+			np.queue = append(np.queue, pk.queue...)
+			p.parkedN += len(pk.queue)
+			for _, q := range pk.queue {
+				p.parkedIDs[q.c.ID] = struct{}{}
+			}
+			continue
+		}
+		if err := p.process(pk.queue); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func compareSeq(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// ack acknowledges the furthest position with every change up to it settled.
+func (p *Pipeline) ack() {
+	pos := p.lastPos
+	if len(p.parked) > 0 {
+		var min *item
+		for _, pk := range p.parked {
+			if min == nil || pk.head.seq < min.seq {
+				min = pk.head
+			}
+		}
+		pos = min.prev
+	}
+	if pos == "" || pos == p.acked {
+		p.ackFailed = false
+		return
+	}
+	if err := p.cfg.Source.Ack(p.opCtx, pos); err != nil {
+		if !p.ackFailed {
+			p.log.WarnContext(p.opCtx, "acknowledge failed; will retry", "position", string(pos), slog.Any("err", err))
+		}
+		p.ackFailed = true
+		return
+	}
+	p.ackFailed = false
+	p.acked = pos
+	p.obs.Acked(p.opCtx, AckEvent{Direction: p.dir, Position: pos})
+}
+
+// deadLetter puts one change into the DLQ, retrying while the sink is
+// unavailable, and settles it.
+func (p *Pipeline) deadLetter(it *item, reason Reason, text string, info *ConflictInfo) error {
+	dl := &DeadLetter{
+		Sync:      p.cfg.Name,
+		Direction: p.dir,
+		Change:    *it.c,
+		Reason:    reason,
+		Error:     text,
+		Attempts:  it.attempts,
+		Conflict:  info,
+		At:        p.cfg.Now(),
+	}
+	if err := p.putDeadLetter(dl); err != nil {
+		return err
+	}
+	p.obs.DeadLettered(p.opCtx, DeadLetterEvent{Direction: p.dir, Table: it.c.Table, Reason: reason})
+	p.log.WarnContext(p.opCtx, "change dead-lettered", "table", it.c.Table.String(), "key", it.c.Key.String(),
+		"op", it.c.Op.String(), "reason", string(reason), "error", text)
+	p.mark([]string{it.c.ID})
+	return nil
+}
+
+func (p *Pipeline) putDeadLetter(dl *DeadLetter) error {
+	for attempt := 1; ; attempt++ {
+		err := p.cfg.DeadLetters.Put(p.opCtx, dl)
+		if err == nil {
+			return nil
+		}
+		switch ClassOf(err) {
+		case ClassUnavailable, ClassTransient:
+			d := p.retry.Delay(attempt)
+			p.log.WarnContext(p.opCtx, "dead-letter sink failed; retrying", "attempt", attempt, "backoff", d, slog.Any("err", err))
+			if !backoff.Sleep(p.ctx, d) {
+				return errAborted
+			}
+		default:
+			return fmt.Errorf("duplex: %s: dead-letter %s: %w", p.dir, dl.Change.String(), err)
+		}
+	}
+}
+
+func (p *Pipeline) mark(ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	if err := p.dedup.Mark(p.opCtx, ids); err != nil {
+		p.log.WarnContext(p.opCtx, "dedup mark failed", "changes", len(ids), slog.Any("err", err))
+		p.obs.DedupFailed(p.opCtx, DedupFailedEvent{Direction: p.dir, Op: "mark", Err: err})
+	}
+}

@@ -1,0 +1,109 @@
+package duplex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+)
+
+// Endpoint is one of the two systems of a two-way sync.
+type Endpoint struct {
+	// Name names the system ("a", "crm"); it labels directions, logs and
+	// metrics. Required, and different from the other endpoint's.
+	Name string
+	// Source captures this system's changes.
+	Source ChangeSource
+	// Applier reads and writes this system.
+	Applier Applier
+	// Deduper remembers the change IDs applied to this system. nil: an
+	// in-process memory (see Config.Deduper).
+	Deduper Deduper
+	// LoopGuard drops, from this system's Source, the writes the sync made.
+	// nil: none (the source may filter by replication origin itself).
+	LoopGuard LoopGuard
+}
+
+// SyncConfig configures a two-way Sync.
+type SyncConfig struct {
+	// Name identifies the sync. Required.
+	Name string
+	// A and B are the two systems.
+	A, B Endpoint
+	// Resolver decides fields for both directions; it must be deterministic
+	// (the same conflict seen either way resolves the same). nil: conflicts
+	// are dead-lettered.
+	Resolver Resolver
+	// DeadLetters receives what cannot be applied, from both directions.
+	// Required.
+	DeadLetters DeadLetterSink
+	// Observer receives events from both directions. nil: NopObserver.
+	Observer Observer
+	// Logger receives logs. nil: slog.Default().
+	Logger *slog.Logger
+	// Options tunes both Pipelines.
+	Options
+}
+
+// Sync runs the A->B and B->A Pipelines of a two-way sync together.
+type Sync struct {
+	ab, ba *Pipeline
+}
+
+// NewSync checks cfg and builds both Pipelines.
+func NewSync(cfg *SyncConfig) (*Sync, error) {
+	var errs []error
+	if cfg.A.Name == "" || cfg.B.Name == "" {
+		errs = append(errs, &ConfigError{"A.Name/B.Name", "both endpoints need a name"})
+	}
+	mk := func(from, to Endpoint) (*Pipeline, error) {
+		return NewPipeline(&Config{
+			Name:        cfg.Name,
+			Direction:   Direction{From: from.Name, To: to.Name},
+			Source:      from.Source,
+			Target:      to.Applier,
+			Resolver:    cfg.Resolver,
+			Deduper:     to.Deduper,
+			LoopGuard:   from.LoopGuard,
+			DeadLetters: cfg.DeadLetters,
+			Observer:    cfg.Observer,
+			Logger:      cfg.Logger,
+			Options:     cfg.Options,
+		})
+	}
+	ab, err := mk(cfg.A, cfg.B)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%s -> %s: %w", cfg.A.Name, cfg.B.Name, err))
+	}
+	ba, err := mk(cfg.B, cfg.A)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%s -> %s: %w", cfg.B.Name, cfg.A.Name, err))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return &Sync{ab: ab, ba: ba}, nil
+}
+
+// Pipelines returns the A->B and B->A Pipelines.
+func (s *Sync) Pipelines() (ab, ba *Pipeline) { return s.ab, s.ba }
+
+// Run runs both directions until ctx is canceled (nil) or one of them fails,
+// which stops the other; it returns the failures joined.
+func (s *Sync) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(ErrStopped)
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, p := range []*Pipeline{s.ab, s.ba} {
+		wg.Go(func() {
+			if err := p.Run(ctx); err != nil {
+				errs[i] = err
+				cancel(err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
