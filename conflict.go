@@ -1,7 +1,6 @@
 package duplex
 
 import (
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -261,14 +260,15 @@ func (c *Conflict) add(name string, conflicting bool) {
 	c.fields = append(c.fields, fieldState{name: name, conflicting: conflicting})
 }
 
-// sortedKeys returns m's keys in order, for deterministic field order.
-func sortedKeys(m Values) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+// sortFields puts the fields at stake in name order, so that everything
+// derived from a conflict is deterministic. There are usually few.
+func (c *Conflict) sortFields() {
+	f := c.fields
+	for i := 1; i < len(f); i++ {
+		for j := i; j > 0 && f[j].name < f[j-1].name; j-- {
+			f[j], f[j-1] = f[j-1], f[j]
+		}
 	}
-	sort.Strings(keys)
-	return keys
 }
 
 // isKeyColumn reports whether name is one of the key's columns.
@@ -285,18 +285,26 @@ func isKeyColumn(k Key, name string) bool {
 // classifies the conflict. It returns false when the change needs no write
 // at all (the target already holds what the source says).
 func (c *Conflict) detect(d Direction, ch *Change, current Values) bool {
+	need := c.classify(d, ch, current)
+	if need {
+		c.sortFields()
+	}
+	return need
+}
+
+func (c *Conflict) classify(d Direction, ch *Change, current Values) bool {
 	c.reset(d, ch, current)
 	switch ch.Op {
 	case OpInsert:
 		if current == nil {
-			for _, f := range sortedKeys(ch.After) {
+			for f := range ch.After {
 				c.add(f, false)
 			}
 			return true
 		}
 		// The target has the key already: every differing field is
 		// contested, since neither side saw the other's insert.
-		for _, f := range sortedKeys(ch.After) {
+		for f := range ch.After {
 			if ch.IsUnchanged(f) || isKeyColumn(ch.Key, f) {
 				continue
 			}
@@ -312,7 +320,7 @@ func (c *Conflict) detect(d Direction, ch *Change, current Values) bool {
 
 	case OpUpdate:
 		if current == nil {
-			for _, f := range sortedKeys(ch.After) {
+			for f := range ch.After {
 				if ch.IsUnchanged(f) || isKeyColumn(ch.Key, f) {
 					continue
 				}
@@ -327,7 +335,7 @@ func (c *Conflict) detect(d Direction, ch *Change, current Values) bool {
 			return true
 		}
 		conflict := false
-		for _, f := range sortedKeys(ch.After) {
+		for f := range ch.After {
 			if ch.IsUnchanged(f) || isKeyColumn(ch.Key, f) {
 				continue
 			}
@@ -363,7 +371,7 @@ func (c *Conflict) detect(d Direction, ch *Change, current Values) bool {
 			return false
 		}
 		if ch.Before != nil {
-			for _, f := range sortedKeys(ch.Before) {
+			for f := range ch.Before {
 				if ch.IsUnchanged(f) || isKeyColumn(ch.Key, f) {
 					continue
 				}

@@ -151,6 +151,18 @@ type Checkpointer interface {
 	Checkpoint(ctx context.Context, source string) (Position, error)
 }
 
+// Ledger is implemented by Appliers that record the ID of every change they
+// write in the same transaction as the write (a dedup table in the target).
+// It is the truth about what was applied: the Pipeline asks it about the
+// changes its Deduper has not seen (so a replay after a crash is recognised
+// even when the Deduper forgot), and, after an apply error whose outcome is
+// unknown (the connection dropped during COMMIT), whether the batch
+// committed, so that no change is applied twice.
+type Ledger interface {
+	// Applied reports, for each id, whether a write of that change committed.
+	Applied(ctx context.Context, ids []string) ([]bool, error)
+}
+
 // LoopGuard recognises changes the sync itself made, which must not be
 // propagated back. Echo is called for each incoming change before anything
 // else; true drops the change (it is settled, not applied).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -123,6 +124,7 @@ type Pipeline struct {
 	log     *slog.Logger
 	obs     Observer
 	dedup   Deduper
+	ledger  Ledger // the target's record of applied change IDs, if it keeps one
 	retry   backoff.Policy
 	started atomic.Bool
 	ready   chan struct{}
@@ -205,6 +207,7 @@ func NewPipeline(cfg *Config) (*Pipeline, error) {
 	if p.dedup == nil {
 		p.dedup = newRecentIDs(1 << 16)
 	}
+	p.ledger, _ = c.Target.(Ledger)
 	return p, nil
 }
 
@@ -363,7 +366,7 @@ func (p *Pipeline) intake(batch []Change) error {
 		p.seq++
 		it.c, it.seq, it.prev = c, p.seq, p.lastPos
 		p.lastPos = c.Position
-		it.key = c.Table.String() + "\x00" + c.Key.String()
+		it.key = orderKey(c)
 		ready = append(ready, it)
 	}
 	var err error
@@ -371,6 +374,9 @@ func (p *Pipeline) intake(batch []Change) error {
 		return err
 	}
 	ready = p.dropDuplicates(ready)
+	if ready, err = p.dropApplied(ready); err != nil {
+		return err
+	}
 	return p.process(ready)
 }
 
@@ -430,6 +436,79 @@ func (p *Pipeline) dropDuplicates(items []*item) []*item {
 	return out
 }
 
+// dropApplied removes the changes the target's ledger says were applied
+// already (a replay after a crash, or a Deduper that forgot).
+func (p *Pipeline) dropApplied(items []*item) ([]*item, error) {
+	if p.ledger == nil || len(items) == 0 {
+		return items, nil
+	}
+	ids := make([]string, len(items))
+	for i, it := range items {
+		ids[i] = it.c.ID
+	}
+	applied, err := p.askLedger(ids)
+	if err != nil {
+		return nil, err
+	}
+	out := items[:0]
+	var dups []string
+	for i, it := range items {
+		if applied[i] {
+			dups = append(dups, it.c.ID)
+			p.obs.Skipped(p.opCtx, SkippedEvent{Direction: p.dir, Table: it.c.Table, Reason: SkipDuplicate, Count: 1})
+			continue
+		}
+		out = append(out, it)
+	}
+	p.mark(dups)
+	return out, nil
+}
+
+// askLedger asks the target's ledger about ids, waiting out failures: the
+// Pipeline must not guess whether a change was applied.
+func (p *Pipeline) askLedger(ids []string) ([]bool, error) {
+	for attempt := 1; ; attempt++ {
+		applied, err := p.ledger.Applied(p.opCtx, ids)
+		if err == nil && len(applied) == len(ids) {
+			return applied, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("ledger returned %d answers for %d ids", len(applied), len(ids))
+		}
+		if ClassOf(err) == ClassPermanent {
+			return nil, fmt.Errorf("duplex: %s: ask the target which changes were applied: %w", p.dir, err)
+		}
+		d := p.retry.Delay(attempt)
+		p.log.WarnContext(p.opCtx, "target ledger unavailable; waiting", "attempt", attempt, "backoff", d, slog.Any("err", err))
+		if !backoff.Sleep(p.ctx, d) {
+			return nil, errAborted
+		}
+	}
+}
+
+// committed reports whether the writes of pl committed, per the ledger
+// (used after an apply error whose outcome is unknown).
+func (p *Pipeline) committed(pl plan) (bool, error) {
+	ids := make([]string, len(pl.writes))
+	for i := range pl.writes {
+		ids[i] = pl.writes[i].Change.ID
+	}
+	applied, err := p.askLedger(ids)
+	if err != nil {
+		return false, err
+	}
+	n := 0
+	for _, a := range applied {
+		if a {
+			n++
+		}
+	}
+	if n > 0 && n < len(ids) {
+		p.log.WarnContext(p.opCtx, "ledger shows part of a batch applied; deciding again", "applied", n, "writes", len(ids))
+	}
+	return n == len(ids), nil
+}
+
 // process applies items in order, in batches.
 func (p *Pipeline) process(items []*item) error {
 	for len(items) > 0 {
@@ -482,6 +561,20 @@ func (p *Pipeline) runChunk(items []*item) error {
 		if p.ctx.Err() != nil && p.opCtx.Err() != nil {
 			return errAborted
 		}
+		var be *BatchError
+		isBatchErr := errors.As(err, &be)
+		if p.ledger != nil && len(pl.writes) > 0 && !isBatchErr && !errors.Is(err, ErrStale) && !IsPermanent(err) {
+			// The outcome is unknown: the batch may have committed before the
+			// error. Ask the target's ledger before trying again.
+			ok, lerr := p.committed(pl)
+			if lerr != nil {
+				return lerr
+			}
+			if ok {
+				p.log.InfoContext(p.opCtx, "batch committed despite the error", "changes", len(items), slog.Any("err", err))
+				return p.settle(items, pl)
+			}
+		}
 		if errors.Is(err, ErrStale) && stale < 10 {
 			stale++
 			p.log.DebugContext(p.opCtx, "target changed under the batch; deciding again", "changes", len(items))
@@ -498,8 +591,7 @@ func (p *Pipeline) runChunk(items []*item) error {
 		if len(items) == 1 {
 			return p.failOne(items[0], class, err)
 		}
-		var be *BatchError
-		if errors.As(err, &be) && be.Index >= 0 && be.Index < len(items) {
+		if isBatchErr && be.Index >= 0 && be.Index < len(items) {
 			j := be.Index
 			for _, part := range [][]*item{items[:j], items[j : j+1], items[j+1:]} {
 				if err := p.runChunk(part); err != nil {
@@ -621,6 +713,26 @@ func (p *Pipeline) retryDue() error {
 		}
 	}
 	return nil
+}
+
+// orderKey identifies the row a change touches: changes with equal keys
+// keep their order.
+func orderKey(c *Change) string {
+	var b strings.Builder
+	b.Grow(len(c.Table.Schema) + len(c.Table.Name) + 24)
+	b.WriteString(c.Table.Schema)
+	b.WriteByte('.')
+	b.WriteString(c.Table.Name)
+	b.WriteByte(0)
+	for i, col := range c.Key {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(col.Name)
+		b.WriteByte('=')
+		appendValue(&b, col.Value)
+	}
+	return b.String()
 }
 
 func compareSeq(a, b uint64) int {

@@ -45,15 +45,17 @@ type tableKeys struct {
 // earlier ones in the chunk will produce. A resolver error comes back as a
 // *BatchError naming the item.
 func (p *Pipeline) makePlan(items []*item) (plan, error) {
-	pl := plan{items: make([]itemPlan, len(items))}
+	pl := plan{items: make([]itemPlan, len(items)), writes: make([]Write, 0, len(items)), writeItem: make([]int, 0, len(items))}
 	rows := make(map[string]*rowState, len(items))
+	states := make([]rowState, len(items))
 	var groups []tableKeys
-	for _, it := range items {
+	for i, it := range items {
 		if rs := rows[it.key]; rs != nil {
 			rs.uses++
 			continue
 		}
-		rows[it.key] = &rowState{uses: 1}
+		states[i].uses = 1
+		rows[it.key] = &states[i]
 		gi := -1
 		for g := range groups {
 			if groups[g].table == it.c.Table {
@@ -242,7 +244,7 @@ func (p *Pipeline) decide(c *Conflict, ip *itemPlan) (Write, bool) {
 				continue
 			}
 			if set == nil {
-				set, expect = make(Values, len(c.fields)), make(Values, len(c.fields))
+				set, expect = make(Values, 1), make(Values, 1)
 			}
 			set[f.name], expect[f.name] = v, curV
 		}

@@ -19,6 +19,7 @@ type Applier struct {
 var (
 	_ duplex.Applier      = (*Applier)(nil)
 	_ duplex.Checkpointer = (*Applier)(nil)
+	_ duplex.Ledger       = (*Applier)(nil)
 )
 
 // Applier returns an Applier whose writes carry origin (use a name the
@@ -50,6 +51,15 @@ func (a *Applier) Apply(ctx context.Context, b *duplex.Batch) error {
 		for i := range b.Writes {
 			if err := tx.apply(&b.Writes[i]); err != nil {
 				return &duplex.BatchError{Index: i, Err: err}
+			}
+		}
+		for i := range b.Writes {
+			if c := b.Writes[i].Change; c != nil && c.ID != "" {
+				if _, ok := tx.db.applied[c.ID]; !ok {
+					id := c.ID
+					tx.db.applied[id] = struct{}{}
+					tx.undo = append(tx.undo, func() { delete(tx.db.applied, id) })
+				}
 			}
 		}
 		if b.Checkpoint != "" {
@@ -88,7 +98,7 @@ func (tx *Tx) apply(w *duplex.Write) error {
 		if cur != nil {
 			return fmt.Errorf("%w: %s %s exists", errStale, w.Table, w.Key)
 		}
-		return tx.Insert(w.Table, w.Set)
+		return tx.Insert(w.Table, tb.known(w.Set))
 	case duplex.OpUpdate:
 		if cur == nil {
 			return fmt.Errorf("%w: %s %s is gone", errStale, w.Table, w.Key)
@@ -96,7 +106,7 @@ func (tx *Tx) apply(w *duplex.Write) error {
 		if err := check(); err != nil {
 			return err
 		}
-		_, err := tx.Update(w.Table, w.Key, w.Set)
+		_, err := tx.Update(w.Table, w.Key, tb.known(w.Set))
 		return err
 	case duplex.OpDelete:
 		if cur == nil {
@@ -109,6 +119,18 @@ func (tx *Tx) apply(w *duplex.Write) error {
 		return err
 	}
 	return duplex.Permanent(fmt.Errorf("memdb: %s %s: unknown op %v", w.Table, w.Key, w.Op))
+}
+
+// Applied implements duplex.Ledger: the IDs of changes whose writes
+// committed through any Applier of this DB.
+func (a *Applier) Applied(_ context.Context, ids []string) ([]bool, error) {
+	a.db.mu.Lock()
+	defer a.db.mu.Unlock()
+	out := make([]bool, len(ids))
+	for i, id := range ids {
+		_, out[i] = a.db.applied[id]
+	}
+	return out, nil
 }
 
 // Checkpoint implements duplex.Checkpointer.

@@ -20,6 +20,11 @@ import (
 type TableOptions struct {
 	// Key lists the primary-key columns in order. Required.
 	Key []string
+	// Columns, when set, fixes the table's columns: rows always hold all of
+	// them (nil when not written), a user write naming another column fails,
+	// and an Applier ignores fields the table does not have (schema drift).
+	// When empty, rows hold whatever fields were written.
+	Columns []string
 	// Check, when set, is run on every row written; an error rejects the
 	// write like a CHECK constraint (Appliers report it as permanent).
 	Check func(row duplex.Values) error
@@ -41,6 +46,7 @@ type DB struct {
 	changed     chan struct{} // closed and replaced when the log grows
 	slots       map[string]int
 	checkpoints map[string]duplex.Position
+	applied     map[string]struct{}
 }
 
 // New returns an empty database; name becomes the Source of its changes.
@@ -52,6 +58,7 @@ func New(name string) *DB {
 		changed:     make(chan struct{}),
 		slots:       make(map[string]int),
 		checkpoints: make(map[string]duplex.Position),
+		applied:     make(map[string]struct{}),
 	}
 }
 
@@ -100,6 +107,32 @@ func (tb *table) keyOf(t duplex.Table, row duplex.Values) (duplex.Key, error) {
 		k[i] = duplex.Column{Name: c, Value: v}
 	}
 	return k, nil
+}
+
+func (tb *table) checkColumns(t duplex.Table, key duplex.Key, row duplex.Values) error {
+	if len(tb.opts.Columns) == 0 {
+		return nil
+	}
+	for f := range row {
+		if !slices.Contains(tb.opts.Columns, f) {
+			return duplex.Permanent(fmt.Errorf("memdb: %s %s: no column %q", t, key, f))
+		}
+	}
+	return nil
+}
+
+// known returns row without the fields the table does not have.
+func (tb *table) known(row duplex.Values) duplex.Values {
+	if len(tb.opts.Columns) == 0 {
+		return row
+	}
+	out := make(duplex.Values, len(row))
+	for f, v := range row {
+		if slices.Contains(tb.opts.Columns, f) {
+			out[f] = v
+		}
+	}
+	return out
 }
 
 // Tx is a transaction: its writes commit together, with one commit time and
@@ -205,7 +238,15 @@ func (tx *Tx) Insert(t duplex.Table, row duplex.Values) error {
 			return duplex.Permanent(fmt.Errorf("memdb: %s %s: check failed: %w", t, key, err))
 		}
 	}
+	if err := tb.checkColumns(t, key, row); err != nil {
+		return err
+	}
 	row = row.Clone()
+	for _, c := range tb.opts.Columns {
+		if _, ok := row[c]; !ok {
+			row[c] = nil
+		}
+	}
 	tx.set(tb, ks, row)
 	tx.pending = append(tx.pending, duplex.Change{Table: t, Key: key, Op: duplex.OpInsert, After: row.Clone()})
 	return nil
@@ -221,6 +262,9 @@ func (tx *Tx) Update(t duplex.Table, key duplex.Key, set duplex.Values) (bool, e
 	old, ok := tb.rows[ks]
 	if !ok {
 		return false, nil
+	}
+	if err := tb.checkColumns(t, key, set); err != nil {
+		return false, err
 	}
 	row := old.Clone()
 	for f, v := range set {
