@@ -1,0 +1,60 @@
+// Package duplex builds bi-directional data syncs between business systems:
+// two databases (a CRM and a billing system, say) that both change the same
+// records, kept in agreement without silent corruption, lost changes or
+// sync loops.
+//
+// # Model
+//
+// A [Change] is one committed row change captured on one system, with a
+// stable ID, the row's primary [Key], before and after images, its commit
+// time and an opaque resume [Position]. A [ChangeSource] streams changes; an
+// [Applier] reads and writes the other system; a [Resolver] decides fields
+// both sides changed; a [Deduper] remembers what was settled; a
+// [DeadLetterSink] keeps what cannot be applied, with its payload and
+// reason; a [LoopGuard] drops the sync's own writes coming back.
+//
+// # Pipeline
+//
+// A [Pipeline] moves changes one way: source, loop guard, dedup, conflict
+// detection against the target's current row, resolution, batched apply,
+// settle, acknowledge. Its guarantees:
+//
+//   - A position is acknowledged to the source only when every change up to
+//     it is settled: applied, dead-lettered, or known to be a duplicate, echo
+//     or no-op. A crash at any moment loses nothing.
+//   - Changes to one key are applied in order. A change that fails with a
+//     transient error is retried with exponential backoff and jitter while
+//     changes to other keys go on; later changes to its key wait behind it.
+//   - A failing batch is split to find the one bad change, which goes to the
+//     DLQ (permanent errors at once, others after Options.MaxAttempts) while
+//     the rest commit. An outage of the target ([Unavailable]) is waited out
+//     and never dead-letters anything.
+//   - Writes carry the values they were decided on ([Write].Expect); when the
+//     target row moved in between, the change is decided again, so a user's
+//     edit is never overwritten unseen.
+//   - With an Applier that is a [Ledger] (it records change IDs in the apply
+//     transaction), every change is applied exactly once in effect, even when
+//     the connection drops during COMMIT or the process crashes.
+//
+// A [Sync] runs the two Pipelines of a two-way sync together.
+//
+// # Conflicts
+//
+// A conflict exists only when both sides changed the same field since they
+// last agreed: the source's changed fields come from its before and after
+// images, the target's from comparing its current row with the source's
+// before image. Fields only one side changed merge without asking anyone;
+// the rest go to the Resolver as a [Conflict]. Insert-insert, update-delete
+// and delete-update are conflicts too. Undecided conflicts go to the DLQ and
+// the target row stays as it is.
+//
+// # Errors
+//
+// Errors are classified by behaviour ([ErrorClass]): mark your own with
+// [Transient], [Unavailable] or [Permanent]. Unknown errors are retried like
+// transient ones a bounded number of times, then dead-lettered.
+//
+// The packages cdc, apply, resolve, dedup, dlq, loopguard and metrics hold
+// the implementations; memdb is an in-memory database implementing the
+// source and applier interfaces for tests and demos.
+package duplex
