@@ -108,6 +108,9 @@ type Conflict struct {
 	Current Values
 	// SourceTime is when the source made the change (its commit time).
 	SourceTime time.Time
+	// TargetTime is when the target row was last committed, when the Applier
+	// reports it (see CommitTimeField); zero otherwise.
+	TargetTime time.Time
 
 	fields     []fieldState
 	deadLetter string
@@ -252,6 +255,7 @@ func (c *Conflict) reset(d Direction, ch *Change, current Values) {
 	c.Change = ch
 	c.Current = current
 	c.SourceTime = ch.CommitTime
+	c.TargetTime = time.Time{}
 	c.fields = c.fields[:0]
 	c.deadLetter, c.by = "", ""
 }

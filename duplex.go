@@ -93,7 +93,10 @@ type DeadLetterSink interface {
 // Applier reads and writes the target system.
 //
 // Lookup returns the current rows for keys of one table, in the order of
-// keys, with nil for keys that have no row. It reads committed data.
+// keys, with nil for keys that have no row. It reads committed data. A row
+// may carry the time it was last committed under CommitTimeField (a
+// time.Time); the Pipeline removes it and passes it to resolvers as
+// Conflict.TargetTime. The Pipeline owns the returned rows.
 //
 // Apply writes a batch atomically: all writes or none. Writes must be
 // applied in order (a key may appear more than once). An Applier should check
@@ -107,6 +110,10 @@ type Applier interface {
 	Lookup(ctx context.Context, table Table, keys []Key) ([]Values, error)
 	Apply(ctx context.Context, b *Batch) error
 }
+
+// CommitTimeField is the field under which Applier.Lookup may report a row's
+// last commit time, for last-write-wins on commit timestamps.
+const CommitTimeField = "_duplex_commit_time"
 
 // Batch is what one Apply call writes.
 type Batch struct {

@@ -31,7 +31,8 @@ type plan struct {
 
 type rowState struct {
 	row  Values
-	uses int // changes in the chunk that touch this key
+	at   time.Time // the row's last commit time, when known
+	uses int       // changes in the chunk that touch this key
 }
 
 type tableKeys struct {
@@ -79,7 +80,12 @@ func (p *Pipeline) makePlan(items []*item) (plan, error) {
 			return pl, Permanent(fmt.Errorf("duplex: %s: lookup of %s returned %d rows for %d keys", p.dir, g.table, len(vals), len(g.keys)))
 		}
 		for i, name := range g.names {
-			rows[name].row = vals[i]
+			rs, row := rows[name], vals[i]
+			if t, ok := row[CommitTimeField]; ok {
+				rs.at, _ = t.(time.Time)
+				delete(row, CommitTimeField)
+			}
+			rs.row = row
 		}
 	}
 
@@ -93,6 +99,7 @@ func (p *Pipeline) makePlan(items []*item) (plan, error) {
 			ip.out = outNoop
 			continue
 		}
+		c.TargetTime = rs.at
 		if p.cfg.Resolver != nil {
 			if err := p.cfg.Resolver.Resolve(p.opCtx, c); err != nil {
 				return pl, &BatchError{Index: i, Err: fmt.Errorf("resolver on %s: %w", it.c, err)}
@@ -104,6 +111,7 @@ func (p *Pipeline) makePlan(items []*item) (plan, error) {
 			ip.out = outWrite
 			pl.writes = append(pl.writes, w)
 			pl.writeItem = append(pl.writeItem, i)
+			rs.at = it.c.CommitTime
 			switch w.Op {
 			case OpInsert:
 				rs.row = w.Set
