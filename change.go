@@ -19,6 +19,10 @@ const (
 	OpInsert Op = iota + 1
 	OpUpdate
 	OpDelete
+	// OpTruncate empties a whole table (Key, Before and After are nil). The
+	// Pipeline dead-letters it unless Options.PropagateTruncate is set and
+	// the Applier is a Truncater.
+	OpTruncate
 )
 
 // String returns "insert", "update" or "delete".
@@ -30,6 +34,8 @@ func (o Op) String() string {
 		return "update"
 	case OpDelete:
 		return "delete"
+	case OpTruncate:
+		return "truncate"
 	}
 	return "op(" + strconv.Itoa(int(o)) + ")"
 }
@@ -46,6 +52,8 @@ func (o *Op) UnmarshalText(b []byte) error {
 		*o = OpUpdate
 	case "delete":
 		*o = OpDelete
+	case "truncate":
+		*o = OpTruncate
 	default:
 		return fmt.Errorf("duplex: unknown op %q", b)
 	}

@@ -158,6 +158,12 @@ type Checkpointer interface {
 	Checkpoint(ctx context.Context, source string) (Position, error)
 }
 
+// Truncater is implemented by Appliers that can empty a table, for
+// Options.PropagateTruncate.
+type Truncater interface {
+	Truncate(ctx context.Context, table Table) error
+}
+
 // Ledger is implemented by Appliers that record the ID of every change they
 // write in the same transaction as the write (a dedup table in the target).
 // It is the truth about what was applied: the Pipeline asks it about the

@@ -31,6 +31,10 @@ type Options struct {
 	// ShutdownTimeout bounds the time an in-flight apply, dead-lettering and
 	// the last acknowledgement may take after ctx is canceled. 0: 10s.
 	ShutdownTimeout time.Duration
+	// PropagateTruncate applies a source's TRUNCATE to the target when the
+	// Applier is a Truncater. false (the default): a TRUNCATE is dead-lettered
+	// with ReasonTruncate for an operator to decide, never propagated.
+	PropagateTruncate bool
 	// Now is the clock, for tests. nil: time.Now.
 	Now func() time.Time
 }
@@ -509,16 +513,56 @@ func (p *Pipeline) committed(pl plan) (bool, error) {
 	return n == len(ids), nil
 }
 
-// process applies items in order, in batches.
+// process applies items in order, in batches. A TRUNCATE is a barrier:
+// everything before it is settled first.
 func (p *Pipeline) process(items []*item) error {
 	for len(items) > 0 {
 		n := min(p.cfg.BatchSize, len(items))
+		for i := range n {
+			if items[i].c.Op == OpTruncate {
+				n = i
+				break
+			}
+		}
+		if n == 0 {
+			if err := p.truncate(items[0]); err != nil {
+				return err
+			}
+			items = items[1:]
+			continue
+		}
 		if err := p.runChunk(items[:n]); err != nil {
 			return err
 		}
 		items = items[n:]
 	}
 	return nil
+}
+
+// truncate settles a TRUNCATE: propagated when allowed, else dead-lettered.
+func (p *Pipeline) truncate(it *item) error {
+	tr, ok := p.cfg.Target.(Truncater)
+	if !p.cfg.PropagateTruncate || !ok {
+		return p.deadLetter(it, ReasonTruncate, fmt.Sprintf(
+			"TRUNCATE of %s on %s was not propagated to %s; review and truncate by hand, or enable PropagateTruncate",
+			it.c.Table, p.dir.From, p.dir.To), nil)
+	}
+	for attempt := 1; ; attempt++ {
+		err := tr.Truncate(p.opCtx, it.c.Table)
+		if err == nil {
+			p.log.InfoContext(p.opCtx, "truncate propagated", "table", it.c.Table.String())
+			p.mark([]string{it.c.ID})
+			return nil
+		}
+		class := ClassOf(err)
+		if class == ClassPermanent || (class != ClassUnavailable && attempt >= p.cfg.MaxAttempts) {
+			it.attempts = attempt
+			return p.deadLetter(it, ReasonTruncate, "truncate failed: "+err.Error(), nil)
+		}
+		if !p.wait(attempt, 1, class, err) {
+			return errAborted
+		}
+	}
 }
 
 // routeParked queues items whose key waits behind a failing change.

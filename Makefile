@@ -1,0 +1,57 @@
+# duplex — developer and CI entry points.
+#
+#   make services   install/configure/start local PostgreSQL (wal_level=logical) and Redis
+#   make test       services + vet + gofmt check + race tests
+#   make clean-db   drop leftover test databases (duplex_t_*) and their replication slots
+
+GO ?= go
+GOFMT ?= gofmt
+PSQL ?= psql
+# Admin connection used by clean-db (same discovery as internal/testenv).
+PG_ADMIN_URL ?= $(or $(DUPLEX_TEST_POSTGRES_URL),postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable)
+TEST_TIMEOUT ?= 20m
+
+.PHONY: all services test vet fmt fmt-check bench demo clean-db
+
+all: test
+
+services:
+	bash scripts/services.sh
+
+test: services vet fmt-check
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+vet:
+	$(GO) vet ./...
+
+# Rewrite all Go files with gofmt.
+fmt:
+	$(GOFMT) -w $$(find . -name '*.go' -not -path './.git/*')
+
+# Fail, listing the files, when some Go file is not gofmt-formatted.
+fmt-check:
+	@files=$$($(GOFMT) -l $$(find . -name '*.go' -not -path './.git/*')); \
+	if [ -n "$$files" ]; then \
+		echo "gofmt: these files are not formatted (run 'make fmt'):"; \
+		echo "$$files" | sed 's/^/  /'; \
+		exit 1; \
+	fi
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+demo: services
+	$(GO) run ./examples/demo
+
+# Drop leftovers of crashed test runs: replication slots in duplex_t_*
+# databases (terminating their walsenders first), then the databases.
+# Do not run while tests are running.
+clean-db:
+	@printf '%s\n' \
+		"SELECT count(pg_terminate_backend(active_pid)) AS terminated_walsenders FROM pg_replication_slots WHERE database LIKE 'duplex\_t\_%' AND active_pid IS NOT NULL;" \
+		"SELECT pg_sleep(0.5) WHERE EXISTS (SELECT 1 FROM pg_replication_slots WHERE database LIKE 'duplex\_t\_%' AND active);" \
+		"SELECT slot_name AS dropped_slot, pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database LIKE 'duplex\_t\_%' AND NOT active;" \
+		"SELECT format('DROP DATABASE %I WITH (FORCE)', datname) FROM pg_database WHERE datname LIKE 'duplex\_t\_%' ORDER BY 1" \
+		'\gexec' \
+		"SELECT count(*) AS remaining_test_databases FROM pg_database WHERE datname LIKE 'duplex\_t\_%';" \
+	| $(PSQL) -X -v ON_ERROR_STOP=1 -d '$(PG_ADMIN_URL)' -f -

@@ -1,0 +1,37 @@
+// Package dlq keeps the dead-letter queue: the changes a Pipeline could not
+// apply (conflicts nobody won, permanent errors, exhausted retries), with
+// everything an operator needs to decide what to do with them.
+//
+// # Two sides
+//
+// The Pipeline writes through [duplex.DeadLetterSink]: Put stores a
+// [duplex.DeadLetter] durably. Operators and tools (an admin HTTP handler,
+// metrics) read and act through [Store]: List and Get entries, move them
+// between statuses with SetStatus, count what is pending with Depth, and
+// find the pending entries of one row with PendingForKey. Every
+// implementation ([Memory]; PostgreSQL in dlqpg) implements both.
+//
+// # Entries
+//
+// An [Entry] is one dead-lettered change and its history. The same change
+// put again (same Sync, Direction and Change.ID, as after a crash, or when
+// a retried change fails again) updates its entry instead of adding a
+// second: LastSeen, Count, Attempts, Error, Reason and Conflict take the
+// new values, and an entry that was retried, dismissed or resolved becomes
+// pending again, since it failed again. Nothing is ever deleted: dismissing
+// an entry keeps it, with who dismissed it.
+//
+// # Statuses
+//
+// An entry is [StatusPending] until someone acts on it: [StatusRetried]
+// (sent back through the Pipeline), [StatusDismissed] (dropped on purpose)
+// or [StatusResolved] (fixed by hand or by choosing a winner). Store.SetStatus
+// is a compare-and-set: it moves an entry to a status only from the statuses
+// the caller names, so an admin action clicked twice, or by two operators at
+// once, is harmless: repeating a transition on an entry already in the
+// target status returns it unchanged, and a transition from a status the
+// caller did not expect fails with a [*TransitionError].
+//
+// Package [github.com/duplexsync/duplex/dlq/dlqtest] is the conformance
+// suite every implementation passes.
+package dlq

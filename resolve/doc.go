@@ -1,0 +1,2 @@
+// Package resolve holds the conflict resolvers of duplex.
+package resolve

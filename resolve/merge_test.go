@@ -1,0 +1,129 @@
+package resolve_test
+
+import (
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/resolve"
+)
+
+func TestCounterDeltaMergesBothChanges(t *testing.T) {
+	t.Parallel()
+	counters := func() duplex.Resolver { return resolve.CounterDelta("n", "f") }
+	t.Run("integers", func(t *testing.T) {
+		t.Parallel()
+		out, _ := bothWays(t, counters, func(p *pair) {
+			p.seed(row(1, "n", int64(10)))
+			p.update("a", 1, duplex.Values{"n": int64(13)}) // +3
+			p.update("b", 1, duplex.Values{"n": int64(15)}) // +5
+		})
+		require.Empty(t, out.dead)
+		require.Equal(t, int64(18), out.a["id=1"]["n"])
+		require.Equal(t, []any{int64(18), int64(18)}, []any{out.calls[0].Values["n"], out.calls[1].Values["n"]})
+	})
+	t.Run("several changes on one side", func(t *testing.T) {
+		t.Parallel()
+		out, _ := bothWays(t, counters, func(p *pair) {
+			p.seed(row(1, "n", int64(10)))
+			p.update("a", 1, duplex.Values{"n": int64(13)}) // +3
+			p.update("a", 1, duplex.Values{"n": int64(15)}) // +2
+			p.update("b", 1, duplex.Values{"n": int64(16)}) // +6
+		})
+		require.Empty(t, out.dead)
+		require.Equal(t, int64(21), out.a["id=1"]["n"])
+	})
+	t.Run("float64 is exact from both directions", func(t *testing.T) {
+		t.Parallel()
+		// b + (a - base) and a + (b - base) differ in float64; (a + b) - base is the same both ways.
+		base, a, b := 0.1, 0.2, 0.7
+		require.NotEqual(t, b+(a-base), a+(b-base))
+		out, _ := bothWays(t, counters, func(p *pair) {
+			p.seed(row(1, "f", base))
+			p.update("a", 1, duplex.Values{"f": a})
+			p.update("b", 1, duplex.Values{"f": b})
+		})
+		require.Empty(t, out.dead)
+		require.Equal(t, (a+b)-base, out.a["id=1"]["f"])
+	})
+	t.Run("not mergeable: left to the next resolver", func(t *testing.T) {
+		t.Parallel()
+		for name, vals := range map[string][3]any{
+			"NULL base":   {nil, int64(1), int64(2)},
+			"NULL target": {int64(0), int64(1), nil},
+			"mixed types": {int64(0), int64(1), 2.5},
+			"overflow":    {int64(0), int64(math.MaxInt64), int64(1)},
+			"not numbers": {"0", "1", "2"},
+		} {
+			p := newPair(t, resolve.CounterDelta("n"))
+			p.seed(row(1, "n", vals[0]))
+			p.update("a", 1, duplex.Values{"n": vals[1]})
+			p.update("b", 1, duplex.Values{"n": vals[2]})
+			p.quiesce(true)
+			require.Len(t, p.dlq.all(), 2, name)
+			require.Equal(t, "default", p.dlq.all()[0].Conflict.DecidedBy, name)
+		}
+	})
+	t.Run("only named fields", func(t *testing.T) {
+		t.Parallel()
+		out, _ := bothWays(t, func() duplex.Resolver { return duplex.Chain(resolve.CounterDelta("n"), resolve.SideWins("a")) }, func(p *pair) {
+			p.seed(row(1, "n", int64(1), "f", 1.0))
+			p.update("a", 1, duplex.Values{"n": int64(2), "f": 2.0})
+			p.update("b", 1, duplex.Values{"n": int64(3), "f": 3.0})
+		})
+		require.Equal(t, row(1, "n", int64(4), "f", 2.0), out.b["id=1"])
+	})
+}
+
+func TestUnionTags(t *testing.T) {
+	t.Parallel()
+	tags := func() duplex.Resolver { return resolve.UnionTags("tags") }
+	t.Run("[]string", func(t *testing.T) {
+		t.Parallel()
+		out, _ := bothWays(t, tags, func(p *pair) {
+			p.seed(row(1, "tags", []string{"x"}))
+			p.update("a", 1, duplex.Values{"tags": []string{"x", "a", "a"}})
+			p.update("b", 1, duplex.Values{"tags": []string{"b", "x"}})
+		})
+		require.Empty(t, out.dead)
+		require.Equal(t, []string{"a", "b", "x"}, out.a["id=1"]["tags"])
+		require.Equal(t, []string{"a", "b", "x"}, out.b["id=1"]["tags"])
+	})
+	t.Run("[]any keeps its representation", func(t *testing.T) {
+		t.Parallel()
+		out, _ := bothWays(t, tags, func(p *pair) {
+			p.seed(row(1, "tags", []any{"x"}))
+			p.update("a", 1, duplex.Values{"tags": []any{"z"}})
+			p.update("b", 1, duplex.Values{"tags": []any{"y", "x"}})
+		})
+		require.Equal(t, []any{"x", "y", "z"}, out.a["id=1"]["tags"])
+	})
+	t.Run("NULL is empty", func(t *testing.T) {
+		t.Parallel()
+		out, _ := bothWays(t, tags, func(p *pair) {
+			p.seed(row(1, "tags", []string{"x"}))
+			p.update("a", 1, duplex.Values{"tags": []string{"a"}})
+			p.update("b", 1, duplex.Values{"tags": nil})
+		})
+		require.Equal(t, []string{"a"}, out.b["id=1"]["tags"])
+	})
+	t.Run("insert-insert", func(t *testing.T) {
+		t.Parallel()
+		out, _ := bothWays(t, tags, func(p *pair) {
+			p.insert("a", row(1, "tags", []string{"a"}))
+			p.insert("b", row(1, "tags", []string{"b"}))
+		})
+		require.Equal(t, []string{"a", "b"}, out.b["id=1"]["tags"])
+	})
+	t.Run("not strings: left to the next resolver", func(t *testing.T) {
+		t.Parallel()
+		p := newPair(t, resolve.UnionTags("tags"))
+		p.seed(row(1, "tags", []any{"x"}))
+		p.update("a", 1, duplex.Values{"tags": []any{"x", int64(1)}})
+		p.update("b", 1, duplex.Values{"tags": []any{"y"}})
+		p.quiesce(true)
+		require.Len(t, p.dlq.all(), 2)
+	})
+}

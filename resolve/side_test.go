@@ -1,0 +1,101 @@
+package resolve_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/resolve"
+)
+
+func TestSideWinsEveryKind(t *testing.T) {
+	t.Parallel()
+	type want struct{ a, b duplex.Values } // the final row for each winner
+	for _, tc := range []struct {
+		name string
+		kind duplex.ConflictKind // the kind a->b sees
+		sc   scenario
+		want want
+	}{
+		{
+			name: "update-update", kind: duplex.UpdateUpdate,
+			sc: func(p *pair) {
+				p.seed(row(1, "name", "x", "note", "x"))
+				p.update("a", 1, duplex.Values{"name": "from-a", "note": "only a"})
+				p.update("b", 1, duplex.Values{"name": "from-b"})
+			},
+			want: want{a: row(1, "name", "from-a", "note", "only a"), b: row(1, "name", "from-b", "note", "only a")},
+		},
+		{
+			name: "insert-insert", kind: duplex.InsertInsert,
+			sc: func(p *pair) {
+				p.insert("a", row(1, "name", "from-a", "n", int64(1)))
+				p.insert("b", row(1, "name", "from-b", "note", "b's note"))
+			},
+			want: want{a: row(1, "name", "from-a", "n", int64(1)), b: row(1, "name", "from-b", "note", "b's note")},
+		},
+		{
+			name: "a deletes, b updates", kind: duplex.DeleteUpdate,
+			sc: func(p *pair) {
+				p.seed(row(1, "name", "x"))
+				p.del("a", 1)
+				p.update("b", 1, duplex.Values{"name": "from-b"})
+			},
+			want: want{a: nil, b: row(1, "name", "from-b")},
+		},
+		{
+			name: "a updates, b deletes", kind: duplex.UpdateDelete,
+			sc: func(p *pair) {
+				p.seed(row(1, "name", "x"))
+				p.update("a", 1, duplex.Values{"name": "from-a"})
+				p.del("b", 1)
+			},
+			want: want{a: row(1, "name", "from-a"), b: nil},
+		},
+	} {
+		for _, winner := range []string{"a", "b"} {
+			t.Run(tc.name+"/"+winner+" wins", func(t *testing.T) {
+				t.Parallel()
+				out, _ := bothWays(t, func() duplex.Resolver { return resolve.SideWins(winner) }, tc.sc)
+				require.Empty(t, out.dead)
+				expect := map[string]duplex.Values{"a": tc.want.a, "b": tc.want.b}[winner]
+				require.Equal(t, expect, out.a["id=1"])
+				var kinds []duplex.ConflictKind
+				for _, s := range out.calls {
+					if s.Dir == "a->b" {
+						kinds = append(kinds, s.Kind)
+					}
+				}
+				require.Equal(t, []duplex.ConflictKind{tc.kind}, kinds)
+			})
+		}
+	}
+}
+
+func TestSideWinsUnknownSystemDeadLetters(t *testing.T) {
+	t.Parallel()
+	out, _ := bothWays(t, func() duplex.Resolver { return resolve.SideWins("erp") }, concurrentEdits(at(1), at(2)))
+	require.Len(t, out.dead, 2)
+	require.Contains(t, out.dead[0].Error, `side wins: "erp" is neither`)
+	require.Equal(t, "side_wins", out.dead[0].Conflict.DecidedBy)
+}
+
+func TestDeadLetterAll(t *testing.T) {
+	t.Parallel()
+	out, _ := bothWays(t, func() duplex.Resolver { return resolve.DeadLetterAll() }, func(p *pair) {
+		p.seed(row(1, "name", "x"), row(2, "name", "y"))
+		p.update("a", 1, duplex.Values{"name": "from-a", "note": "merges"})
+		p.update("b", 1, duplex.Values{"name": "from-b"})
+		p.update("b", 2, duplex.Values{"name": "no conflict"})
+	})
+	require.Len(t, out.dead, 2)
+	for _, d := range out.dead {
+		require.Contains(t, d.Error, "manual review: update_update conflict on public.items id=1, field(s) name")
+		require.Equal(t, "dead_letter_all", d.Conflict.DecidedBy)
+		require.Equal(t, []string{"name"}, d.Conflict.Fields)
+	}
+	require.Equal(t, row(1, "name", "from-a", "note", "merges"), out.a["id=1"], "the dead-lettered change is not applied at all")
+	require.Equal(t, row(1, "name", "from-b"), out.b["id=1"])
+	require.Equal(t, "no conflict", out.a["id=2"]["name"], "conflict-free changes flow")
+}
