@@ -2,8 +2,6 @@ package pglogical
 
 import (
 	"encoding/binary"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -11,9 +9,9 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/internal/pgvalue"
 )
 
 // column describes one column of a relation as pgoutput announced it.
@@ -68,7 +66,6 @@ type decoder struct {
 
 	relations map[uint32]*relation
 	tx        txState
-	types     *pgtype.Map
 	// truncated holds the tables of the last Truncate message.
 	truncated []duplex.Table
 }
@@ -78,7 +75,6 @@ func newDecoder(slot, system string, skipOrigins []string, keyColumns func(duple
 		slot: slot, system: system, keyColumns: keyColumns,
 		relations:   make(map[uint32]*relation),
 		skipOrigins: skipOrigins,
-		types:       pgtype.NewMap(),
 	}
 	return d
 }
@@ -340,7 +336,7 @@ func (d *decoder) relation(r *reader) error {
 		r.u8() // flags: with REPLICA IDENTITY FULL every column is flagged, so keys come from the catalog
 		col := column{name: r.cstring(), oid: r.u32()}
 		r.u32() // type modifier
-		col.decode = decoderFor(col.oid, d.types)
+		col.decode = pgvalue.Decoder(col.oid)
 		byName[col.name] = i
 		rel.columns = append(rel.columns, col)
 	}
@@ -478,100 +474,3 @@ func (d *decoder) values(rel *relation, t []tupleColumn) (duplex.Values, []strin
 	return row, unchanged, nil
 }
 
-// Well-known type OIDs.
-const (
-	oidBool        = 16
-	oidBytea       = 17
-	oidName        = 19
-	oidInt8        = 20
-	oidInt2        = 21
-	oidInt4        = 23
-	oidText        = 25
-	oidOID         = 26
-	oidJSON        = 114
-	oidFloat4      = 700
-	oidFloat8      = 701
-	oidBPChar      = 1042
-	oidVarchar     = 1043
-	oidDate        = 1082
-	oidTimestamp   = 1114
-	oidTimestamptz = 1184
-	oidNumeric     = 1700
-	oidUUID        = 2950
-	oidJSONB       = 3802
-	oidTextArray   = 1009
-	oidVarcharArr  = 1015
-)
-
-// decoderFor returns the function decoding a column's text value. Values
-// are decoded to plain Go types where that is exact (integers to int64,
-// floats to float64, text to string, bytea to []byte, timestamps to
-// time.Time, json to json.RawMessage, text arrays to []string); every other
-// type (numeric, uuid, intervals, enums, domains, arrays of other types,
-// ranges, geometric types, ...) keeps PostgreSQL's own text form, which
-// round-trips exactly when written back to a column of the same type.
-func decoderFor(oid uint32, types *pgtype.Map) func([]byte) (any, error) {
-	switch oid {
-	case oidInt2, oidInt4, oidInt8, oidOID:
-		return func(b []byte) (any, error) { return strconv.ParseInt(string(b), 10, 64) }
-	case oidFloat4, oidFloat8:
-		return func(b []byte) (any, error) { return strconv.ParseFloat(string(b), 64) }
-	case oidBool:
-		return func(b []byte) (any, error) {
-			switch string(b) {
-			case "t":
-				return true, nil
-			case "f":
-				return false, nil
-			}
-			return nil, fmt.Errorf("invalid bool %q", b)
-		}
-	case oidText, oidVarchar, oidBPChar, oidName:
-		return func(b []byte) (any, error) { return string(b), nil }
-	case oidBytea:
-		return func(b []byte) (any, error) {
-			if len(b) < 2 || b[0] != '\\' || b[1] != 'x' {
-				return nil, errors.New("bytea not in hex format")
-			}
-			out := make([]byte, hex.DecodedLen(len(b)-2))
-			_, err := hex.Decode(out, b[2:])
-			return out, err
-		}
-	case oidJSON, oidJSONB:
-		return func(b []byte) (any, error) { return json.RawMessage(append([]byte(nil), b...)), nil }
-	case oidTimestamptz, oidTimestamp, oidDate:
-		return func(b []byte) (any, error) {
-			v, err := pgtypeDecode(types, oid, b)
-			if err != nil {
-				return nil, err
-			}
-			if t, ok := v.(time.Time); ok {
-				return t, nil
-			}
-			return string(b), nil // infinity and friends keep their text form
-		}
-	case oidTextArray, oidVarcharArr:
-		return func(b []byte) (any, error) {
-			if strings.Contains(string(b), "NULL") {
-				return string(b), nil // []string cannot hold NULL elements: keep the text form
-			}
-			var out []string
-			if err := types.Scan(oidTextArray, pgtype.TextFormatCode, b, &out); err != nil {
-				return nil, err
-			}
-			if out == nil {
-				out = []string{}
-			}
-			return out, nil
-		}
-	}
-	return func(b []byte) (any, error) { return string(b), nil }
-}
-
-func pgtypeDecode(types *pgtype.Map, oid uint32, b []byte) (any, error) {
-	t, ok := types.TypeForOID(oid)
-	if !ok {
-		return string(b), nil
-	}
-	return t.Codec.DecodeValue(types, oid, pgtype.TextFormatCode, b)
-}

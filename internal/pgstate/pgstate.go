@@ -1,0 +1,88 @@
+// Package pgstate creates and names the tables a sync keeps in its own
+// schema of a PostgreSQL database (never in users' tables): checkpoints of
+// source positions and the ledger of applied change IDs. The PostgreSQL
+// applier writes both in its apply transactions; the PostgreSQL deduper
+// reads and writes the ledger.
+package pgstate
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// DefaultSchema is the schema a sync keeps its state in unless told otherwise.
+const DefaultSchema = "duplex"
+
+// Execer runs SQL; *pgx.Conn, *pgxpool.Pool and pgx.Tx satisfy it.
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// Ensure creates the state tables in schema when missing. Concurrent
+// callers are fine: it takes a transaction-level advisory lock.
+func Ensure(ctx context.Context, db interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}, schema string) error {
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('duplex state ' || $1))", schema); err != nil {
+			return err
+		}
+		for _, stmt := range DDL(schema) {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("pgstate: create state tables in schema %s: %w", schema, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Tables names the state tables of one schema, quoted for SQL.
+type Tables struct {
+	Schema      string // quoted schema
+	Checkpoints string // quoted "<schema>.checkpoints"
+	Applied     string // quoted "<schema>.applied"
+}
+
+// Names returns the quoted names of the state tables in schema.
+func Names(schema string) Tables {
+	if schema == "" {
+		schema = DefaultSchema
+	}
+	return Tables{
+		Schema:      pgx.Identifier{schema}.Sanitize(),
+		Checkpoints: pgx.Identifier{schema, "checkpoints"}.Sanitize(),
+		Applied:     pgx.Identifier{schema, "applied"}.Sanitize(),
+	}
+}
+
+// DDL returns the statements that create the state tables (idempotent).
+//
+//   - checkpoints(sync, target, source, position, updated_at): the last
+//     position of source whose changes are settled on target, written in
+//     the apply transaction.
+//   - applied(sync, target, change_id, applied_at): the IDs of changes whose
+//     writes (or settlement) committed on target; the ledger that makes
+//     applies exactly-once in effect. Old rows can be pruned by applied_at.
+func DDL(schema string) []string {
+	n := Names(schema)
+	return []string{
+		"CREATE SCHEMA IF NOT EXISTS " + n.Schema,
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
+			sync text NOT NULL,
+			target text NOT NULL,
+			source text NOT NULL,
+			position text NOT NULL,
+			updated_at timestamptz NOT NULL DEFAULT now(),
+			PRIMARY KEY (sync, target, source))`, n.Checkpoints),
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
+			sync text NOT NULL,
+			target text NOT NULL,
+			change_id text NOT NULL,
+			applied_at timestamptz NOT NULL DEFAULT now(),
+			PRIMARY KEY (sync, target, change_id))`, n.Applied),
+		fmt.Sprintf(`CREATE INDEX IF NOT EXISTS applied_at_idx ON %s (applied_at)`, n.Applied),
+	}
+}
