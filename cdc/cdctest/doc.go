@@ -53,9 +53,10 @@
 //   - IDsUnique, LargeBatchBounded: distinct changes have distinct IDs;
 //     10,000 inserts all arrive, once each.
 //
-// Every Stream the suite runs is also checked for these invariants: fn is
-// never called concurrently, every change carries an ID, a Source and a
-// Position, and no delivered batch is modified after fn returns.
+// Every Stream the suite collects changes from is also checked for these
+// invariants: fn is never called concurrently, every change carries an ID,
+// a Source, a Position and a CommitTime, positions never decrease, and no
+// delivered batch is modified after fn returns.
 //
 // # Positions
 //

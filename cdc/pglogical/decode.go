@@ -473,4 +473,3 @@ func (d *decoder) values(rel *relation, t []tupleColumn) (duplex.Values, []strin
 	}
 	return row, unchanged, nil
 }
-
