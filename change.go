@@ -134,8 +134,24 @@ func appendValue(b *strings.Builder, v any) {
 		b.WriteString(strconv.FormatInt(int64(x), 10))
 	case int16:
 		b.WriteString(strconv.FormatInt(int64(x), 10))
+	case int8:
+		b.WriteString(strconv.FormatInt(int64(x), 10))
+	case uint8:
+		b.WriteString(strconv.FormatUint(uint64(x), 10))
+	case uint16:
+		b.WriteString(strconv.FormatUint(uint64(x), 10))
+	case uint32:
+		b.WriteString(strconv.FormatUint(uint64(x), 10))
 	case uint64:
 		b.WriteString(strconv.FormatUint(x, 10))
+	case uint:
+		b.WriteString(strconv.FormatUint(uint64(x), 10))
+	case float64:
+		b.WriteString(strconv.FormatFloat(x, 'g', -1, 64))
+	case float32:
+		b.WriteString(strconv.FormatFloat(float64(x), 'g', -1, 32))
+	case bool:
+		b.WriteString(strconv.FormatBool(x))
 	case []byte:
 		b.WriteString(`\x`)
 		b.WriteString(fmt.Sprintf("%x", x))
@@ -240,6 +256,35 @@ func Equal(a, b any) bool {
 			return xi == y
 		}
 		return false
+	case uint64:
+		if y, ok := b.(uint64); ok {
+			return x == y
+		}
+		if y, ok := asInt64(b); ok {
+			return y >= 0 && uint64(y) == x
+		}
+		return false
+	case Values:
+		y, ok := b.(Values)
+		if !ok {
+			if m, isMap := b.(map[string]any); isMap {
+				y, ok = Values(m), true
+			}
+		}
+		return ok && valuesEqual(x, y)
+	case map[string]any:
+		return Equal(Values(x), b)
+	case []any:
+		y, ok := b.([]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for i := range x {
+			if !Equal(x[i], y[i]) {
+				return false
+			}
+		}
+		return true
 	case float64:
 		y, ok := b.(float64)
 		return ok && (x == y || (x != x && y != y))
@@ -273,6 +318,19 @@ func Equal(a, b any) bool {
 		return false
 	}
 	return reflect.DeepEqual(a, b)
+}
+
+func valuesEqual(a, b Values) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		w, ok := b[k]
+		if !ok || !Equal(v, w) {
+			return false
+		}
+	}
+	return true
 }
 
 func asInt64(v any) (int64, bool) {

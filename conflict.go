@@ -1,6 +1,7 @@
 package duplex
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -49,6 +50,17 @@ func (k ConflictKind) String() string {
 
 // MarshalText implements encoding.TextMarshaler.
 func (k ConflictKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (k *ConflictKind) UnmarshalText(b []byte) error {
+	for c := NoConflict; c <= DeleteUpdate; c++ {
+		if c.String() == string(b) {
+			*k = c
+			return nil
+		}
+	}
+	return fmt.Errorf("duplex: unknown conflict kind %q", b)
+}
 
 // Pick is the decision for one field.
 type Pick uint8

@@ -162,3 +162,17 @@ func TestKeyStringIsCanonical(t *testing.T) {
 	_, err = ParseTable("a.b.c")
 	require.ErrorContains(t, err, `"a.b.c"`)
 }
+
+func TestEqualAndKeyEdgeCases(t *testing.T) {
+	t.Parallel()
+	require.True(t, Equal(uint64(7), int64(7)))
+	require.False(t, Equal(uint64(7), int64(-1)))
+	require.True(t, Equal(map[string]any{"a": int32(1), "b": []any{int64(2)}}, Values{"a": int64(1), "b": []any{int16(2)}}))
+	require.False(t, Equal([]any{1}, []any{1, 2}))
+	require.Equal(t, Key{{Name: "id", Value: int64(7)}}.String(), Key{{Name: "id", Value: uint32(7)}}.String())
+	require.NotEqual(t, Key{{Name: "id", Value: "7"}}.String(), Key{{Name: "id", Value: float64(7)}}.String())
+	var k ConflictKind
+	require.NoError(t, k.UnmarshalText([]byte("delete_update")))
+	require.Equal(t, DeleteUpdate, k)
+	require.Error(t, k.UnmarshalText([]byte("nope")))
+}

@@ -393,6 +393,9 @@ func (p *Pipeline) dropEchoes(items []*item) ([]*item, error) {
 	for _, it := range items {
 		echo, err := p.cfg.LoopGuard.Echo(p.opCtx, it.c)
 		if err != nil {
+			if p.ctx.Err() != nil {
+				return nil, errAborted
+			}
 			return nil, fmt.Errorf("duplex: %s: loop guard on %s: %w", p.dir, it.c, err)
 		}
 		if echo {

@@ -87,7 +87,7 @@ func (tx *Tx) apply(w *duplex.Write) error {
 	cur := tb.rows[w.Key.String()]
 	check := func() error {
 		for f, v := range w.Expect {
-			if cv, ok := cur[f]; ok && !duplex.Equal(cv, v) {
+			if cv := cur[f]; !duplex.Equal(cv, v) { // a field never written is NULL
 				return fmt.Errorf("%w: %s %s field %s", errStale, w.Table, w.Key, f)
 			}
 		}
@@ -97,6 +97,9 @@ func (tx *Tx) apply(w *duplex.Write) error {
 	case duplex.OpInsert:
 		if cur != nil {
 			return fmt.Errorf("%w: %s %s exists", errStale, w.Table, w.Key)
+		}
+		if k, err := tb.keyOf(w.Table, w.Set); err != nil || k.String() != w.Key.String() {
+			return duplex.Permanent(fmt.Errorf("memdb: %s: insert for key %s carries key %v", w.Table, w.Key, k))
 		}
 		return tx.Insert(w.Table, tb.known(w.Set))
 	case duplex.OpUpdate:

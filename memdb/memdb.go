@@ -150,10 +150,19 @@ func (db *DB) Do(origin string, fn func(tx *Tx) error) error {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	tx := &Tx{db: db, origin: origin}
-	if err := fn(tx); err != nil {
+	rollback := func() {
 		for i := len(tx.undo) - 1; i >= 0; i-- {
 			tx.undo[i]()
 		}
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			rollback()
+			panic(r)
+		}
+	}()
+	if err := fn(tx); err != nil {
+		rollback()
 		return err
 	}
 	tx.commit()
@@ -233,11 +242,6 @@ func (tx *Tx) Insert(t duplex.Table, row duplex.Values) error {
 	if _, ok := tb.rows[ks]; ok {
 		return duplex.Permanent(fmt.Errorf("memdb: %s %s: duplicate key", t, key))
 	}
-	if tb.opts.Check != nil {
-		if err := tb.opts.Check(row); err != nil {
-			return duplex.Permanent(fmt.Errorf("memdb: %s %s: check failed: %w", t, key, err))
-		}
-	}
 	if err := tb.checkColumns(t, key, row); err != nil {
 		return err
 	}
@@ -245,6 +249,11 @@ func (tx *Tx) Insert(t duplex.Table, row duplex.Values) error {
 	for _, c := range tb.opts.Columns {
 		if _, ok := row[c]; !ok {
 			row[c] = nil
+		}
+	}
+	if tb.opts.Check != nil {
+		if err := tb.opts.Check(row); err != nil {
+			return duplex.Permanent(fmt.Errorf("memdb: %s %s: check failed: %w", t, key, err))
 		}
 	}
 	tx.set(tb, ks, row)

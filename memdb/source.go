@@ -51,8 +51,12 @@ func (s *Source) Stream(ctx context.Context, from duplex.Position, fn func(conte
 	}
 	db := s.db
 	db.mu.Lock()
+	if next > len(db.log) {
+		n := len(db.log)
+		db.mu.Unlock()
+		return duplex.Permanent(fmt.Errorf("memdb: resume position %s is past the end of the log (%d changes): the log this position belongs to is gone", from, n))
+	}
 	next = max(next, db.slots[s.cfg.Slot]) // like a slot: never before its confirmed position
-	next = min(next, len(db.log))
 	db.mu.Unlock()
 	for {
 		if ctx.Err() != nil {
@@ -65,6 +69,8 @@ func (s *Source) Stream(ctx context.Context, from duplex.Position, fn func(conte
 			if len(s.cfg.SkipOrigins) > 0 && c.Origin != "" && slices.Contains(s.cfg.SkipOrigins, c.Origin) {
 				continue
 			}
+			c.Key = append(duplex.Key(nil), c.Key...)
+			c.Before, c.After = c.Before.Clone(), c.After.Clone()
 			batch = append(batch, c)
 		}
 		wait := db.changed
@@ -110,9 +116,12 @@ func (s *Source) Ack(_ context.Context, p duplex.Position) error {
 	return nil
 }
 
-// Acked returns the slot's acknowledged position.
+// Acked returns the slot's acknowledged position ("" when none).
 func (s *Source) Acked() duplex.Position {
 	s.db.mu.Lock()
 	defer s.db.mu.Unlock()
-	return formatPos(s.db.slots[s.cfg.Slot])
+	if n := s.db.slots[s.cfg.Slot]; n > 0 {
+		return formatPos(n)
+	}
+	return ""
 }

@@ -43,7 +43,6 @@ func newModel(h Harness) *model {
 
 // recorder is the Writer of one transaction of the model.
 type recorder struct {
-	m       *model
 	w       Writer
 	rows    map[int64]duplex.Values
 	pending []version
@@ -85,7 +84,7 @@ func (r *recorder) Delete(ctx context.Context, id int64) error {
 func (m *model) tx(ctx context.Context, fn func(w Writer) error) error {
 	var r *recorder
 	err := m.h.Tx(ctx, func(w Writer) error {
-		r = &recorder{m: m, w: w, rows: maps.Clone(m.rows), tx: m.txs + 1}
+		r = &recorder{w: w, rows: maps.Clone(m.rows), tx: m.txs + 1}
 		return fn(r)
 	})
 	if err != nil {
@@ -98,7 +97,7 @@ func (m *model) tx(ctx context.Context, fn func(w Writer) error) error {
 // single makes one write in its own transaction, through the Harness's own
 // Writer methods.
 func (m *model) single(ctx context.Context, write func(w Writer) error) error {
-	r := &recorder{m: m, w: m.h, rows: maps.Clone(m.rows), tx: m.txs + 1}
+	r := &recorder{w: m.h, rows: maps.Clone(m.rows), tx: m.txs + 1}
 	if err := write(r); err != nil {
 		return err
 	}
