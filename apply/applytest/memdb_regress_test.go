@@ -1,4 +1,3 @@
-
 // Regression tests for bugs found in package memdb while writing this suite.
 // They guard memdb against their return.
 package applytest_test
