@@ -68,6 +68,11 @@ type decoder struct {
 	tx        txState
 	// truncated holds the tables of the last Truncate message.
 	truncated []duplex.Table
+	// marker, when set, is the loop guard's marker table: a transaction
+	// whose changes include an insert of a row with sync == markerSync there
+	// is the sync's own, and is dropped.
+	marker     duplex.Table
+	markerSync string
 }
 
 func newDecoder(slot, system string, skipOrigins []string, keyColumns func(duplex.Table) ([]string, error)) *decoder {
@@ -362,6 +367,9 @@ func (d *decoder) relation(r *reader) error {
 }
 
 func (d *decoder) row(kind byte, rel *relation, r *reader, c *duplex.Change) (event, error) {
+	if d.marker.Name != "" && rel.table == d.marker {
+		return d.markerRow(kind, rel, r)
+	}
 	*c = duplex.Change{
 		Source: d.system, Table: rel.table, CommitTime: d.tx.commitTime, Origin: d.tx.origin,
 	}
@@ -433,6 +441,34 @@ func (d *decoder) row(kind byte, rel *relation, r *reader, c *duplex.Change) (ev
 	c.ID = d.slot + ":" + d.tx.commitLSN.String() + ":" + strconv.Itoa(d.tx.ordinal)
 	d.tx.ordinal++
 	return evChange, nil
+}
+
+// markerRow handles a change to the marker table: it is never delivered, and
+// an insert for this sync marks the whole transaction as the sync's own.
+// The applier writes the marker first, so the transaction's earlier changes
+// are none.
+func (d *decoder) markerRow(kind byte, rel *relation, r *reader) (event, error) {
+	if kind != 'I' {
+		return evNone, nil
+	}
+	if t := r.u8(); t != 'N' && r.err == nil {
+		return evNone, fmt.Errorf("insert into %s: tuple marker %q, want 'N'", rel.table, t)
+	}
+	tuple := r.tuple(tupleBuf())
+	if r.err != nil {
+		return evNone, r.err
+	}
+	row, _, err := d.values(rel, tuple)
+	if err != nil {
+		return evNone, err
+	}
+	if row["sync"] == d.markerSync {
+		if d.tx.ordinal > 0 {
+			return evNone, fmt.Errorf("marker row for sync %q after %d changes of the transaction: the applier must write it first", d.markerSync, d.tx.ordinal)
+		}
+		d.tx.skip = true
+	}
+	return evNone, nil
 }
 
 func keyOf(rel *relation, row duplex.Values) (duplex.Key, error) {

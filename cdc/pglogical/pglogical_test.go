@@ -172,3 +172,52 @@ func TestConformance(t *testing.T) {
 		EveryVersion: true,
 	}, func(t *testing.T) cdctest.Harness { return newHarness(t) })
 }
+
+// TestMarkerDropsTheSyncsOwnTransactions covers the loop guard's fallback for
+// roles without replication origins: a transaction that starts with a marker
+// row for this sync is dropped; other transactions, and markers of other
+// syncs, go through.
+func TestMarkerDropsTheSyncsOwnTransactions(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.cfg = func(c *pglogical.Config) { c.Marker = true }
+	src := h.newSource()
+	require.NoError(t, src.Setup(t.Context(), false))
+	marked := func(sync string, id int64) {
+		require.NoError(t, pgx.BeginFunc(t.Context(), h.db.Pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(t.Context(), "WITH m AS (INSERT INTO duplex.tx_marker (sync, target) VALUES ($1, 'a') RETURNING id) DELETE FROM duplex.tx_marker WHERE id IN (SELECT id FROM m)", sync); err != nil {
+				return err
+			}
+			_, err := tx.Exec(t.Context(), "INSERT INTO items (id, name, n) VALUES ($1, 'x', 0)", id)
+			return err
+		}))
+	}
+	marked(h.sync, 1)         // the sync's own write: dropped
+	marked("another_sync", 2) // someone else's: delivered
+	require.NoError(t, h.Insert(t.Context(), 3, "user", 0))
+
+	ctx, cancel := context.WithCancel(t.Context())
+	got := make(chan duplex.Change, 16)
+	done := make(chan error, 1)
+	go func() {
+		done <- src.Stream(ctx, "", func(_ context.Context, b []duplex.Change) error {
+			for _, c := range b {
+				got <- c
+			}
+			return nil
+		})
+	}()
+	var ids []int64
+	for len(ids) < 2 {
+		select {
+		case c := <-got:
+			require.Equal(t, h.table, c.Table, "marker rows are never delivered")
+			ids = append(ids, c.Key[0].Value.(int64))
+		case <-time.After(30 * time.Second):
+			t.Fatalf("timed out; got %v", ids)
+		}
+	}
+	require.Equal(t, []int64{2, 3}, ids)
+	cancel()
+	require.NoError(t, <-done)
+}

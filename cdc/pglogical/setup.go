@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/internal/pgstate"
 )
 
 var unsafeName = regexp.MustCompile(`[^a-z0-9_]+`)
@@ -135,6 +136,13 @@ func (s *Source) setup(ctx context.Context, resuming bool) error {
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
+	if s.cfg.Marker {
+		if err := pgstate.Ensure(ctx, pool, s.cfg.StateSchema); err != nil {
+			return err
+		}
+		sc, name := pgstate.MarkerTable(s.cfg.StateSchema)
+		s.keys[duplex.Table{Schema: sc, Name: name}] = []string{"id"}
+	}
 	if err := s.ensurePublication(ctx); err != nil {
 		return err
 	}
@@ -159,6 +167,10 @@ func (s *Source) ensurePublication(ctx context.Context) error {
 	want := make([]string, len(s.cfg.Tables))
 	for i, t := range s.cfg.Tables {
 		want[i] = quoteTable(t)
+	}
+	if s.cfg.Marker {
+		sc, name := pgstate.MarkerTable(s.cfg.StateSchema)
+		want = append(want, quoteTable(duplex.Table{Schema: sc, Name: name}))
 	}
 	var exists bool
 	if err := s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", s.slot).Scan(&exists); err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/duplexsync/duplex"
 	"github.com/duplexsync/duplex/internal/backoff"
+	"github.com/duplexsync/duplex/internal/pgstate"
 )
 
 // Config configures a logical replication Source.
@@ -40,6 +41,14 @@ type Config struct {
 	// the sync's own writes. A name matches an origin equal to it or starting
 	// with it and "_". nil: OriginName(Sync).
 	SkipOrigins []string
+	// Marker enables the loop guard's marker fallback for roles that may not
+	// use replication origins: the marker table of StateSchema is added to
+	// the publication, and a transaction that an applier of this sync marked
+	// is dropped. Origins (SkipOrigins) keep working alongside.
+	Marker bool
+	// StateSchema is the sync's own schema (for the marker table).
+	// "": pgstate.DefaultSchema.
+	StateSchema string
 	// BatchSize is the most changes delivered in one batch. 0: 1024.
 	BatchSize int
 	// Linger is how long a partly filled batch waits for more changes
@@ -433,6 +442,10 @@ func classifyStart(slot string, err error) error {
 // out. It owns conn: it also sends the status updates.
 func (s *Source) receive(ctx context.Context, conn *pgconn.PgConn, startLSN pglogrepl.LSN, skipThrough pos, out chan<- []duplex.Change) error {
 	dec := newDecoder(s.slot, s.cfg.System, s.cfg.SkipOrigins, s.keyColumns)
+	if s.cfg.Marker {
+		sc, name := pgstate.MarkerTable(s.cfg.StateSchema)
+		dec.marker, dec.markerSync = duplex.Table{Schema: sc, Name: name}, s.cfg.Sync
+	}
 	prevEnd := startLSN // end of the last transaction seen: restart point of a partial one
 	var pending []duplex.Change
 	var pendingPos []pos

@@ -44,6 +44,15 @@ type Tables struct {
 	Schema      string // quoted schema
 	Checkpoints string // quoted "<schema>.checkpoints"
 	Applied     string // quoted "<schema>.applied"
+	Marker      string // quoted "<schema>.tx_marker"
+}
+
+// MarkerTable is the unquoted name of the marker table in schema.
+func MarkerTable(schema string) (string, string) {
+	if schema == "" {
+		schema = DefaultSchema
+	}
+	return schema, "tx_marker"
 }
 
 // Names returns the quoted names of the state tables in schema.
@@ -55,6 +64,7 @@ func Names(schema string) Tables {
 		Schema:      pgx.Identifier{schema}.Sanitize(),
 		Checkpoints: pgx.Identifier{schema, "checkpoints"}.Sanitize(),
 		Applied:     pgx.Identifier{schema, "applied"}.Sanitize(),
+		Marker:      pgx.Identifier{schema, "tx_marker"}.Sanitize(),
 	}
 }
 
@@ -66,6 +76,8 @@ func Names(schema string) Tables {
 //   - applied(sync, target, change_id, applied_at): the IDs of changes whose
 //     writes (or settlement) committed on target; the ledger that makes
 //     applies exactly-once in effect. Old rows can be pruned by applied_at.
+//   - tx_marker(id, sync, target): always empty; see the loop guard's marker
+//     fallback.
 func DDL(schema string) []string {
 	n := Names(schema)
 	return []string{
@@ -84,5 +96,14 @@ func DDL(schema string) []string {
 			applied_at timestamptz NOT NULL DEFAULT now(),
 			PRIMARY KEY (sync, target, change_id))`, n.Applied),
 		fmt.Sprintf(`CREATE INDEX IF NOT EXISTS applied_at_idx ON %s (applied_at)`, n.Applied),
+		// The marker fallback of the loop guard, for roles that may not use
+		// replication origins: an applier inserts (and deletes) a row here
+		// first in each of its transactions; the source drops a transaction
+		// that starts with one for its sync. The table stays empty.
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
+			id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+			sync text NOT NULL,
+			target text NOT NULL)`, n.Marker),
+		fmt.Sprintf(`ALTER TABLE %s REPLICA IDENTITY FULL`, n.Marker),
 	}
 }
