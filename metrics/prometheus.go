@@ -1,0 +1,246 @@
+// Package metrics exports a sync's health to Prometheus: per direction, the
+// changes applied, the lag from source commit to target commit, retries,
+// conflicts by kind and resolution, dead letters, schema drift and the
+// acknowledged source position; and, read when Prometheus scrapes, the DLQ
+// depth and the WAL a replication slot retains.
+//
+// It is the only package of duplex that imports prometheus/client_golang:
+// the root package defines the duplex.Observer interface it implements.
+//
+//	m := metrics.New(metrics.Config{})
+//	reg.MustRegister(m)          // or m.Register(prometheus.DefaultRegisterer)
+//	sync, _ := duplex.NewSync(&duplex.SyncConfig{Observer: m, ...})
+//
+// # Metrics
+//
+//   - duplex_changes_applied_total{direction,table}
+//   - duplex_changes_skipped_total{direction,table,reason} (echo, duplicate, noop)
+//   - duplex_sync_lag_seconds{direction}: lag of the last applied change
+//   - duplex_apply_lag_seconds{direction}: histogram of lags
+//   - duplex_retries_total{direction,class}
+//   - duplex_conflicts_total{direction,table,kind,resolution}
+//   - duplex_dead_letters_total{direction,table,reason}
+//   - duplex_schema_drift_total{direction,table,field}
+//   - duplex_dedup_errors_total{direction,op}
+//   - duplex_acked_total{direction}: acknowledgements sent to the source
+//   - duplex_dlq_depth{direction,table,reason}: pending DLQ entries (scrape time)
+//   - duplex_slot_retained_wal_bytes{slot}: WAL held by a slot (scrape time)
+package metrics
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/duplexsync/duplex"
+)
+
+// DepthRow is one group of pending DLQ entries.
+type DepthRow struct {
+	Direction, Table, Reason string
+	Count                    int
+}
+
+// DepthFunc reads the DLQ depth; dlq stores provide it (adapt dlq.Store.Depth).
+type DepthFunc func(ctx context.Context) ([]DepthRow, error)
+
+// RetainedFunc reads how many WAL bytes a replication slot retains.
+type RetainedFunc func(ctx context.Context) (int64, error)
+
+// Config configures the exporter.
+type Config struct {
+	// Depth, when set, is read at scrape time for duplex_dlq_depth.
+	Depth DepthFunc
+	// Slots maps slot names to functions reading their retained WAL, read at
+	// scrape time for duplex_slot_retained_wal_bytes.
+	Slots map[string]RetainedFunc
+	// ScrapeTimeout bounds the scrape-time reads. 0: 5s.
+	ScrapeTimeout time.Duration
+	// LagBuckets are the histogram buckets in seconds. nil: 1ms to ~65s.
+	LagBuckets []float64
+	// Logger receives scrape-time read errors. nil: slog.Default().
+	Logger *slog.Logger
+}
+
+// Prometheus implements duplex.Observer and prometheus.Collector.
+type Prometheus struct {
+	duplex.NopObserver
+	cfg Config
+
+	applied   *prometheus.CounterVec
+	skipped   *prometheus.CounterVec
+	lag       *prometheus.GaugeVec
+	lagHist   *prometheus.HistogramVec
+	retries   *prometheus.CounterVec
+	conflicts *prometheus.CounterVec
+	dead      *prometheus.CounterVec
+	drift     *prometheus.CounterVec
+	dedupErrs *prometheus.CounterVec
+	acked     *prometheus.CounterVec
+
+	depthDesc    *prometheus.Desc
+	retainedDesc *prometheus.Desc
+
+	mu   sync.Mutex
+	last map[string]time.Duration // direction -> lag of the last applied change
+}
+
+var (
+	_ duplex.Observer      = (*Prometheus)(nil)
+	_ prometheus.Collector = (*Prometheus)(nil)
+)
+
+// New returns an exporter; register it with a prometheus.Registerer.
+func New(cfg Config) *Prometheus {
+	if cfg.ScrapeTimeout <= 0 {
+		cfg.ScrapeTimeout = 5 * time.Second
+	}
+	if cfg.LagBuckets == nil {
+		cfg.LagBuckets = prometheus.ExponentialBuckets(0.001, 2, 17)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	}
+	return &Prometheus{
+		cfg:     cfg,
+		applied: counter("duplex_changes_applied_total", "Changes written to the target.", "direction", "table"),
+		skipped: counter("duplex_changes_skipped_total", "Changes settled without a write (echo, duplicate, noop).", "direction", "table", "reason"),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "duplex_sync_lag_seconds", Help: "Time from source commit to target commit of the last applied change.",
+		}, []string{"direction"}),
+		lagHist: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "duplex_apply_lag_seconds", Help: "Time from source commit to target commit of applied changes.", Buckets: cfg.LagBuckets,
+		}, []string{"direction"}),
+		retries:   counter("duplex_retries_total", "Failed apply attempts that were retried.", "direction", "class"),
+		conflicts: counter("duplex_conflicts_total", "Changes with fields both sides changed, by kind and how they ended.", "direction", "table", "kind", "resolution"),
+		dead:      counter("duplex_dead_letters_total", "Changes sent to the dead-letter queue.", "direction", "table", "reason"),
+		drift:     counter("duplex_schema_drift_total", "Fields a source sent that the target lacks (counted once per table and field per run).", "direction", "table", "field"),
+		dedupErrs: counter("duplex_dedup_errors_total", "Deduper failures the Pipeline carried on without.", "direction", "op"),
+		acked:     counter("duplex_acked_total", "Positions acknowledged to the source.", "direction"),
+		depthDesc: prometheus.NewDesc("duplex_dlq_depth", "Pending dead-letter entries.", []string{"direction", "table", "reason"}, nil),
+		retainedDesc: prometheus.NewDesc("duplex_slot_retained_wal_bytes",
+			"WAL bytes a replication slot holds back on the server.", []string{"slot"}, nil),
+		last: map[string]time.Duration{},
+	}
+}
+
+func (p *Prometheus) collectors() []prometheus.Collector {
+	return []prometheus.Collector{p.applied, p.skipped, p.lag, p.lagHist, p.retries, p.conflicts, p.dead, p.drift, p.dedupErrs, p.acked}
+}
+
+// Describe implements prometheus.Collector.
+func (p *Prometheus) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range p.collectors() {
+		c.Describe(ch)
+	}
+	ch <- p.depthDesc
+	ch <- p.retainedDesc
+}
+
+// Collect implements prometheus.Collector; it reads the DLQ depth and the
+// slots' retained WAL now.
+func (p *Prometheus) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range p.collectors() {
+		c.Collect(ch)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ScrapeTimeout)
+	defer cancel()
+	if p.cfg.Depth != nil {
+		rows, err := p.cfg.Depth(ctx)
+		if err != nil {
+			p.cfg.Logger.WarnContext(ctx, "metrics: read dlq depth", slog.Any("err", err))
+		}
+		for _, r := range rows {
+			ch <- prometheus.MustNewConstMetric(p.depthDesc, prometheus.GaugeValue, float64(r.Count), r.Direction, r.Table, r.Reason)
+		}
+	}
+	for slot, f := range p.cfg.Slots {
+		n, err := f(ctx)
+		if err != nil {
+			p.cfg.Logger.WarnContext(ctx, "metrics: read retained wal", "slot", slot, slog.Any("err", err))
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(p.retainedDesc, prometheus.GaugeValue, float64(n), slot)
+	}
+}
+
+// Collectors returns one of the exporter's metric vectors' children, for
+// tests and custom dashboards: name is applied, skipped, retries, conflicts,
+// dead, drift, dedup_errors or acked; labels are its label values in order.
+func (p *Prometheus) Collectors(name string, labels ...string) prometheus.Collector {
+	vecs := map[string]*prometheus.CounterVec{
+		"applied": p.applied, "skipped": p.skipped, "retries": p.retries, "conflicts": p.conflicts,
+		"dead": p.dead, "drift": p.drift, "dedup_errors": p.dedupErrs, "acked": p.acked,
+	}
+	v, ok := vecs[name]
+	if !ok {
+		return nil
+	}
+	return v.WithLabelValues(labels...)
+}
+
+// Lag returns the lag of the last change applied in direction (0 if none).
+func (p *Prometheus) Lag(direction string) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.last[direction]
+}
+
+// Applied implements duplex.Observer.
+func (p *Prometheus) Applied(_ context.Context, e duplex.AppliedEvent) {
+	d := e.Direction.String()
+	p.applied.WithLabelValues(d, e.Table.String()).Add(float64(e.Count))
+	if len(e.Lags) == 0 {
+		return
+	}
+	h := p.lagHist.WithLabelValues(d)
+	for _, l := range e.Lags {
+		h.Observe(l.Seconds())
+	}
+	last := e.Lags[len(e.Lags)-1]
+	p.lag.WithLabelValues(d).Set(last.Seconds())
+	p.mu.Lock()
+	p.last[d] = last
+	p.mu.Unlock()
+}
+
+// Skipped implements duplex.Observer.
+func (p *Prometheus) Skipped(_ context.Context, e duplex.SkippedEvent) {
+	p.skipped.WithLabelValues(e.Direction.String(), e.Table.String(), string(e.Reason)).Add(float64(e.Count))
+}
+
+// Retried implements duplex.Observer.
+func (p *Prometheus) Retried(_ context.Context, e duplex.RetriedEvent) {
+	p.retries.WithLabelValues(e.Direction.String(), e.Class.String()).Inc()
+}
+
+// Conflicted implements duplex.Observer.
+func (p *Prometheus) Conflicted(_ context.Context, e duplex.ConflictEvent) {
+	p.conflicts.WithLabelValues(e.Direction.String(), e.Table.String(), e.Kind.String(), e.Resolution).Inc()
+}
+
+// DeadLettered implements duplex.Observer.
+func (p *Prometheus) DeadLettered(_ context.Context, e duplex.DeadLetterEvent) {
+	p.dead.WithLabelValues(e.Direction.String(), e.Table.String(), string(e.Reason)).Inc()
+}
+
+// Acked implements duplex.Observer.
+func (p *Prometheus) Acked(_ context.Context, e duplex.AckEvent) {
+	p.acked.WithLabelValues(e.Direction.String()).Inc()
+}
+
+// DedupFailed implements duplex.Observer.
+func (p *Prometheus) DedupFailed(_ context.Context, e duplex.DedupFailedEvent) {
+	p.dedupErrs.WithLabelValues(e.Direction.String(), e.Op).Inc()
+}
+
+// Drifted implements duplex.Observer.
+func (p *Prometheus) Drifted(_ context.Context, e duplex.DriftEvent) {
+	p.drift.WithLabelValues(e.Direction.String(), e.Table.String(), e.Field).Inc()
+}
