@@ -145,6 +145,9 @@ type Pipeline struct {
 	parkedIDs map[string]struct{}
 	conflict  Conflict
 	drifted   map[string]bool
+
+	dedupFailures  int
+	dedupDownUntil time.Time
 }
 
 type item struct {
@@ -419,14 +422,17 @@ func (p *Pipeline) dropDuplicates(items []*item) []*item {
 	for i, it := range items {
 		ids[i] = it.c.ID
 	}
-	seen, err := p.dedup.Seen(p.opCtx, ids)
-	if err != nil || len(seen) != len(ids) {
-		if err == nil {
+	var seen []bool
+	if p.dedupUsable() {
+		var err error
+		seen, err = p.dedup.Seen(p.opCtx, ids)
+		if err == nil && len(seen) != len(ids) {
 			err = fmt.Errorf("deduper returned %d answers for %d ids", len(seen), len(ids))
 		}
-		p.log.WarnContext(p.opCtx, "dedup lookup failed; relying on the target", slog.Any("err", err))
-		p.obs.DedupFailed(p.opCtx, DedupFailedEvent{Direction: p.dir, Op: "seen", Err: err})
-		seen = nil
+		p.dedupResult("seen", err)
+		if err != nil {
+			seen = nil
+		}
 	}
 	out := items[:0]
 	for i, it := range items {
@@ -866,8 +872,36 @@ func (p *Pipeline) mark(ids []string) {
 	if len(ids) == 0 {
 		return
 	}
-	if err := p.dedup.Mark(p.opCtx, ids); err != nil {
-		p.log.WarnContext(p.opCtx, "dedup mark failed", "changes", len(ids), slog.Any("err", err))
-		p.obs.DedupFailed(p.opCtx, DedupFailedEvent{Direction: p.dir, Op: "mark", Err: err})
+	if !p.dedupUsable() {
+		return
+	}
+	p.dedupResult("mark", p.dedup.Mark(p.opCtx, ids))
+}
+
+// dedupUsable reports whether the Deduper should be asked: after a failure
+// it is left alone for a backoff period (the target's ledger and content
+// checks carry on without it), so an outage does not cost every batch a
+// timeout.
+func (p *Pipeline) dedupUsable() bool {
+	return p.dedupDownUntil.IsZero() || !p.cfg.Now().Before(p.dedupDownUntil)
+}
+
+// dedupResult records the outcome of a Deduper call: the first failure is
+// logged and opens the backoff; the first success after it is logged too.
+func (p *Pipeline) dedupResult(op string, err error) {
+	if err == nil {
+		if p.dedupFailures > 0 {
+			p.log.InfoContext(p.opCtx, "deduper is back", "after_failures", p.dedupFailures)
+		}
+		p.dedupFailures, p.dedupDownUntil = 0, time.Time{}
+		return
+	}
+	p.obs.DedupFailed(p.opCtx, DedupFailedEvent{Direction: p.dir, Op: op, Err: err})
+	p.dedupFailures++
+	d := backoff.Policy{Min: time.Second, Max: time.Minute}.Delay(p.dedupFailures)
+	p.dedupDownUntil = p.cfg.Now().Add(d)
+	if p.dedupFailures == 1 {
+		p.log.WarnContext(p.opCtx, "deduper failed; carrying on without it (the target's ledger still guards against duplicates)",
+			"op", op, "retry_in", d, slog.Any("err", err))
 	}
 }

@@ -566,3 +566,59 @@ func TestErrorClasses(t *testing.T) {
 	require.True(t, duplex.IsPermanent(&duplex.ConfigError{Field: "X", Reason: "bad"}))
 	require.True(t, strings.HasPrefix(duplex.Permanent(base).Error(), "boom"))
 }
+
+// flakyDedup fails while down is set and counts calls.
+type flakyDedup struct {
+	mu    sync.Mutex
+	down  bool
+	calls int
+	marks map[string]bool
+}
+
+func (d *flakyDedup) Seen(_ context.Context, ids []string) ([]bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls++
+	if d.down {
+		return nil, duplex.Unavailable(errors.New("redis: connection refused"))
+	}
+	out := make([]bool, len(ids))
+	for i, id := range ids {
+		out[i] = d.marks[id]
+	}
+	return out, nil
+}
+
+func (d *flakyDedup) Mark(_ context.Context, ids []string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls++
+	if d.down {
+		return duplex.Unavailable(errors.New("redis: connection refused"))
+	}
+	for _, id := range ids {
+		d.marks[id] = true
+	}
+	return nil
+}
+
+func TestPipelineCarriesOnWithoutADeadDeduper(t *testing.T) {
+	t.Parallel()
+	tb := newBed(t)
+	tb.options.BatchSize = 5
+	tb.src.twice = true
+	seed(t, tb.a, 100)
+	d := &flakyDedup{down: true, marks: map[string]bool{}}
+	p, err := duplex.NewPipeline(&duplex.Config{
+		Name: "test", Direction: duplex.Direction{From: "a", To: "b"},
+		Source: tb.src, Target: tb.target, Deduper: d, DeadLetters: tb.dlq, Observer: tb.events,
+		Logger: testLogger(t), Options: tb.options,
+	})
+	require.NoError(t, err)
+	runUntilDone(t, p)
+	requireSameRows(t, tb.a, tb.b)
+	for id, n := range tb.target.appliedIDs() {
+		require.Equal(t, 1, n, "change %s applied %d times: the ledger must guard while the deduper is down", id, n)
+	}
+	require.Less(t, d.calls, 10, "a dead deduper is left alone for a while, not asked for every batch")
+}
