@@ -95,10 +95,14 @@ func (p Pick) String() string {
 type fieldState struct {
 	name        string
 	conflicting bool
+	converged   bool // both sides changed it to the same value
 	pick        Pick
 	value       any
 	by          string
 }
+
+// byConverged marks the default decision on a converged field.
+const byConverged = "converged"
 
 // Conflict is one incoming change set against the target's current row, with
 // the fields at stake and the decisions made on them so far. The Pipeline
@@ -139,6 +143,20 @@ func (c *Conflict) Fields() []string {
 	out := make([]string, len(c.fields))
 	for i := range c.fields {
 		out[i] = c.fields[i].name
+	}
+	return out
+}
+
+// Converged returns the fields both sides changed, to the same value. They
+// are kept as they are unless a resolver decides otherwise (a counter merge
+// adds both increments: Set(field, current + after - base)); other
+// resolvers can ignore them.
+func (c *Conflict) Converged() []string {
+	var out []string
+	for i := range c.fields {
+		if c.fields[i].converged {
+			out = append(out, c.fields[i].name)
+		}
 	}
 	return out
 }
@@ -239,7 +257,7 @@ func (c *Conflict) Done() bool {
 
 func (c *Conflict) decide(field string, p Pick, v any, by string) bool {
 	f := c.field(field)
-	if f == nil || f.pick != Undecided {
+	if f == nil || (f.pick != Undecided && !(f.converged && f.by == byConverged)) {
 		return false
 	}
 	f.pick, f.value, f.by = p, v, by
@@ -358,7 +376,16 @@ func (c *Conflict) classify(d Direction, ch *Change, current Values) bool {
 			after := ch.After[f]
 			cur, hasCur := current[f]
 			if hasCur && Equal(cur, after) {
-				continue // already there: nothing to write, nothing to contest
+				// Already there: nothing to write, nothing to contest. When both
+				// sides changed it to this value, resolvers that merge (counters)
+				// may still want to know: it is offered as converged, kept by
+				// default.
+				if ch.Before != nil {
+					if before, ok := ch.Before[f]; ok && !Equal(before, after) {
+						c.fields = append(c.fields, fieldState{name: f, converged: true, pick: KeepTarget, by: byConverged})
+					}
+				}
+				continue
 			}
 			if ch.Before == nil {
 				// No before image: the source's value differs from the target's,

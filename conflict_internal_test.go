@@ -53,9 +53,10 @@ func TestDetect(t *testing.T) {
 			need:    true, kind: UpdateUpdate, fields: []field{{"a", true}},
 		},
 		{
-			name:    "both sides made the same change: nothing to do",
+			name:    "both sides made the same change: offered as converged, kept by default",
 			change:  Change{Op: OpUpdate, Before: Values{"id": int64(1), "a": "x"}, After: Values{"id": int64(1), "a": "same"}},
 			current: Values{"id": int64(1), "a": "same"},
+			need:    true, kind: NoConflict, fields: []field{{"a", false}},
 		},
 		{
 			name:    "NULL is a value: x -> NULL against x",
@@ -127,6 +128,21 @@ func TestDetect(t *testing.T) {
 			require.Equal(t, tc.fields, got)
 		})
 	}
+}
+
+func TestConvergedFieldsAreKeptUnlessAResolverMerges(t *testing.T) {
+	t.Parallel()
+	ch := &Change{Op: OpUpdate, Table: Table{Name: "t"}, Key: Key{{Name: "id", Value: 1}},
+		Before: Values{"visits": int64(0)}, After: Values{"visits": int64(1)}}
+	var c Conflict
+	require.True(t, c.detect(Direction{From: "a", To: "b"}, ch, Values{"visits": int64(1)}))
+	require.Equal(t, []string{"visits"}, c.Converged())
+	require.Empty(t, c.Undecided(), "nothing for ordinary resolvers to decide")
+	require.True(t, c.Done())
+	pick, _ := c.Decision("visits")
+	require.Equal(t, KeepTarget, pick)
+	require.True(t, c.Set("visits", int64(2), "counter"), "a merge may revisit a converged field")
+	require.False(t, c.Keep("visits", "other"), "once a resolver decided, it stays decided")
 }
 
 func TestConflictDecisions(t *testing.T) {

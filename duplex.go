@@ -49,12 +49,13 @@ type ResolverFunc func(ctx context.Context, c *Conflict) error
 // Resolve calls f.
 func (f ResolverFunc) Resolve(ctx context.Context, c *Conflict) error { return f(ctx, c) }
 
-// Chain returns a Resolver that asks each resolver in turn until every field
-// is decided or the change is dead-lettered.
+// Chain returns a Resolver that asks each resolver in turn, until the change
+// is dead-lettered. Each decides only what is still undecided (and may
+// revisit converged fields, see Conflict.Converged).
 func Chain(rs ...Resolver) Resolver {
 	return ResolverFunc(func(ctx context.Context, c *Conflict) error {
 		for _, r := range rs {
-			if c.Done() {
+			if c.DeadLettered() != "" {
 				return nil
 			}
 			if err := r.Resolve(ctx, c); err != nil {
@@ -159,9 +160,11 @@ type Checkpointer interface {
 }
 
 // Truncater is implemented by Appliers that can empty a table, for
-// Options.PropagateTruncate.
+// Options.PropagateTruncate. Truncate must record c.ID in its Ledger (if it
+// keeps one) in the same transaction, so that a replay after a crash never
+// truncates again what was written since.
 type Truncater interface {
-	Truncate(ctx context.Context, table Table) error
+	Truncate(ctx context.Context, table Table, c *Change) error
 }
 
 // Ledger is implemented by Appliers that record the ID of every change they

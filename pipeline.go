@@ -557,7 +557,7 @@ func (p *Pipeline) truncate(it *item) error {
 			it.c.Table, p.dir.From, p.dir.To), nil)
 	}
 	for attempt := 1; ; attempt++ {
-		err := tr.Truncate(p.opCtx, it.c.Table)
+		err := tr.Truncate(p.opCtx, it.c.Table, it.c)
 		if err == nil {
 			p.log.InfoContext(p.opCtx, "truncate propagated", "table", it.c.Table.String())
 			p.mark([]string{it.c.ID})

@@ -101,12 +101,12 @@ var _ duplex.Truncater = truncater{}
 
 // Truncate implements duplex.Truncater: next's Truncate, then remembering
 // it, so that the TRUNCATE captured from it is recognised as an echo.
-func (t truncater) Truncate(ctx context.Context, table duplex.Table) error {
+func (t truncater) Truncate(ctx context.Context, table duplex.Table, c *duplex.Change) error {
 	keys := []string{tableKey(table)}
 	h := t.r.h
 	h.begin(keys)
 	defer h.end(keys)
-	if err := t.next.Truncate(ctx, table); err != nil {
+	if err := t.next.Truncate(ctx, table, c); err != nil {
 		return err
 	}
 	h.remember(keys[0], truncated)

@@ -169,7 +169,7 @@ func TestRememberingTruncate(t *testing.T) {
 	a := loopguard.Remembering(f, h)
 	tr, ok := a.(duplex.Truncater)
 	require.True(t, ok)
-	require.NoError(t, tr.Truncate(t.Context(), customers))
+	require.NoError(t, tr.Truncate(t.Context(), customers, nil))
 	require.Equal(t, []duplex.Table{customers}, f.truncated)
 
 	trunc := &duplex.Change{Table: customers, Op: duplex.OpTruncate}
@@ -177,7 +177,7 @@ func TestRememberingTruncate(t *testing.T) {
 	require.False(t, echo(t, h, trunc), "a user's TRUNCATE after it")
 
 	f.err = errors.New("denied")
-	require.Error(t, tr.Truncate(t.Context(), customers))
+	require.Error(t, tr.Truncate(t.Context(), customers, nil))
 	require.False(t, echo(t, h, trunc), "a failed TRUNCATE is not remembered")
 }
 
@@ -212,7 +212,7 @@ func (*full) Checkpoint(context.Context, string) (duplex.Position, error) { retu
 func (*full) Applied(_ context.Context, ids []string) ([]bool, error) {
 	return make([]bool, len(ids)), nil
 }
-func (f *full) Truncate(_ context.Context, t duplex.Table) error {
+func (f *full) Truncate(_ context.Context, t duplex.Table, _ *duplex.Change) error {
 	if f.err != nil {
 		return f.err
 	}
@@ -231,8 +231,8 @@ func (t truncating) Lookup(ctx context.Context, tb duplex.Table, keys []duplex.K
 	return t.f.Lookup(ctx, tb, keys)
 }
 func (t truncating) Apply(ctx context.Context, b *duplex.Batch) error { return t.f.Apply(ctx, b) }
-func (t truncating) Truncate(ctx context.Context, tb duplex.Table) error {
-	return t.f.Truncate(ctx, tb)
+func (t truncating) Truncate(ctx context.Context, tb duplex.Table, c *duplex.Change) error {
+	return t.f.Truncate(ctx, tb, c)
 }
 
 func TestRememberingSkipsRowsChangedSince(t *testing.T) {

@@ -17,24 +17,27 @@ const (
 // CounterDelta merges numeric counters that both sides changed by adding
 // both changes to the value they last agreed on: target + (source - base),
 // computed as (source + target) - base so that both directions get the
-// identical result, float64 included. It decides the named fields of update-
-// update conflicts whose base, source and target values are all integers
-// (any width; the result is an int64, and a result that does not fit is
-// left undecided) or all float64; anything else (NULL, mixed types, no
-// before image, insert-insert, deletes) is left to the next resolver.
+// identical result, float64 included. NULL counts as zero. It decides the
+// named fields of update-update conflicts whose values are all integers
+// (any width; the result is an int64) or all float64. Anything else (mixed
+// types, an int64 overflow, no before image, insert-insert, deletes) is
+// left to the next resolver; use CounterDelta only on fields that always
+// hold numbers, since a field decided sometimes by CounterDelta and
+// sometimes by another resolver does not converge.
 //
 // It is an example of a custom resolver written with [duplex.ResolverFunc].
 // Note that conflict detection compares values: if one side's change
-// happens to leave the counter at the value the other side's change
-// produced, the Pipeline sees nothing to merge and one of the two deltas is
-// lost (see the package documentation).
+// happens to leave the counter at the value the other side holds, the
+// Pipeline sees nothing to merge and one of the two deltas is lost (see the
+// package documentation).
 func CounterDelta(fields ...string) duplex.ResolverFunc {
 	return func(_ context.Context, c *duplex.Conflict) error {
 		for _, f := range fields {
 			base, okB := c.BaseValue(f)
 			src, okS := c.SourceValue(f)
 			cur, okT := c.TargetValue(f)
-			if c.Kind != duplex.UpdateUpdate || !c.IsConflicting(f) || !okB || !okS || !okT {
+			converged := slices.Contains(c.Converged(), f)
+			if !(c.Kind == duplex.UpdateUpdate && c.IsConflicting(f)) && !converged || !okB || !okS || !okT {
 				continue
 			}
 			if v, ok := sumMinus(src, cur, base); ok {
@@ -45,23 +48,40 @@ func CounterDelta(fields ...string) duplex.ResolverFunc {
 	}
 }
 
-// sumMinus returns (a + b) - base for three integers or three float64s.
+// sumMinus returns (a + b) - base for integers or float64s; nil is zero.
 func sumMinus(a, b, base any) (any, bool) {
-	x, okX := toBigInt(a)
-	y, okY := toBigInt(b)
-	z, okZ := toBigInt(base)
-	if okX && okY && okZ {
-		r := x.Add(x, y)
-		if r = r.Sub(r, z); r.IsInt64() {
+	vals := [3]any{a, b, base}
+	ints, floats := 0, 0
+	for _, v := range vals {
+		switch v.(type) {
+		case nil:
+		case float64:
+			floats++
+		default:
+			if _, ok := toBigInt(v); !ok {
+				return nil, false
+			}
+			ints++
+		}
+	}
+	switch {
+	case floats == 0:
+		var n [3]*big.Int
+		for i, v := range vals {
+			n[i] = big.NewInt(0)
+			if v != nil {
+				n[i], _ = toBigInt(v)
+			}
+		}
+		if r := n[0].Add(n[0], n[1]).Sub(n[0], n[2]); r.IsInt64() {
 			return r.Int64(), true
 		}
-		return nil, false
-	}
-	fa, okA := a.(float64)
-	fb, okB := b.(float64)
-	fz, okZf := base.(float64)
-	if okA && okB && okZf {
-		return (fa + fb) - fz, true
+	case ints == 0:
+		var x [3]float64
+		for i, v := range vals {
+			x[i], _ = v.(float64)
+		}
+		return (x[0] + x[1]) - x[2], true
 	}
 	return nil, false
 }
@@ -91,16 +111,18 @@ func toBigInt(v any) (*big.Int, bool) {
 }
 
 // UnionTags merges string-array fields (tags, labels) that both sides
-// changed into the union of both versions, sorted and without duplicates,
-// so that both directions get the same set whatever the order. NULL counts
-// as empty. Values must be []string or []any holding strings; the result
-// has the target's representation ([]any if the target's value is one,
-// else []string). Other values, and deletes, are left to the next resolver.
+// changed, element by element against the value they last agreed on (the
+// source's before image): the result holds every element both versions
+// hold, plus every element either side added; an element either side
+// removed is gone. Without a base (insert-insert, sources without before
+// images) that is the union of both versions. The result is sorted and
+// without duplicates, so both directions get the same set whatever the
+// order. NULL counts as empty. Values must be []string or []any holding
+// strings; the result has the target's representation ([]any if the
+// target's value is one, else []string). Other values, and deletes, are
+// left to the next resolver.
 //
-// A union never loses an element either side added, at the price of an
-// element one side removed while the other side changed the same field:
-// it comes back. It is an example of a custom resolver written with
-// [duplex.ResolverFunc].
+// It is an example of a custom resolver written with [duplex.ResolverFunc].
 func UnionTags(fields ...string) duplex.ResolverFunc {
 	return func(_ context.Context, c *duplex.Conflict) error {
 		if c.Current == nil || c.Change.After == nil {
@@ -109,14 +131,21 @@ func UnionTags(fields ...string) duplex.ResolverFunc {
 		for _, f := range fields {
 			src, _ := c.SourceValue(f)
 			cur, _ := c.TargetValue(f)
-			a, okA := stringSlice(src)
-			b, okB := stringSlice(cur)
-			if !c.IsConflicting(f) || !okA || !okB {
+			base, _ := c.BaseValue(f)
+			x, okX := stringSlice(src)
+			y, okY := stringSlice(cur)
+			b, okB := stringSlice(base)
+			if !c.IsConflicting(f) || !okX || !okY || !okB {
 				continue
 			}
-			u := append(append(make([]string, 0, len(a)+len(b)), a...), b...)
+			var u []string
+			for _, e := range append(slices.Clone(x), y...) {
+				if slices.Contains(x, e) && slices.Contains(y, e) || !slices.Contains(b, e) {
+					u = append(u, e)
+				}
+			}
 			slices.Sort(u)
-			c.Set(f, like(slices.Compact(u), cur, src), byUnionTags)
+			c.Set(f, like(append([]string{}, slices.Compact(u)...), cur, src), byUnionTags)
 		}
 		return nil
 	}

@@ -52,6 +52,7 @@ type txState struct {
 	skip       bool // made under a skipped origin: drop its changes
 	ordinal    int  // changes emitted so far
 	endLSN     pglogrepl.LSN
+	idPrefix   string // "<slot>:<commit LSN>:", the change IDs' prefix
 }
 
 // decoder turns pgoutput (protocol version 1) messages into duplex
@@ -73,6 +74,9 @@ type decoder struct {
 	// is the sync's own, and is dropped.
 	marker     duplex.Table
 	markerSync string
+	// newBuf and oldBuf are reused for the tuples of each row message; their
+	// columns point into the message, and are copied out by values.
+	newBuf, oldBuf []tupleColumn
 }
 
 func newDecoder(slot, system string, skipOrigins []string, keyColumns func(duplex.Table) ([]string, error)) *decoder {
@@ -215,8 +219,6 @@ func (d *decoder) decode(data []byte, c *duplex.Change) (event, error) {
 	return ev, nil
 }
 
-var tupleBuf = func() []tupleColumn { return make([]tupleColumn, 0, 16) }
-
 func (d *decoder) dispatch(kind byte, r *reader, c *duplex.Change) (event, error) {
 	switch kind {
 	case 'B':
@@ -226,7 +228,8 @@ func (d *decoder) dispatch(kind byte, r *reader, c *duplex.Change) (event, error
 		if r.err != nil {
 			return evNone, r.err
 		}
-		d.tx = txState{active: true, commitLSN: finalLSN, commitTime: commitTime, xid: xid}
+		d.tx = txState{active: true, commitLSN: finalLSN, commitTime: commitTime, xid: xid,
+			idPrefix: d.slot + ":" + finalLSN.String() + ":"}
 		return evBegin, nil
 
 	case 'C':
@@ -316,7 +319,7 @@ func (d *decoder) dispatch(kind byte, r *reader, c *duplex.Change) (event, error
 // skipsOrigin reports whether transactions of origin are the sync's own.
 func (d *decoder) skipsOrigin(origin string) bool {
 	for _, o := range d.skipOrigins {
-		if origin == o || strings.HasPrefix(origin, o+"_") {
+		if origin == o || strings.HasPrefix(origin, o+":") {
 			return true
 		}
 	}
@@ -366,6 +369,15 @@ func (d *decoder) relation(r *reader) error {
 	return nil
 }
 
+// max2 returns whichever of the buffer and the tuple read into it has the
+// larger capacity, to keep for the next message.
+func max2(buf, t []tupleColumn) []tupleColumn {
+	if cap(t) > cap(buf) {
+		return t[:0]
+	}
+	return buf
+}
+
 func (d *decoder) row(kind byte, rel *relation, r *reader, c *duplex.Change) (event, error) {
 	if d.marker.Name != "" && rel.table == d.marker {
 		return d.markerRow(kind, rel, r)
@@ -373,7 +385,10 @@ func (d *decoder) row(kind byte, rel *relation, r *reader, c *duplex.Change) (ev
 	*c = duplex.Change{
 		Source: d.system, Table: rel.table, CommitTime: d.tx.commitTime, Origin: d.tx.origin,
 	}
+	// hasNew and hasOld say which tuples the message carries (a tuple read
+	// into a reused buffer may be nil when it has no columns).
 	var newT, oldT []tupleColumn
+	var hasNew, hasOld bool
 	oldKind := byte(0)
 	switch kind {
 	case 'I':
@@ -381,27 +396,28 @@ func (d *decoder) row(kind byte, rel *relation, r *reader, c *duplex.Change) (ev
 		if t := r.u8(); t != 'N' && r.err == nil {
 			return evNone, fmt.Errorf("insert into %s: tuple marker %q, want 'N'", rel.table, t)
 		}
-		newT = r.tuple(tupleBuf())
+		newT, hasNew = r.tuple(d.newBuf), true
 	case 'U':
 		c.Op = duplex.OpUpdate
 		t := r.u8()
 		if t == 'K' || t == 'O' {
 			oldKind = t
-			oldT = r.tuple(tupleBuf())
+			oldT, hasOld = r.tuple(d.oldBuf), true
 			t = r.u8()
 		}
 		if t != 'N' && r.err == nil {
 			return evNone, fmt.Errorf("update of %s: tuple marker %q, want 'N'", rel.table, t)
 		}
-		newT = r.tuple(tupleBuf())
+		newT, hasNew = r.tuple(d.newBuf), true
 	case 'D':
 		c.Op = duplex.OpDelete
 		oldKind = r.u8()
 		if oldKind != 'K' && oldKind != 'O' && r.err == nil {
 			return evNone, fmt.Errorf("delete from %s: tuple marker %q, want 'K' or 'O'", rel.table, oldKind)
 		}
-		oldT = r.tuple(tupleBuf())
+		oldT, hasOld = r.tuple(d.oldBuf), true
 	}
+	d.newBuf, d.oldBuf = max2(d.newBuf, newT), max2(d.oldBuf, oldT)
 	if r.err != nil {
 		return evNone, r.err
 	}
@@ -409,12 +425,12 @@ func (d *decoder) row(kind byte, rel *relation, r *reader, c *duplex.Change) (ev
 		return evNone, nil
 	}
 	var err error
-	if newT != nil {
+	if hasNew {
 		if c.After, c.Unchanged, err = d.values(rel, newT); err != nil {
 			return evNone, err
 		}
 	}
-	if oldT != nil {
+	if hasOld {
 		old, unchanged, err := d.values(rel, oldT)
 		if err != nil {
 			return evNone, err
@@ -438,7 +454,7 @@ func (d *decoder) row(kind byte, rel *relation, r *reader, c *duplex.Change) (ev
 			return evNone, err
 		}
 	}
-	c.ID = d.slot + ":" + d.tx.commitLSN.String() + ":" + strconv.Itoa(d.tx.ordinal)
+	c.ID = d.tx.idPrefix + strconv.Itoa(d.tx.ordinal)
 	d.tx.ordinal++
 	return evChange, nil
 }
@@ -454,7 +470,8 @@ func (d *decoder) markerRow(kind byte, rel *relation, r *reader) (event, error) 
 	if t := r.u8(); t != 'N' && r.err == nil {
 		return evNone, fmt.Errorf("insert into %s: tuple marker %q, want 'N'", rel.table, t)
 	}
-	tuple := r.tuple(tupleBuf())
+	tuple := r.tuple(d.newBuf)
+	d.newBuf = max2(d.newBuf, tuple)
 	if r.err != nil {
 		return evNone, r.err
 	}

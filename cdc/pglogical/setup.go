@@ -2,6 +2,8 @@ package pglogical
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -18,31 +20,37 @@ import (
 
 var unsafeName = regexp.MustCompile(`[^a-z0-9_]+`)
 
+var underscores = regexp.MustCompile(`_+`)
+
+// sanitize lower-cases s, turns anything but letters and digits into single
+// underscores, and trims them: names built from it with "__" separators
+// cannot collide.
 func sanitize(s string) string {
-	return strings.Trim(unsafeName.ReplaceAllString(strings.ToLower(s), "_"), "_")
+	s = unsafeName.ReplaceAllString(strings.ToLower(s), "_")
+	return strings.Trim(underscores.ReplaceAllString(s, "_"), "_")
 }
 
 // SlotName returns the replication slot (and publication) name of a sync's
-// system: "duplex_<sync>_<system>", lower-case, at most 63 bytes. Slot names
-// are unique per cluster, so two databases of one cluster in one sync, and
-// two syncs on one database, never collide.
+// system: "duplex_<sync>__<system>", lower-case. Slot names are unique per
+// cluster, so two databases of one cluster in one sync, and two syncs on one
+// database, never collide. Names longer than 63 bytes are shortened with a
+// hash of the full name, keeping them distinct.
 func SlotName(sync, system string) string {
-	n := "duplex_" + sanitize(sync) + "_" + sanitize(system)
+	n := "duplex_" + sanitize(sync) + "__" + sanitize(system)
 	if len(n) > 63 {
-		n = n[:63]
+		sum := sha256.Sum256([]byte(n))
+		n = n[:63-9] + "_" + hex.EncodeToString(sum[:4])
 	}
 	return n
 }
 
-// OriginName returns the replication origin prefix a sync's appliers use
-// ("duplex_<sync>"). Transactions made under it, or under a name starting
-// with it and "_", are the sync's own writes and are dropped by the source.
+// OriginName returns the replication origin prefix of a sync's appliers:
+// "duplex:<sync>". Transactions made under it, or under a name starting
+// with it and ":", are the sync's own writes and are dropped by the source.
+// (Origin names are text, not identifiers: the ":" keeps sync "a" from
+// matching sync "a_b".)
 func OriginName(sync string) string {
-	n := "duplex_" + sanitize(sync)
-	if len(n) > 50 {
-		n = n[:50]
-	}
-	return n
+	return "duplex:" + sanitize(sync)
 }
 
 // quoteTable quotes a schema-qualified table name for SQL.

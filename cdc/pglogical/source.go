@@ -39,7 +39,7 @@ type Config struct {
 	SetReplicaIdentity bool
 	// SkipOrigins lists replication origins whose transactions are dropped:
 	// the sync's own writes. A name matches an origin equal to it or starting
-	// with it and "_". nil: OriginName(Sync).
+	// with it and ":". nil: OriginName(Sync).
 	SkipOrigins []string
 	// Marker enables the loop guard's marker fallback for roles that may not
 	// use replication origins: the marker table of StateSchema is added to
@@ -311,7 +311,11 @@ func (s *Source) Stream(ctx context.Context, from duplex.Position, fn func(conte
 	}
 	var busySince time.Time
 	for attempt := 1; ; attempt++ {
-		err := s.streamOnce(ctx, fn)
+		var streamed bool
+		err := s.streamOnce(ctx, fn, &streamed)
+		if streamed {
+			attempt = 1 // the connection worked: back off from the start
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -357,6 +361,15 @@ func (s *Source) heartbeat(ctx context.Context) {
 	}
 }
 
+// outputParams are the session settings of the replication connection that
+// make pgoutput's text output exact and decodable (internal/pgvalue).
+var outputParams = map[string]string{
+	"DateStyle":          "ISO",
+	"IntervalStyle":      "postgres",
+	"extra_float_digits": "3",
+	"bytea_output":       "hex",
+}
+
 func (s *Source) replicationConn(ctx context.Context) (*pgconn.PgConn, error) {
 	cfg, err := pgconn.ParseConfig(s.cfg.ConnString)
 	if err != nil {
@@ -367,11 +380,20 @@ func (s *Source) replicationConn(ctx context.Context) (*pgconn.PgConn, error) {
 	}
 	cfg.RuntimeParams["replication"] = "database"
 	cfg.RuntimeParams["application_name"] = s.slot
+	// pgoutput renders values with the walsender session's settings, which
+	// start from the database's and role's defaults. Pin the ones that
+	// shape the text form, so that a default such as bytea_output = escape
+	// or DateStyle = SQL cannot make values undecodable, nor
+	// extra_float_digits = 0 round floats.
+	for k, v := range outputParams {
+		cfg.RuntimeParams[k] = v
+	}
 	return pgconn.ConnectConfig(ctx, cfg)
 }
 
 // streamOnce runs one replication connection until it fails or ctx ends.
-func (s *Source) streamOnce(ctx context.Context, fn func(context.Context, []duplex.Change) error) error {
+// It sets *streamed once the server started streaming.
+func (s *Source) streamOnce(ctx context.Context, fn func(context.Context, []duplex.Change) error, streamed *bool) error {
 	conn, err := s.replicationConn(ctx)
 	if err != nil {
 		return err
@@ -396,6 +418,7 @@ func (s *Source) streamOnce(ctx context.Context, fn func(context.Context, []dupl
 	if err != nil {
 		return classifyStart(s.slot, err)
 	}
+	*streamed = true
 	s.log.InfoContext(ctx, "streaming", "from_lsn", startLSN.String())
 
 	sctx, cancel := context.WithCancel(ctx)
@@ -509,6 +532,8 @@ func (s *Source) receive(ctx context.Context, conn *pgconn.PgConn, startLSN pglo
 		pendingPos = append(pendingPos, p)
 	}
 	var c duplex.Change
+	var rctx deadlineCtx
+	defer rctx.stop()
 	for {
 		now := time.Now()
 		if now.After(nextStatus) {
@@ -525,9 +550,7 @@ func (s *Source) receive(ctx context.Context, conn *pgconn.PgConn, startLSN pglo
 		if len(pending) > 0 && !dec.tx.active && lingerUntil.Before(deadline) {
 			deadline = lingerUntil
 		}
-		rctx, rcancel := context.WithDeadline(ctx, deadline)
-		msg, err := conn.ReceiveMessage(rctx)
-		rcancel()
+		msg, err := conn.ReceiveMessage(rctx.get(ctx, deadline))
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -613,6 +636,30 @@ func (s *Source) receive(ctx context.Context, conn *pgconn.PgConn, startLSN pglo
 		case *pgproto3.CopyDone:
 			return errors.New("pglogical: server ended the replication stream")
 		}
+	}
+}
+
+// deadlineCtx hands out a context with a deadline, reusing it until the
+// deadline moves (a status update or a new batch's linger) rather than
+// making one per message received.
+type deadlineCtx struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	at     time.Time
+}
+
+func (d *deadlineCtx) get(parent context.Context, at time.Time) context.Context {
+	if d.ctx == nil || !at.Equal(d.at) || d.ctx.Err() != nil {
+		d.stop()
+		d.ctx, d.cancel = context.WithDeadline(parent, at)
+		d.at = at
+	}
+	return d.ctx
+}
+
+func (d *deadlineCtx) stop() {
+	if d.cancel != nil {
+		d.cancel()
 	}
 }
 
