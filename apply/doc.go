@@ -6,7 +6,7 @@
 //
 // # Appliers
 //
-//   - applypg (planned): PostgreSQL. Each batch is one transaction made
+//   - applypg: PostgreSQL. Each batch is one transaction made
 //     under the sync's replication origin (so the other direction's change
 //     capture drops it); every write checks its expectation
 //     (Write.Expect) and the batch fails with

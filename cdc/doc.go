@@ -9,7 +9,7 @@
 //
 // Each source lives in its own subpackage, named after how it captures:
 //
-//   - pglogical (planned): PostgreSQL logical replication with the pgoutput
+//   - pglogical: PostgreSQL logical replication with the pgoutput
 //     plugin. It streams from a replication slot, so nothing committed is
 //     missed across restarts; with REPLICA IDENTITY FULL, updates and
 //     deletes carry before images, and the replication origin of each
