@@ -41,7 +41,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 demo: services
-	$(GO) run ./examples/demo
+	$(GO) run ./examples/crmbilling -duration 30s
 
 # Drop leftovers of crashed test runs: replication slots in duplex_t_*
 # databases (terminating their walsenders first), then the databases.
