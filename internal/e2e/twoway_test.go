@@ -240,3 +240,24 @@ func TestSameFieldEditsGoToTheResolverChain(t *testing.T) {
 	_, conflicts := p.events.total()
 	require.Positive(t, conflicts, "same-field edits went through the resolver chain")
 }
+
+// TestCheckViolationOnlyOnTheTargetDeadLettersThatChangeAlone: b has a
+// CHECK constraint a lacks; the one row a accepts and b rejects goes to the
+// DLQ with the database's error, every other change is applied.
+func TestCheckViolationOnlyOnTheTargetDeadLettersThatChangeAlone(t *testing.T) {
+	t.Parallel()
+	p := startPair(t, 0, nil)
+	exec(t, p.b.Pool, `ALTER TABLE customers ADD CONSTRAINT visits_small CHECK (visits < 1000)`)
+	exec(t, p.a.Pool, `INSERT INTO customers (id, name, email, status, visits)
+		SELECT i, 'n' || i, 'e' || i, 'new', CASE WHEN i = 77 THEN 5000 ELSE i END FROM generate_series(1, 300) i`)
+	p.waitQuiet(t, 299)
+	require.Len(t, rowsOf(t, p.b.Pool), 299)
+	entries, _, err := p.dlq.List(t.Context(), dlq.Filter{})
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+	e := entries[0]
+	require.Equal(t, duplex.ReasonPermanentError, e.Reason)
+	require.Equal(t, "id=77", e.Change.Key.String())
+	require.Contains(t, e.Error, "visits_small")
+	require.Equal(t, int64(5000), e.Change.After["visits"], "the payload is kept")
+}
