@@ -111,7 +111,9 @@ func (p *Pipeline) makePlan(items []*item) (plan, error) {
 			ip.out = outWrite
 			pl.writes = append(pl.writes, w)
 			pl.writeItem = append(pl.writeItem, i)
-			rs.at = it.c.CommitTime
+			if it.c.CommitTime.After(rs.at) {
+				rs.at = it.c.CommitTime
+			}
 			switch w.Op {
 			case OpInsert:
 				rs.row = w.Set

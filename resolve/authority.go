@@ -103,7 +103,10 @@ func ParseAuthority(spec string) (*Authority, error) {
 		items = append(items, [2]string{strings.TrimSpace(target), strings.TrimSpace(owner)})
 	}
 	a, err := newAuthority(items)
-	return a, errors.Join(append(errs, err)...)
+	if err := errors.Join(append(errs, err)...); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 // NewAuthority builds an Authority from rules mapping targets to owners, as

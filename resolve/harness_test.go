@@ -251,6 +251,34 @@ func (c *clockApplier) Apply(ctx context.Context, b *duplex.Batch) error {
 	return nil
 }
 
+// xminApplier is a memdb Applier that reports, like applypg with
+// track_commit_timestamp (pg_xact_commit_timestamp(xmin)), the commit time
+// of the row's last write, whoever made it: for a row the sync wrote, the
+// time of the sync's apply.
+type xminApplier struct {
+	*memdb.Applier
+	db *memdb.DB
+}
+
+func (x *xminApplier) Lookup(ctx context.Context, t duplex.Table, keys []duplex.Key) ([]duplex.Values, error) {
+	rows, err := x.Applier.Lookup(ctx, t, keys)
+	if err != nil {
+		return nil, err
+	}
+	last := map[string]time.Time{}
+	for _, ch := range x.db.Changes() {
+		if ch.Table == t {
+			last[ch.Key.String()] = ch.CommitTime
+		}
+	}
+	for i, row := range rows {
+		if row != nil {
+			row[duplex.CommitTimeField] = last[keys[i].String()]
+		}
+	}
+	return rows, nil
+}
+
 // pair is two memdb replicas "a" and "b" of the items table, synced by
 // Pipelines run to idle on demand, one direction at a time.
 type pair struct {
@@ -260,6 +288,7 @@ type pair struct {
 	dlq         *dlqSink
 	rec         *recorder
 	commitTimes bool // the appliers report commit times
+	xminTimes   bool // the appliers report the last write's commit time (applypg)
 	appliers    map[string]duplex.Applier
 	batch       int
 }
@@ -268,6 +297,10 @@ type pairOption func(*pair)
 
 // withCommitTimes makes the appliers report rows' commit times.
 func withCommitTimes() pairOption { return func(p *pair) { p.commitTimes = true } }
+
+// withXminTimes makes the appliers report the commit time of each row's
+// last write, as applypg does.
+func withXminTimes() pairOption { return func(p *pair) { p.xminTimes = true } }
 
 // withBatch sets the source batch size.
 func withBatch(n int) pairOption { return func(p *pair) { p.batch = n } }
@@ -284,9 +317,12 @@ func newPair(t T, r duplex.Resolver, opts ...pairOption) *pair {
 	for _, db := range []*memdb.DB{p.a, p.b} {
 		db.SetClock(p.clock.Now)
 		require.NoError(t, db.CreateTable(items, memdb.TableOptions{Key: []string{"id"}, Columns: itemColumns}))
-		if p.commitTimes {
+		switch {
+		case p.commitTimes:
 			p.appliers[db.Name()] = newClockApplier(db)
-		} else {
+		case p.xminTimes:
+			p.appliers[db.Name()] = &xminApplier{Applier: db.Applier("duplex"), db: db}
+		default:
 			p.appliers[db.Name()] = db.Applier("duplex")
 		}
 	}

@@ -47,8 +47,13 @@ const byLWW = "lww"
 // newer the target keeps the row, and the other direction, seeing that
 // update against the deleted row, dead-letters it for an operator to replay.
 //
-// Use [NewLWW] to build a checked one, or a literal and [LWW.Validate].
-// An LWW must not be modified while in use; it is safe for concurrent use.
+// The times are the rows' times, while conflicts are per field: see Known
+// limitations in the package documentation.
+//
+// Use [NewLWW] to build a checked one, or a literal and [LWW.Validate]; a
+// literal with a negative Skew fails every conflict with a permanent error
+// (the change is dead-lettered). An LWW must not be modified while in use;
+// it is safe for concurrent use.
 type LWW struct {
 	// Column names the timestamp column to compare; "" compares commit
 	// timestamps.

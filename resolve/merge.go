@@ -18,18 +18,16 @@ const (
 // both changes to the value they last agreed on: target + (source - base),
 // computed as (source + target) - base so that both directions get the
 // identical result, float64 included. NULL counts as zero. It decides the
-// named fields of update-update conflicts whose values are all integers
-// (any width; the result is an int64) or all float64. Anything else (mixed
-// types, an int64 overflow, no before image, insert-insert, deletes) is
-// left to the next resolver; use CounterDelta only on fields that always
-// hold numbers, since a field decided sometimes by CounterDelta and
-// sometimes by another resolver does not converge.
+// named fields of update-update conflicts, and the named fields the
+// Pipeline offers as converged (both sides changed the counter to the same
+// value, by different increments that both count), when their values are
+// all integers (any width; the result is an int64) or all float64.
+// Anything else (mixed types, an int64 overflow, no before image,
+// insert-insert, deletes) is left to the next resolver; use CounterDelta
+// only on fields that always hold numbers, since a field decided sometimes
+// by CounterDelta and sometimes by another resolver does not converge.
 //
 // It is an example of a custom resolver written with [duplex.ResolverFunc].
-// Note that conflict detection compares values: if one side's change
-// happens to leave the counter at the value the other side holds, the
-// Pipeline sees nothing to merge and one of the two deltas is lost (see the
-// package documentation).
 func CounterDelta(fields ...string) duplex.ResolverFunc {
 	return func(_ context.Context, c *duplex.Conflict) error {
 		for _, f := range fields {

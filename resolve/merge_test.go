@@ -48,11 +48,33 @@ func TestCounterDeltaMergesBothChanges(t *testing.T) {
 		require.Empty(t, out.dead)
 		require.Equal(t, (a+b)-base, out.a["id=1"]["f"])
 	})
+	t.Run("NULL is zero", func(t *testing.T) {
+		t.Parallel()
+		for name, vals := range map[string][4]any{
+			"NULL base":   {nil, int64(1), int64(2), int64(3)},
+			"NULL target": {int64(0), int64(1), nil, int64(1)},
+			"floats":      {nil, 1.5, 2.0, 3.5},
+		} {
+			out, _ := bothWays(t, counters, func(p *pair) {
+				field := "n"
+				if _, ok := vals[1].(float64); ok {
+					field = "f"
+				}
+				p.seed(row(1, field, vals[0]))
+				p.update("a", 1, duplex.Values{field: vals[1]})
+				p.update("b", 1, duplex.Values{field: vals[2]})
+			})
+			require.Empty(t, out.dead, name)
+			got := out.a["id=1"]["n"]
+			if _, ok := vals[1].(float64); ok {
+				got = out.a["id=1"]["f"]
+			}
+			require.Equal(t, vals[3], got, name)
+		}
+	})
 	t.Run("not mergeable: left to the next resolver", func(t *testing.T) {
 		t.Parallel()
 		for name, vals := range map[string][3]any{
-			"NULL base":   {nil, int64(1), int64(2)},
-			"NULL target": {int64(0), int64(1), nil},
 			"mixed types": {int64(0), int64(1), 2.5},
 			"overflow":    {int64(0), int64(math.MaxInt64), int64(1)},
 			"not numbers": {"0", "1", "2"},
@@ -65,6 +87,38 @@ func TestCounterDeltaMergesBothChanges(t *testing.T) {
 			require.Len(t, p.dlq.all(), 2, name)
 			require.Equal(t, "default", p.dlq.all()[0].Conflict.DecidedBy, name)
 		}
+	})
+	t.Run("a side reaching the other's value by another route", func(t *testing.T) {
+		t.Parallel()
+		// b's change 10 -> 15 reaches a, which went 10 -> 13 -> 15: the
+		// Pipeline offers n as converged (both sides changed it to 15), and
+		// both increments still add up.
+		out, _ := bothWays(t, counters, func(p *pair) {
+			p.seed(row(1, "n", int64(10)))
+			p.update("a", 1, duplex.Values{"n": int64(13)}) // +3
+			p.update("a", 1, duplex.Values{"n": int64(15)}) // +2
+			p.update("b", 1, duplex.Values{"n": int64(15)}) // +5
+		})
+		require.Empty(t, out.dead)
+		require.Equal(t, int64(20), out.a["id=1"]["n"])
+	})
+	t.Run("the same increment on both sides counts twice", func(t *testing.T) {
+		t.Parallel()
+		out, _ := bothWays(t, counters, func(p *pair) {
+			p.seed(row(1, "n", int64(10)))
+			p.update("a", 1, duplex.Values{"n": int64(13)})
+			p.update("b", 1, duplex.Values{"n": int64(13)})
+		})
+		require.Equal(t, int64(16), out.a["id=1"]["n"])
+	})
+	t.Run("insert-insert has no base: left to the next resolver", func(t *testing.T) {
+		t.Parallel()
+		out, _ := bothWays(t, func() duplex.Resolver { return duplex.Chain(resolve.CounterDelta("n"), resolve.SideWins("b")) }, func(p *pair) {
+			p.insert("a", row(1, "n", int64(2)))
+			p.insert("b", row(1, "n", int64(3)))
+		})
+		require.Equal(t, int64(3), out.a["id=1"]["n"])
+		require.Equal(t, duplex.KeepTarget, out.calls[0].Picks["n"])
 	})
 	t.Run("only named fields", func(t *testing.T) {
 		t.Parallel()
@@ -98,7 +152,17 @@ func TestUnionTags(t *testing.T) {
 			p.update("a", 1, duplex.Values{"tags": []any{"z"}})
 			p.update("b", 1, duplex.Values{"tags": []any{"y", "x"}})
 		})
-		require.Equal(t, []any{"x", "y", "z"}, out.a["id=1"]["tags"])
+		require.Equal(t, []any{"y", "z"}, out.a["id=1"]["tags"], "a removed x")
+	})
+	t.Run("a removal made after the other side's change is kept", func(t *testing.T) {
+		t.Parallel()
+		out, _ := bothWays(t, tags, func(p *pair) {
+			p.seed(row(1, "tags", nil))
+			p.update("b", 1, duplex.Values{"tags": []string{"t5"}})
+			p.update("b", 1, duplex.Values{"tags": []string{"t6"}}) // b drops t5
+			p.update("a", 1, duplex.Values{"tags": []string{"t8"}})
+		})
+		require.Equal(t, []string{"t6", "t8"}, out.a["id=1"]["tags"])
 	})
 	t.Run("NULL is empty", func(t *testing.T) {
 		t.Parallel()

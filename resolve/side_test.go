@@ -99,3 +99,22 @@ func TestDeadLetterAll(t *testing.T) {
 	require.Equal(t, row(1, "name", "from-b"), out.b["id=1"])
 	require.Equal(t, "no conflict", out.a["id=2"]["name"], "conflict-free changes flow")
 }
+
+func TestDeadLetterAllRowConflicts(t *testing.T) {
+	t.Parallel()
+	out, _ := bothWays(t, func() duplex.Resolver { return resolve.DeadLetterAll() }, func(p *pair) {
+		p.seed(row(1, "name", "x"))
+		p.del("a", 1)
+		p.update("b", 1, duplex.Values{"name": "from-b"})
+		p.insert("a", row(2, "name", "a's"))
+		p.insert("b", row(2, "name", "b's"))
+	})
+	kinds := map[duplex.ConflictKind]int{}
+	for _, d := range out.dead {
+		kinds[d.Conflict.Kind]++
+		require.Contains(t, d.Error, "manual review")
+	}
+	require.Equal(t, map[duplex.ConflictKind]int{duplex.DeleteUpdate: 1, duplex.UpdateDelete: 1, duplex.InsertInsert: 2}, kinds)
+	require.Nil(t, out.a["id=1"])
+	require.Equal(t, "from-b", out.b["id=1"]["name"])
+}
