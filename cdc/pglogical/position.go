@@ -23,7 +23,23 @@ type pos struct {
 // String renders "CCCCCCCCCCCCCCCC/OOOOOOOO/RRRRRRRRRRRRRRRR" in fixed-width
 // hex, so positions sort as strings in delivery order.
 func (p pos) String() string {
-	return fmt.Sprintf("%016X/%08X/%016X", uint64(p.commit), p.ordinal, uint64(p.resume))
+	var b [16 + 1 + 8 + 1 + 16]byte
+	hexTo(b[0:16], uint64(p.commit))
+	b[16] = '/'
+	hexTo(b[17:25], uint64(uint32(p.ordinal)))
+	b[25] = '/'
+	hexTo(b[26:42], uint64(p.resume))
+	return string(b[:])
+}
+
+// hexTo writes v into b in upper-case hex, zero-padded to len(b) (like
+// fmt's %0<len>X, without its cost: a position is made for every change).
+func hexTo(b []byte, v uint64) {
+	const digits = "0123456789ABCDEF"
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = digits[v&0xF]
+		v >>= 4
+	}
 }
 
 func (p pos) position() duplex.Position { return duplex.Position(p.String()) }

@@ -280,9 +280,16 @@ func (s *Source) Stream(ctx context.Context, from duplex.Position, fn func(conte
 	if s.acked.before(start) {
 		s.acked = start
 	}
-	if s.delivered.before(start) {
-		s.delivered = start
+	// This call delivers everything after start, or after what was
+	// acknowledged: what an earlier call delivered but nobody settled (its
+	// fn failed) must come again, not be skipped as already delivered.
+	s.delivered = start
+	if from == "" {
+		s.delivered = s.acked
 	}
+	// Likewise the server position an earlier call saw while nothing was
+	// pending may lie past those changes: it no longer says anything.
+	s.idle = 0
 	s.mu.Unlock()
 	for attempt := 1; ; attempt++ {
 		err := s.Setup(ctx, from != "")
@@ -500,10 +507,18 @@ func (s *Source) receive(ctx context.Context, conn *pgconn.PgConn, startLSN pglo
 		// Count the batch as in flight before it leaves: the flush position
 		// must not pass it even while it waits in the channel.
 		s.mu.Lock()
+		prev := s.delivered
 		if s.delivered.before(pendingPos[n-1]) {
 			s.delivered = pendingPos[n-1]
 		}
 		s.mu.Unlock()
+		// If it never leaves (the connection failed meanwhile), it was not
+		// delivered: the reconnect must not skip it.
+		undo := func() {
+			s.mu.Lock()
+			s.delivered = prev
+			s.mu.Unlock()
+		}
 		pending = append(pending[:0], pending[n:]...)
 		pendingPos = append(pendingPos[:0], pendingPos[n:]...)
 		for {
@@ -515,9 +530,11 @@ func (s *Source) receive(ctx context.Context, conn *pgconn.PgConn, startLSN pglo
 				return nil
 			case <-ctx.Done():
 				t.Stop()
+				undo()
 				return ctx.Err()
 			case <-t.C:
 				if err := sendStatus(); err != nil {
+					undo()
 					return err
 				}
 			}

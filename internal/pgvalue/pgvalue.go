@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -66,7 +65,12 @@ func Decoder(oid uint32) func([]byte) (any, error) {
 	switch oid {
 	case oidInt2, oidInt4, oidInt8, oidOID:
 		return func(b []byte) (any, error) { return strconv.ParseInt(string(b), 10, 64) }
-	case oidFloat4, oidFloat8:
+	case oidFloat4:
+		// The nearest float32, held exactly in a float64: "0.1" is the real
+		// 0.100000001490116..., which is what a real read back through pgx
+		// is, not the float64 0.1.
+		return func(b []byte) (any, error) { return strconv.ParseFloat(string(b), 32) }
+	case oidFloat8:
 		return func(b []byte) (any, error) { return strconv.ParseFloat(string(b), 64) }
 	case oidBool:
 		return func(b []byte) (any, error) {
@@ -104,18 +108,26 @@ func Decoder(oid uint32) func([]byte) (any, error) {
 		}
 	case oidTextArray, oidVarcharArr:
 		return func(b []byte) (any, error) {
-			if strings.Contains(string(b), "NULL") {
-				return string(b), nil // []string cannot hold NULL elements: keep the text form
-			}
-			var out []string
+			var arr pgtype.Array[*string]
 			typesMu.Lock()
-			err := types.Scan(oidTextArray, pgtype.TextFormatCode, b, &out)
+			err := types.Scan(oidTextArray, pgtype.TextFormatCode, b, &arr)
 			typesMu.Unlock()
 			if err != nil {
 				return nil, err
 			}
-			if out == nil {
-				out = []string{}
+			// []string holds only one-dimensional arrays indexed from 1
+			// without NULL elements; anything else (a NULL element, two
+			// dimensions, "[0:1]={a,b}") keeps its text form, which
+			// round-trips exactly.
+			if len(arr.Dims) > 1 || len(arr.Dims) == 1 && arr.Dims[0].LowerBound != 1 {
+				return string(b), nil
+			}
+			out := make([]string, len(arr.Elements))
+			for i, e := range arr.Elements {
+				if e == nil {
+					return string(b), nil
+				}
+				out[i] = *e
 			}
 			return out, nil
 		}
