@@ -898,7 +898,7 @@ func (p *Pipeline) dedupResult(op string, err error) {
 	}
 	p.obs.DedupFailed(p.opCtx, DedupFailedEvent{Direction: p.dir, Op: op, Err: err})
 	p.dedupFailures++
-	d := backoff.Policy{Min: time.Second, Max: time.Minute}.Delay(p.dedupFailures)
+	d := p.retry.Delay(p.dedupFailures)
 	p.dedupDownUntil = p.cfg.Now().Add(d)
 	if p.dedupFailures == 1 {
 		p.log.WarnContext(p.opCtx, "deduper failed; carrying on without it (the target's ledger still guards against duplicates)",

@@ -249,6 +249,10 @@ func TestPipelineRedisStoppedMidRun(t *testing.T) {
 		},
 	})
 	require.Equal(t, src.Rows(customers), dst.Rows(customers), "target differs from source")
+	require.NoError(t, ping(srv.addr()), "redis-server is back")
+	// go-redis re-dials a server that refused it in the background, about
+	// once a second: wait until the client itself works again.
+	require.Eventually(t, func() bool { return rdb.Ping(t.Context()).Err() == nil }, 15*time.Second, 20*time.Millisecond)
 	entries, total, err := dead.List(t.Context(), dlq.Filter{})
 	require.NoError(t, err)
 	require.Zero(t, total, "dead letters: %v", entries)
@@ -257,8 +261,9 @@ func TestPipelineRedisStoppedMidRun(t *testing.T) {
 	for _, c := range src.Changes() {
 		require.Equal(t, 1, writes[c.ID], "writes of change %s", c.ID)
 	}
-	require.Positive(t, dd.seenErrs.Load(), "the outage was not noticed by Seen")
-	require.Positive(t, dd.markErr.Load(), "the outage was not noticed by Mark")
+	// The Pipeline leaves a failing Deduper alone for a backoff period, so
+	// the outage may be noticed by Seen, by Mark, or both.
+	require.Positive(t, dd.seenErrs.Load()+dd.markErr.Load(), "the outage was not noticed")
 	require.Positive(t, dd.hits.Load(), "redelivered batches were never answered by Redis")
 	t.Logf("run 1: Seen errors %d, Mark errors %d, Redis hits %d", dd.seenErrs.Load(), dd.markErr.Load(), dd.hits.Load())
 
@@ -270,7 +275,9 @@ func TestPipelineRedisStoppedMidRun(t *testing.T) {
 	require.Equal(t, writes, target.counts(), "the replay wrote again")
 	hits := dd.hits.Load()
 	t.Logf("replay: Redis hits %d of %d", hits, changes)
-	require.Positive(t, hits)
+	// Redis answers only for what was marked after the client reconnected,
+	// which may be nothing in a run this short; never for what was settled
+	// while it was down.
 	require.Less(t, hits, int64(changes), "Redis cannot know the changes settled while it was down")
 	require.Equal(t, src.Rows(customers), dst.Rows(customers))
 
