@@ -102,7 +102,7 @@ func Decoder(oid uint32) func([]byte) (any, error) {
 				return nil, err
 			}
 			if t, ok := v.(time.Time); ok {
-				return t, nil
+				return t.UTC(), nil // the same value whatever the machine's time zone
 			}
 			return string(b), nil // infinity and friends keep their text form
 		}
