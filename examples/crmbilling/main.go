@@ -63,6 +63,7 @@ const schema = `CREATE TABLE customers (
 
 type options struct {
 	pg       string
+	prefix   string
 	redisURL string
 	admin    string
 	duration time.Duration
@@ -75,6 +76,7 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.pg, "pg", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL server (any database); the demo creates duplex_demo_crm and duplex_demo_billing")
+	flag.StringVar(&o.prefix, "db-prefix", "duplex_demo_", "prefix of the two databases' names (<prefix>crm, <prefix>billing); they are dropped and re-created")
 	flag.StringVar(&o.redisURL, "redis", "redis://127.0.0.1:6379/0", "Redis for dedup (empty: PostgreSQL ledger only)")
 	flag.StringVar(&o.admin, "admin", "127.0.0.1:8089", "address for /metrics and /healthz (empty: none)")
 	flag.DurationVar(&o.duration, "duration", 30*time.Second, "how long users edit (0: until interrupted)")
@@ -98,6 +100,14 @@ func dbURL(server, name string) (string, error) {
 	}
 	u.Path = "/" + name
 	return u.String(), nil
+}
+
+// dropSlot removes the demo's replication slot when it ends, so that it
+// never holds WAL on the server afterwards.
+func dropSlot(pool *pgxpool.Pool, slot string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _ = pool.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`, slot)
 }
 
 // prepare (re)creates a demo database with the seeded customers table.
@@ -152,11 +162,11 @@ func run(ctx context.Context, o options) error {
 	if o.verbose {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	const syncName = "crm_billing"
+	syncName := o.prefix + "crm_billing"
 	sides := []*side{{name: "crm"}, {name: "billing"}}
 	for _, s := range sides {
 		var err error
-		if s.pool, s.url, err = prepare(ctx, o.pg, "duplex_demo_"+s.name, o.rows); err != nil {
+		if s.pool, s.url, err = prepare(ctx, o.pg, o.prefix+s.name, o.rows); err != nil {
 			return err
 		}
 		defer s.pool.Close()
@@ -170,6 +180,7 @@ func run(ctx context.Context, o options) error {
 		if err := s.src.Setup(ctx, false); err != nil {
 			return err
 		}
+		defer dropSlot(s.pool, s.src.Slot())
 		if s.app, err = applypg.New(ctx, s.pool, applypg.Config{Sync: syncName, Target: s.name, Logger: logger}); err != nil {
 			return err
 		}
@@ -209,7 +220,7 @@ func run(ctx context.Context, o options) error {
 				return e, fmt.Errorf("invalid -redis %q: %w", o.redisURL, err)
 			}
 			client := redis.NewClient(ropts)
-			d, err := dedupredis.New(client, dedupredis.Config{Prefix: "duplex:demo:" + s.name + ":", TTL: time.Hour})
+			d, err := dedupredis.New(client, dedupredis.Config{Prefix: "duplex:" + syncName + ":" + s.name + ":", TTL: time.Hour})
 			if err != nil {
 				return e, err
 			}
