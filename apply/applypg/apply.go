@@ -397,45 +397,14 @@ func (sh *shape) bulkSQL(src string) string {
 	b.WriteString(src)
 	b.WriteString("), w AS (")
 	v := func(pi int) string { return "v.p" + strconv.Itoa(pi+1) }
-	keyMatch := func(b *strings.Builder) {
-		for i, ci := range m.key {
-			if i > 0 {
-				b.WriteString(" AND ")
-			}
-			c := &m.cols[ci]
-			b.WriteString("t." + c.ident + " = " + v(sh.keyPar[i]) + "::" + c.cast)
-		}
-	}
-	expMatch := func(b *strings.Builder) {
-		off := len(sh.params) - len(sh.exp)
-		for j, ci := range sh.exp {
-			c := &m.cols[ci]
-			b.WriteString(" AND t." + c.ident + "::text IS NOT DISTINCT FROM " + v(off+j) + "::" + c.full + "::text")
-		}
-	}
+	keyMatch := func(b *strings.Builder) { sh.keyMatch(b, v) }
+	expMatch := func(b *strings.Builder) { sh.expMatch(b, v) }
 	switch sh.op {
 	case duplex.OpInsert:
 		b.WriteString("INSERT INTO " + m.ident + " AS t (")
-		for j, ci := range sh.set {
-			if j > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(m.cols[ci].ident)
-		}
-		b.WriteString(") OVERRIDING SYSTEM VALUE SELECT ")
-		for j, ci := range sh.set {
-			if j > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(v(j) + "::" + m.cols[ci].cast)
-		}
+		sh.insertColumns(&b, v, ") OVERRIDING SYSTEM VALUE SELECT ")
 		b.WriteString(" FROM v ORDER BY v.ord ON CONFLICT (")
-		for i, ci := range m.key {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(m.cols[ci].ident)
-		}
+		writeList(&b, m.key, func(_, ci int) string { return m.cols[ci].ident })
 		b.WriteString(") DO NOTHING RETURNING ")
 		for i, ci := range m.key {
 			if i > 0 {
@@ -554,45 +523,14 @@ func (sh *shape) rowSQL() string {
 		m := sh.m
 		var b strings.Builder
 		p := func(pi int) string { return par(pi+1) + "::text" }
-		keyMatch := func(b *strings.Builder) {
-			for i, ci := range m.key {
-				if i > 0 {
-					b.WriteString(" AND ")
-				}
-				c := &m.cols[ci]
-				b.WriteString("t." + c.ident + " = " + p(sh.keyPar[i]) + "::" + c.cast)
-			}
-		}
-		expMatch := func(b *strings.Builder) {
-			off := len(sh.params) - len(sh.exp)
-			for j, ci := range sh.exp {
-				c := &m.cols[ci]
-				b.WriteString(" AND t." + c.ident + "::text IS NOT DISTINCT FROM " + p(off+j) + "::" + c.full + "::text")
-			}
-		}
+		keyMatch := func(b *strings.Builder) { sh.keyMatch(b, p) }
+		expMatch := func(b *strings.Builder) { sh.expMatch(b, p) }
 		switch sh.op {
 		case duplex.OpInsert:
 			b.WriteString("INSERT INTO " + m.ident + " AS t (")
-			for j, ci := range sh.set {
-				if j > 0 {
-					b.WriteString(", ")
-				}
-				b.WriteString(m.cols[ci].ident)
-			}
-			b.WriteString(") OVERRIDING SYSTEM VALUE VALUES (")
-			for j, ci := range sh.set {
-				if j > 0 {
-					b.WriteString(", ")
-				}
-				b.WriteString(p(j) + "::" + m.cols[ci].cast)
-			}
+			sh.insertColumns(&b, p, ") OVERRIDING SYSTEM VALUE VALUES (")
 			b.WriteString(") ON CONFLICT (")
-			for i, ci := range m.key {
-				if i > 0 {
-					b.WriteString(", ")
-				}
-				b.WriteString(m.cols[ci].ident)
-			}
+			writeList(&b, m.key, func(_, ci int) string { return m.cols[ci].ident })
 			b.WriteString(") DO NOTHING")
 		case duplex.OpUpdate:
 			b.WriteString("UPDATE " + m.ident + " AS t SET ")
@@ -955,4 +893,47 @@ func (a *Applier) sequential(ctx context.Context, s *session, batch *duplex.Batc
 		}
 	}
 	return a.commit(ctx, s)
+}
+
+// keyMatch writes the WHERE condition matching the target row's key to the
+// parameters ref names.
+func (sh *shape) keyMatch(b *strings.Builder, ref func(int) string) {
+	m := sh.m
+	for i, ci := range m.key {
+		if i > 0 {
+			b.WriteString(" AND ")
+		}
+		c := &m.cols[ci]
+		b.WriteString("t." + c.ident + " = " + ref(sh.keyPar[i]) + "::" + c.cast)
+	}
+}
+
+// expMatch writes the conditions checking the expected values (the last
+// parameters), compared as text so json and NaN compare by value.
+func (sh *shape) expMatch(b *strings.Builder, ref func(int) string) {
+	m := sh.m
+	off := len(sh.params) - len(sh.exp)
+	for j, ci := range sh.exp {
+		c := &m.cols[ci]
+		b.WriteString(" AND t." + c.ident + "::text IS NOT DISTINCT FROM " + ref(off+j) + "::" + c.full + "::text")
+	}
+}
+
+// insertColumns writes the inserted columns, then between, then their
+// values from the parameters ref names.
+func (sh *shape) insertColumns(b *strings.Builder, ref func(int) string, between string) {
+	m := sh.m
+	writeList(b, sh.set, func(_, ci int) string { return m.cols[ci].ident })
+	b.WriteString(between)
+	writeList(b, sh.set, func(j, ci int) string { return ref(j) + "::" + m.cols[ci].cast })
+}
+
+// writeList writes f(i, x) for each x of xs, separated by commas.
+func writeList(b *strings.Builder, xs []int, f func(i, x int) string) {
+	for i, x := range xs {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(f(i, x))
+	}
 }
