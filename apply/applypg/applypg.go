@@ -300,6 +300,12 @@ func (a *Applier) Lookup(ctx context.Context, table duplex.Table, keys []duplex.
 	return out, nil
 }
 
+// pinOutputSettings fixes, for one transaction, the settings that shape
+// values' text form, so Lookup produces the same values as the logical
+// replication source (which sets them on its connection).
+const pinOutputSettings = "SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL IntervalStyle = 'postgres'; " +
+	"SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex'"
+
 func (a *Applier) lookup(ctx context.Context, m *tableMeta, keys []duplex.Key, out []duplex.Values) error {
 	params := make([][]pgtype.Text, len(m.key))
 	for i := range params {
@@ -319,7 +325,17 @@ func (a *Applier) lookup(ctx context.Context, m *tableMeta, keys []duplex.Key, o
 	for _, p := range params {
 		args = append(args, p)
 	}
-	rows, err := a.pool.Query(ctx, m.lookupSQL, args...)
+	// The rows are read in text form: pin the output settings that shape it
+	// (the source pins the same ones), whatever the database's defaults.
+	tx, err := a.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return pgutil.Classify(fmt.Errorf("applypg: look up %d rows of %s: %w", len(keys), m.table, err))
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, pinOutputSettings); err != nil {
+		return pgutil.Classify(fmt.Errorf("applypg: look up %d rows of %s: %w", len(keys), m.table, err))
+	}
+	rows, err := tx.Query(ctx, m.lookupSQL, args...)
 	if err != nil {
 		return pgutil.Classify(fmt.Errorf("applypg: look up %d rows of %s: %w", len(keys), m.table, err))
 	}

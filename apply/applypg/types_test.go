@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/duplexsync/duplex"
@@ -272,4 +273,36 @@ func requireTablesEqual(t *testing.T, db *testenv.DB) {
 	}
 	require.Zero(t, diff, "rows differ between types_a and types_b")
 	require.Equal(t, na, nb, "row counts")
+}
+
+// TestLookupIgnoresDatabaseOutputDefaults: a target database whose defaults
+// change values' text form (DateStyle, bytea_output, extra_float_digits)
+// still gives Lookup the same values.
+func TestLookupIgnoresDatabaseOutputDefaults(t *testing.T) {
+	t.Parallel()
+	db := testenv.Postgres(t)
+	ctx := t.Context()
+	for _, stmt := range []string{
+		"ALTER DATABASE " + pgx.Identifier{db.Name}.Sanitize() + " SET DateStyle = 'SQL, DMY'",
+		"ALTER DATABASE " + pgx.Identifier{db.Name}.Sanitize() + " SET bytea_output = 'escape'",
+		"ALTER DATABASE " + pgx.Identifier{db.Name}.Sanitize() + " SET extra_float_digits = 0",
+	} {
+		_, err := db.Pool.Exec(ctx, stmt)
+		require.NoError(t, err)
+	}
+	db.Pool.Reset() // new sessions pick up the defaults
+	_, err := db.Pool.Exec(ctx, `CREATE TABLE od (id bigint PRIMARY KEY, at timestamptz, d date, b bytea, f double precision)`)
+	require.NoError(t, err)
+	_, err = db.Pool.Exec(ctx, `INSERT INTO od VALUES (1, '2026-11-25 10:11:12.345678+00', '2026-02-03', '\x00ff10', 0.1)`)
+	require.NoError(t, err)
+	a, err := applypg.New(ctx, db.Pool, applypg.Config{Sync: testenv.UniqueName(t, "s"), Target: "b"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = a.DropOrigins(context.Background()) })
+	rows, err := a.Lookup(ctx, duplex.Table{Schema: "public", Name: "od"}, []duplex.Key{{{Name: "id", Value: int64(1)}}})
+	require.NoError(t, err)
+	row := rows[0]
+	require.True(t, row["at"].(time.Time).Equal(time.Date(2026, 11, 25, 10, 11, 12, 345678000, time.UTC)), "%v", row["at"])
+	require.True(t, row["d"].(time.Time).Equal(time.Date(2026, 2, 3, 0, 0, 0, 0, time.UTC)), "%v", row["d"])
+	require.Equal(t, []byte{0, 0xff, 0x10}, row["b"])
+	require.Equal(t, 0.1, row["f"])
 }
