@@ -106,7 +106,7 @@ func (a *Applier) loadMeta(ctx context.Context, table duplex.Table) (*tableMeta,
 				// expectation too long for the column would match.
 				c.full = c.cast
 			}
-			c.decode = pgvalue.Decoder(c.oid)
+			c.decode = pgvalue.Decoder(c.base) // a domain decodes like its base type, as the source does
 			m.index[c.name] = len(m.cols)
 			if pos > 0 {
 				keys = append(keys, keyPos{pos, len(m.cols)})

@@ -77,6 +77,8 @@ type decoder struct {
 	// newBuf and oldBuf are reused for the tuples of each row message; their
 	// columns point into the message, and are copied out by values.
 	newBuf, oldBuf []tupleColumn
+	// baseType, when set, maps a domain's type OID to its base type's.
+	baseType func(oid uint32) uint32
 }
 
 func newDecoder(slot, system string, skipOrigins []string, keyColumns func(duplex.Table) ([]string, error)) *decoder {
@@ -344,7 +346,11 @@ func (d *decoder) relation(r *reader) error {
 		r.u8() // flags: with REPLICA IDENTITY FULL every column is flagged, so keys come from the catalog
 		col := column{name: r.cstring(), oid: r.u32()}
 		r.u32() // type modifier
-		col.decode = pgvalue.Decoder(col.oid)
+		decodeAs := col.oid
+		if d.baseType != nil {
+			decodeAs = d.baseType(col.oid) // a domain decodes like its base type, as the applier does
+		}
+		col.decode = pgvalue.Decoder(decodeAs)
 		byName[col.name] = i
 		rel.columns = append(rel.columns, col)
 	}

@@ -90,6 +90,7 @@ type Source struct {
 
 	mu        sync.Mutex
 	keys      map[duplex.Table][]string
+	bases     map[uint32]uint32
 	ready     bool
 	acked     pos           // furthest acknowledged change
 	delivered pos           // furthest delivered change
@@ -158,6 +159,7 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 		pool:  pool,
 		retry: backoff.Policy{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax},
 		keys:  make(map[duplex.Table][]string),
+		bases: make(map[uint32]uint32),
 	}, nil
 }
 
@@ -249,6 +251,32 @@ func (s *Source) Setup(ctx context.Context, resuming bool) error {
 	s.ready = true
 	s.mu.Unlock()
 	return nil
+}
+
+// baseType returns the base type of a domain (through up to two levels of
+// domains), or oid itself; catalog answers are cached.
+func (s *Source) baseType(oid uint32) uint32 {
+	s.mu.Lock()
+	b, ok := s.bases[oid]
+	s.mu.Unlock()
+	if ok {
+		return b
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b = oid
+	err := s.pool.QueryRow(ctx, `
+		SELECT CASE WHEN ty.typtype = 'd' THEN
+			CASE WHEN bt.typtype = 'd' THEN bt.typbasetype ELSE bt.oid END
+		ELSE ty.oid END
+		FROM pg_type ty LEFT JOIN pg_type bt ON bt.oid = ty.typbasetype WHERE ty.oid = $1`, oid).Scan(&b)
+	if err != nil {
+		return oid // decoded by its own OID: the text form
+	}
+	s.mu.Lock()
+	s.bases[oid] = b
+	s.mu.Unlock()
+	return b
 }
 
 // errBusy says the slot is in use by another connection.
@@ -472,6 +500,7 @@ func classifyStart(slot string, err error) error {
 // out. It owns conn: it also sends the status updates.
 func (s *Source) receive(ctx context.Context, conn *pgconn.PgConn, startLSN pglogrepl.LSN, skipThrough pos, out chan<- []duplex.Change) error {
 	dec := newDecoder(s.slot, s.cfg.System, s.cfg.SkipOrigins, s.keyColumns)
+	dec.baseType = s.baseType
 	if s.cfg.Marker {
 		sc, name := pgstate.MarkerTable(s.cfg.StateSchema)
 		dec.marker, dec.markerSync = duplex.Table{Schema: sc, Name: name}, s.cfg.Sync

@@ -51,7 +51,7 @@ var typeCols = []typeCol{
 	{"vca", "varchar(5)[]", true},
 	{"ia", "int[]", false},
 	{"e", "mood", false},
-	{"dom", "posint", false},
+	{"dom", "posint", true}, // decoded like its base type
 	{"ip", "inet", false},
 	{"cidr", "cidr", false},
 	{"m", "money", false},
@@ -115,7 +115,7 @@ func typeRows() []typeRow {
 			"tstz": date(1, 1, 1), "tm": "00:00:00", "tmtz": "00:00:00+15:59", "iv": "-178000000 years",
 			"u": "00000000-0000-0000-0000-000000000000",
 			"j": json.RawMessage(`{"a":1,  "a" : 2 }`), "jb": json.RawMessage(`{"a": 2}`),
-			"ta": []string{}, "vca": []string{}, "ia": "{}", "e": "sad", "dom": "1",
+			"ta": []string{}, "vca": []string{}, "ia": "{}", "e": "sad", "dom": int64(1),
 			"m": "-$92,233,720,368,547,758.08", "vb": "", "tsv": "",
 		}},
 		{id: 2, sql: map[string]string{ // maximums and unicode
@@ -139,7 +139,7 @@ func typeRows() []typeRow {
 			"tstz": time.Date(294276, 12, 31, 23, 59, 59, 999999000, time.UTC), "tm": "24:00:00",
 			"j": json.RawMessage("  [1, 2 ,3]  "), "jb": json.RawMessage(`[1, "2", null, true, {"x": {}}]`),
 			"ta": `{"a,b","c\"d","e\\f",NULL," ",""}`, "vca": `{"a b",NULL}`, "ia": "{{1,2},{3,4}}",
-			"e": "happy", "dom": "2147483647", "ip": "2001:db8::1/64", "cidr": "2001:db8::/32",
+			"e": "happy", "dom": int64(2147483647), "ip": "2001:db8::1/64", "cidr": "2001:db8::/32",
 		}},
 		{id: 3, sql: map[string]string{ // specials, TOASTed values
 			"i2": "0", "i4": "0", "i8": "0", "num": "'NaN'", "num_s": "'1.5'", "f4": "'-0'", "f8": "'-0'",
@@ -155,7 +155,7 @@ func typeRows() []typeRow {
 			"t": "it's \"quoted\" \\ back\\slash\n\ttab\r", "t_long": long2, "vc": `a'b\c`, "ch": "abcde",
 			"by": bin, "d": "infinity", "ts": "-infinity", "tstz": "infinity",
 			"iv": "1 year 2 mons 3 days 04:05:06.789", "j": json.RawMessage("null"), "jb": json.RawMessage(`"str"`),
-			"ta": "{{a,b},{c,d}}", "vca": []string{"NULL", "x"}, "ia": "[0:2]={1,2,3}",
+			"ta": "{{a,b},{c,d}}", "vca": []string{"NULL", "x"}, "ia": "[0:2]={1,2,3}", "dom": int64(42),
 		}},
 		{id: 4, sql: map[string]string{}}, // NULL in every column
 		{id: 5, sql: map[string]string{ // BC dates, tiny values
