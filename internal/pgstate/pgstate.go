@@ -26,6 +26,9 @@ type Execer interface {
 func Ensure(ctx context.Context, db interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }, schema string) error {
+	if schema == "" {
+		schema = DefaultSchema // one lock name per schema, however it was named
+	}
 	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('duplex state ' || $1))", schema); err != nil {
 			return err
