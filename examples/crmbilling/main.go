@@ -2,7 +2,8 @@
 // PostgreSQL databases that both change the same customers, kept in
 // agreement by a two-way sync while simulated users edit both sides.
 //
-// The CRM owns name and email, billing owns payment_status and
+// The dead-letter queue is kept in PostgreSQL (the duplex schema of the
+// CRM database). The CRM owns name and email, billing owns payment_status and
 // payment_method, both write last_activity (the later write wins, by the
 // updated_at column; writes too close to call go to the dead-letter queue).
 // It prints a progress line every second and ends with a verdict: the two
@@ -45,6 +46,7 @@ import (
 	"github.com/duplexsync/duplex/cdc/pglogical"
 	"github.com/duplexsync/duplex/dedup/dedupredis"
 	"github.com/duplexsync/duplex/dlq"
+	"github.com/duplexsync/duplex/dlq/dlqpg"
 	"github.com/duplexsync/duplex/metrics"
 	"github.com/duplexsync/duplex/resolve"
 )
@@ -200,7 +202,11 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	deadLetters := dlq.NewMemory(dlq.MemoryConfig{})
+	// The dead-letter queue lives in the sync's own schema of the CRM database.
+	deadLetters, err := dlqpg.New(ctx, crm.pool, dlqpg.Config{})
+	if err != nil {
+		return err
+	}
 	m := metrics.New(metrics.Config{
 		Depth: func(ctx context.Context) ([]metrics.DepthRow, error) {
 			rows, err := deadLetters.Depth(ctx)
@@ -398,7 +404,7 @@ func simulate(ctx context.Context, s *side, o options, edits *atomic.Int64) {
 }
 
 // verdict compares both tables and explains every difference.
-func verdict(ctx context.Context, crm, billing *pgxpool.Pool, dl *dlq.Memory) error {
+func verdict(ctx context.Context, crm, billing *pgxpool.Pool, dl dlq.Store) error {
 	read := func(p *pgxpool.Pool) (map[int64]string, error) {
 		rows, err := p.Query(ctx, `SELECT id, row(name, email, payment_status, payment_method, last_activity)::text FROM customers`)
 		if err != nil {
