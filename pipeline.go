@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -771,6 +772,20 @@ func (p *Pipeline) retryDue() error {
 // orderKey identifies the row a change touches: changes with equal keys
 // keep their order.
 func orderKey(c *Change) string {
+	// Fast path for the common single integer key: one allocation.
+	if len(c.Key) == 1 {
+		if v, ok := c.Key[0].Value.(int64); ok {
+			var buf [96]byte
+			b := append(buf[:0], c.Table.Schema...)
+			b = append(b, '.')
+			b = append(b, c.Table.Name...)
+			b = append(b, 0)
+			b = append(b, c.Key[0].Name...)
+			b = append(b, '=')
+			b = strconv.AppendInt(b, v, 10)
+			return string(b)
+		}
+	}
 	var b strings.Builder
 	b.Grow(len(c.Table.Schema) + len(c.Table.Name) + 24)
 	b.WriteString(c.Table.Schema)
