@@ -169,6 +169,9 @@ type Truncater interface {
 
 // Ledger is implemented by Appliers that record the ID of every change they
 // write in the same transaction as the write (a dedup table in the target).
+// Applied must never answer "not applied" while a commit of that change may
+// still be in progress (after a lost connection, wait until the server has
+// ended that session).
 // It is the truth about what was applied: the Pipeline asks it about the
 // changes its Deduper has not seen (so a replay after a crash is recognised
 // even when the Deduper forgot), and, after an apply error whose outcome is

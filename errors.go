@@ -118,13 +118,20 @@ func IsUnavailable(err error) bool { return ClassOf(err) == ClassUnavailable }
 func IsPermanent(err error) bool { return ClassOf(err) == ClassPermanent }
 
 // BatchError is returned by an Applier that knows which write of a batch
-// failed; the Pipeline then isolates that write without bisecting.
+// failed; the Pipeline then isolates that write without bisecting. Use it
+// only for errors that write caused (a constraint, a stale expectation):
+// the Pipeline does not ask the Ledger whether a batch failing with a
+// BatchError committed, so wrapping a connection error in one could apply
+// a change twice.
 type BatchError struct {
 	Index int   // index of the failing write in the batch
 	Err   error // the cause, classified as usual
 }
 
+// Error implements error.
 func (e *BatchError) Error() string { return fmt.Sprintf("write %d: %v", e.Index, e.Err) }
+
+// Unwrap returns the cause.
 func (e *BatchError) Unwrap() error { return e.Err }
 
 // ConfigError reports an invalid configuration value; Field names it.
@@ -133,6 +140,7 @@ type ConfigError struct {
 	Reason string
 }
 
+// Error implements error.
 func (e *ConfigError) Error() string { return "duplex: " + e.Field + ": " + e.Reason }
 
 // ErrorClass makes configuration errors permanent.

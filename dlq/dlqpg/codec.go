@@ -590,6 +590,8 @@ type enumDoc[T interface {
 	String() string
 }] struct{ v T }
 
+// MarshalJSON writes the enum by name when the name reads back as the same
+// value, else by number.
 func (e enumDoc[T]) MarshalJSON() ([]byte, error) {
 	// By name only when the name reads back as the same value.
 	var back T
@@ -601,6 +603,7 @@ func (e enumDoc[T]) MarshalJSON() ([]byte, error) {
 
 type textUnmarshaler interface{ UnmarshalText([]byte) error }
 
+// UnmarshalJSON reads what MarshalJSON wrote.
 func (e *enumDoc[T]) UnmarshalJSON(b []byte) error {
 	if len(b) > 0 && b[0] == '"' {
 		var s string
