@@ -9,7 +9,8 @@ import (
 //
 // Stream blocks, calling fn with batches of changes in commit order, starting
 // after from (or, when from is "", after the position the source itself last
-// stored as acknowledged). It calls fn from one goroutine at a time. It
+// stored as acknowledged; a source that cannot go back before its stored
+// position, like a replication slot, starts at the later of the two). It calls fn from one goroutine at a time. It
 // returns nil when ctx is canceled, fn's error when fn fails, and any other
 // error only when it cannot go on (a dropped slot, a bad configuration);
 // connection losses are handled inside by reconnecting and resuming.
@@ -107,6 +108,8 @@ type DeadLetterSink interface {
 // Permanent), and a *BatchError should name the failing write when known.
 // Apply must be safe to repeat: the Pipeline may re-send writes after an
 // error whose outcome it cannot know. Apply must not keep b after it returns.
+// A Pipeline calls Lookup and Apply from one goroutine; an Applier shared
+// by several Pipelines must be safe for concurrent use.
 type Applier interface {
 	Lookup(ctx context.Context, table Table, keys []Key) ([]Values, error)
 	Apply(ctx context.Context, b *Batch) error
