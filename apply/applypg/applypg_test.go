@@ -292,3 +292,34 @@ func requireEventually(t *testing.T, timeout time.Duration, cond func() bool, wh
 		}
 	}
 }
+
+// TestRepeatedIDs applies a batch whose change IDs are partly in the
+// ledger already (as when a batch is sent again after it committed): the
+// ledger takes the new IDs, the batch commits, with every method.
+func TestRepeatedIDs(t *testing.T) {
+	t.Parallel()
+	db := testenv.Postgres(t)
+	ctx := t.Context()
+	exec(t, db, itemsDDL)
+	for i, m := range methods {
+		t.Run(m.String(), func(t *testing.T) {
+			a := newApplier(t, db, testenv.UniqueName(t, "s"), func(c *applypg.Config) { c.Method = m })
+			id := int64(10 * (i + 1))
+			first := ins(id, "x", 1)
+			require.NoError(t, a.Apply(ctx, &duplex.Batch{Source: "a", Checkpoint: "0/1", Writes: []duplex.Write{first}}))
+
+			again := upd(id, duplex.Values{"n": int64(2)}, duplex.Values{"n": int64(1)})
+			again.Change = first.Change // the ID is in the ledger
+			next := ins(id+1, "y", 1)
+			require.NoError(t, a.Apply(ctx, &duplex.Batch{Source: "a", Checkpoint: "0/2", Writes: []duplex.Write{again, next}}))
+			applied, err := a.Applied(ctx, []string{first.Change.ID, next.Change.ID, "other"})
+			require.NoError(t, err)
+			require.Equal(t, []bool{true, true, false}, applied)
+			require.Equal(t, int64(2), itemsRow(t, db, id)["n"])
+			require.NotNil(t, itemsRow(t, db, id+1))
+			cp, err := a.Checkpoint(ctx, "a")
+			require.NoError(t, err)
+			require.Equal(t, duplex.Position("0/2"), cp)
+		})
+	}
+}

@@ -108,6 +108,16 @@
 // with the row count and is planned again and again), and no extra round
 // trips (COPY cannot be pipelined).
 //
+// The ledger entries are one plain INSERT of the batch's IDs: they are new
+// (the Pipeline asked the ledger before), and a plain insert costs about
+// half as much as one with ON CONFLICT DO NOTHING (a speculative insertion
+// per row). When an ID is in the ledger already (a batch sent again after
+// it committed, or applied concurrently), the insert fails with a unique
+// violation and the batch is sent again, rolled back first, with ON
+// CONFLICT DO NOTHING. Together with the BRIN index on applied_at (instead
+// of a B-tree), this took unnest from 44,000 to 56,000 inserts and from
+// 43,000 to 54,000 updates per second in back-to-back runs.
+//
 // # Permissions
 //
 // The role needs to create the state schema's tables (or have them created

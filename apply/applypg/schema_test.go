@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/duplexsync/duplex"
@@ -153,6 +154,33 @@ func TestPrune(t *testing.T) {
 	applied, err = other.Applied(ctx, []string{w2.Change.ID})
 	require.NoError(t, err)
 	require.Equal(t, []bool{true}, applied, "another sync's ledger is kept")
+}
+
+// TestLedgerIndexUpgrade: New replaces the B-tree index on applied_at of
+// earlier versions by the BRIN index, keeping the ledger.
+func TestLedgerIndexUpgrade(t *testing.T) {
+	t.Parallel()
+	db := testenv.Postgres(t)
+	ctx := t.Context()
+	exec(t, db, itemsDDL)
+	exec(t, db, `CREATE SCHEMA old`)
+	exec(t, db, `CREATE TABLE old.applied (sync text NOT NULL, target text NOT NULL, change_id text NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (sync, target, change_id))`)
+	exec(t, db, `CREATE INDEX IF NOT EXISTS applied_at_idx ON old.applied (applied_at)`)
+	sync := testenv.UniqueName(t, "s")
+	exec(t, db, `INSERT INTO old.applied (sync, target, change_id) VALUES ($1, 'b', 'c1')`, sync)
+	a := newApplier(t, db, sync, func(c *applypg.Config) { c.Schema = "old" })
+	rows, err := db.Pool.Query(ctx, `SELECT indexname FROM pg_indexes WHERE schemaname = 'old' AND tablename = 'applied' ORDER BY 1`)
+	require.NoError(t, err)
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{"applied_at_brin", "applied_pkey"}, names)
+	applied, err := a.Applied(ctx, []string{"c1", "c2"})
+	require.NoError(t, err)
+	require.Equal(t, []bool{true, false}, applied)
+	n, err := a.Prune(ctx, 0)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), n)
 }
 
 // TestNewChecksConfig names every problem.

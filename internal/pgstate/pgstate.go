@@ -78,7 +78,8 @@ func Names(schema string) Tables {
 //     the apply transaction.
 //   - applied(sync, target, change_id, applied_at): the IDs of changes whose
 //     writes (or settlement) committed on target; the ledger that makes
-//     applies exactly-once in effect. Old rows can be pruned by applied_at.
+//     applies exactly-once in effect. Old rows can be pruned by applied_at
+//     (a BRIN index).
 //   - tx_marker(id, sync, target): always empty; see the loop guard's marker
 //     fallback.
 func DDL(schema string) []string {
@@ -98,7 +99,12 @@ func DDL(schema string) []string {
 			change_id text NOT NULL,
 			applied_at timestamptz NOT NULL DEFAULT now(),
 			PRIMARY KEY (sync, target, change_id))`, n.Applied),
-		fmt.Sprintf(`CREATE INDEX IF NOT EXISTS applied_at_idx ON %s (applied_at)`, n.Applied),
+		// Pruning finds old rows by applied_at, which grows with the heap:
+		// a BRIN index serves it at a fraction of a B-tree's cost per
+		// insert (measured: 10-15% more changes per second applied). It
+		// replaces the B-tree applied_at_idx of earlier versions.
+		fmt.Sprintf(`CREATE INDEX IF NOT EXISTS applied_at_brin ON %s USING brin (applied_at)`, n.Applied),
+		fmt.Sprintf(`DROP INDEX IF EXISTS %s.applied_at_idx`, n.Schema),
 		// The marker fallback of the loop guard, for roles that may not use
 		// replication origins: an applier inserts (and deletes) a row here
 		// first in each of its transactions; the source drops a transaction
