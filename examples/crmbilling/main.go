@@ -207,15 +207,16 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	depth := func(ctx context.Context) ([]metrics.DepthRow, error) {
+		rows, err := deadLetters.Depth(ctx)
+		out := make([]metrics.DepthRow, len(rows))
+		for i, r := range rows {
+			out[i] = metrics.DepthRow{Direction: r.Direction, Table: r.Table, Reason: r.Reason, Count: r.Count}
+		}
+		return out, err
+	}
 	m := metrics.New(metrics.Config{
-		Depth: func(ctx context.Context) ([]metrics.DepthRow, error) {
-			rows, err := deadLetters.Depth(ctx)
-			out := make([]metrics.DepthRow, len(rows))
-			for i, r := range rows {
-				out[i] = metrics.DepthRow{Direction: r.Direction, Table: r.Table, Reason: r.Reason, Count: r.Count}
-			}
-			return out, err
-		},
+		Depth: depth,
 		Slots: map[string]metrics.RetainedFunc{crm.src.Slot(): crm.src.RetainedWAL, billing.src.Slot(): billing.src.RetainedWAL},
 	})
 	endpoint := func(s *side) (duplex.Endpoint, error) {
@@ -258,9 +259,11 @@ func run(ctx context.Context, o options) error {
 		reg.MustRegister(m)
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "ok lag crm_to_billing=%s billing_to_crm=%s\n", m.Lag("crm_to_billing"), m.Lag("billing_to_crm"))
-		})
+		mux.Handle("/healthz", metrics.Health(metrics.HealthConfig{
+			Directions: []string{"crm_to_billing", "billing_to_crm"},
+			MaxLag:     10 * time.Second, MaxDLQDepth: 100,
+			Lag: m.Lag, Depth: depth,
+		}))
 		srv := &http.Server{Addr: o.admin, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
