@@ -57,7 +57,8 @@ demo: services
 	$(GO) run ./examples/crmbilling -duration 30s
 
 # Drop leftovers of crashed test runs: replication slots in duplex_t_*
-# databases (terminating their walsenders first), then the databases.
+# databases (terminating their walsenders first), then the databases, then
+# the replication origins of test syncs (duplex:*test*).
 # Do not run while tests are running.
 clean-db:
 	@printf '%s\n' \
@@ -67,4 +68,5 @@ clean-db:
 		"SELECT format('DROP DATABASE %I WITH (FORCE)', datname) FROM pg_database WHERE datname LIKE 'duplex\_t\_%' ORDER BY 1" \
 		'\gexec' \
 		"SELECT count(*) AS remaining_test_databases FROM pg_database WHERE datname LIKE 'duplex\_t\_%';" \
+		"SELECT count(pg_replication_origin_drop(roname)) AS dropped_test_origins FROM pg_replication_origin WHERE roname LIKE 'duplex:%test%';" \
 	| $(PSQL) -X -v ON_ERROR_STOP=1 -d '$(PG_ADMIN_URL)' -f -

@@ -186,6 +186,8 @@ func run(ctx context.Context, o options) error {
 		if s.app, err = applypg.New(ctx, s.pool, applypg.Config{Sync: syncName, Target: s.name, Logger: logger}); err != nil {
 			return err
 		}
+		// Replication origins are cluster-wide: leave none behind.
+		defer func(a *applypg.Applier) { _ = a.DropOrigins(context.WithoutCancel(ctx)) }(s.app)
 	}
 	crm, billing := sides[0], sides[1]
 

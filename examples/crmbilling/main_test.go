@@ -35,6 +35,7 @@ func TestDemoConverges(t *testing.T) {
 			return
 		}
 		defer conn.Close(ctx)
+		_, _ = conn.Exec(ctx, "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE starts_with(roname, $1)", "duplex:"+prefix)
 		for _, side := range []string{"crm", "billing"} {
 			_, _ = conn.Exec(ctx, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1", prefix+side)
 			_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{prefix + side}.Sanitize()+" WITH (FORCE)")
