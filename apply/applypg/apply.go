@@ -426,8 +426,6 @@ func (sh *shape) bulkSQL(src string) string {
 	b.WriteString(src)
 	b.WriteString("), w AS (")
 	v := func(pi int) string { return "v.p" + strconv.Itoa(pi+1) }
-	keyMatch := func(b *strings.Builder) { sh.keyMatch(b, v) }
-	expMatch := func(b *strings.Builder) { sh.expMatch(b, v) }
 	switch sh.op {
 	case duplex.OpInsert:
 		b.WriteString("INSERT INTO " + m.ident + " AS t (")
@@ -435,12 +433,7 @@ func (sh *shape) bulkSQL(src string) string {
 		b.WriteString(" FROM v ORDER BY v.ord ON CONFLICT (")
 		writeList(&b, m.key, func(_, ci int) string { return m.cols[ci].ident })
 		b.WriteString(") DO NOTHING RETURNING ")
-		for i, ci := range m.key {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString("t." + m.cols[ci].ident + " AS k" + strconv.Itoa(i+1))
-		}
+		writeList(&b, m.key, func(i, ci int) string { return "t." + m.cols[ci].ident + " AS k" + strconv.Itoa(i+1) })
 		b.WriteString(") SELECT v.ord FROM v WHERE NOT EXISTS (SELECT FROM w WHERE ")
 		for i, ci := range m.key {
 			if i > 0 {
@@ -451,22 +444,17 @@ func (sh *shape) bulkSQL(src string) string {
 		b.WriteString(")")
 	case duplex.OpUpdate:
 		b.WriteString("UPDATE " + m.ident + " AS t SET ")
-		for j, ci := range sh.set {
-			if j > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(m.cols[ci].ident + " = " + v(len(m.key)+j) + "::" + m.cols[ci].cast)
-		}
+		sh.setList(&b, v)
 		b.WriteString(" FROM v WHERE ")
-		keyMatch(&b)
-		expMatch(&b)
+		sh.keyMatch(&b, v)
+		sh.expMatch(&b, v)
 		b.WriteString(" RETURNING v.ord) SELECT v.ord FROM v WHERE NOT EXISTS (SELECT FROM w WHERE w.ord = v.ord)")
 	case duplex.OpDelete:
 		b.WriteString("DELETE FROM " + m.ident + " AS t USING v WHERE ")
-		keyMatch(&b)
-		expMatch(&b)
+		sh.keyMatch(&b, v)
+		sh.expMatch(&b, v)
 		b.WriteString(" RETURNING v.ord) SELECT v.ord FROM v WHERE NOT EXISTS (SELECT FROM w WHERE w.ord = v.ord) AND EXISTS (SELECT FROM " + m.ident + " AS t WHERE ")
-		keyMatch(&b)
+		sh.keyMatch(&b, v)
 		b.WriteString(")")
 	}
 	return b.String()
@@ -552,8 +540,6 @@ func (sh *shape) rowSQL() string {
 		m := sh.m
 		var b strings.Builder
 		p := func(pi int) string { return par(pi+1) + "::text" }
-		keyMatch := func(b *strings.Builder) { sh.keyMatch(b, p) }
-		expMatch := func(b *strings.Builder) { sh.expMatch(b, p) }
 		switch sh.op {
 		case duplex.OpInsert:
 			b.WriteString("INSERT INTO " + m.ident + " AS t (")
@@ -563,21 +549,16 @@ func (sh *shape) rowSQL() string {
 			b.WriteString(") DO NOTHING")
 		case duplex.OpUpdate:
 			b.WriteString("UPDATE " + m.ident + " AS t SET ")
-			for j, ci := range sh.set {
-				if j > 0 {
-					b.WriteString(", ")
-				}
-				b.WriteString(m.cols[ci].ident + " = " + p(len(m.key)+j) + "::" + m.cols[ci].cast)
-			}
+			sh.setList(&b, p)
 			b.WriteString(" WHERE ")
-			keyMatch(&b)
-			expMatch(&b)
+			sh.keyMatch(&b, p)
+			sh.expMatch(&b, p)
 		case duplex.OpDelete:
 			b.WriteString("WITH w AS (DELETE FROM " + m.ident + " AS t WHERE ")
-			keyMatch(&b)
-			expMatch(&b)
+			sh.keyMatch(&b, p)
+			sh.expMatch(&b, p)
 			b.WriteString(" RETURNING 1) SELECT EXISTS (SELECT FROM w) OR NOT EXISTS (SELECT FROM " + m.ident + " AS t WHERE ")
-			keyMatch(&b)
+			sh.keyMatch(&b, p)
 			b.WriteString(")")
 		}
 		return b.String()
@@ -974,4 +955,11 @@ func writeList(b *strings.Builder, xs []int, f func(i, x int) string) {
 		}
 		b.WriteString(f(i, x))
 	}
+}
+
+// setList writes "col = value, ..." for the updated columns, their values
+// from the parameters ref names (after the key's).
+func (sh *shape) setList(b *strings.Builder, ref func(int) string) {
+	m := sh.m
+	writeList(b, sh.set, func(j, ci int) string { return m.cols[ci].ident + " = " + ref(len(m.key)+j) + "::" + m.cols[ci].cast })
 }

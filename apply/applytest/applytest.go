@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/internal/suite"
 )
 
 // Features lists what an applier supports; the suite skips the checks of
@@ -62,40 +63,20 @@ func Run(t *testing.T, f Features, newFunc NewFunc) {
 	if newFunc == nil {
 		t.Fatal("applytest: nil NewFunc")
 	}
-	tests := []struct {
-		name string
-		run  func(t *testing.T, b *bundle)
-		skip string // why the test does not apply, "" when it does
-	}{
-		{"InsertLookup", testInsertLookup, ""},
-		{"UpdateOnlySetFields", testUpdateOnlySetFields, ""},
-		{"Delete", testDelete, ""},
-		{"BatchAtomic", testBatchAtomic, ""},
-		{"SameKeyTwiceInBatch", testSameKeyTwiceInBatch, ""},
-		{"StaleExpectation", testStaleExpectation, unless(f.Expectations, "Features.Expectations")},
-		{"Checkpoint", testCheckpoint, unless(f.Checkpoints, "Features.Checkpoints")},
-		{"Ledger", testLedger, unless(f.Ledger, "Features.Ledger")},
-		{"NullValues", testNullValues, ""},
-		{"RepeatSafe", testRepeatSafe, ""},
-		{"CanceledContext", testCanceledContext, ""},
-		{"Concurrent", testConcurrent, ""},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			if tc.skip != "" {
-				t.Skip(tc.skip)
-			}
-			tc.run(t, setup(t, f, newFunc))
-		})
-	}
-}
-
-func unless(supported bool, feature string) string {
-	if supported {
-		return ""
-	}
-	return "the applier does not support " + feature
+	suite.Run(t, []suite.Case[*bundle]{
+		{Name: "InsertLookup", Run: testInsertLookup},
+		{Name: "UpdateOnlySetFields", Run: testUpdateOnlySetFields},
+		{Name: "Delete", Run: testDelete},
+		{Name: "BatchAtomic", Run: testBatchAtomic},
+		{Name: "SameKeyTwiceInBatch", Run: testSameKeyTwiceInBatch},
+		{Name: "StaleExpectation", Run: testStaleExpectation, Skip: suite.Unless(f.Expectations, "applier", "Features.Expectations")},
+		{Name: "Checkpoint", Run: testCheckpoint, Skip: suite.Unless(f.Checkpoints, "applier", "Features.Checkpoints")},
+		{Name: "Ledger", Run: testLedger, Skip: suite.Unless(f.Ledger, "applier", "Features.Ledger")},
+		{Name: "NullValues", Run: testNullValues},
+		{Name: "RepeatSafe", Run: testRepeatSafe},
+		{Name: "CanceledContext", Run: testCanceledContext},
+		{Name: "Concurrent", Run: testConcurrent},
+	}, func(t *testing.T) *bundle { return setup(t, f, newFunc) })
 }
 
 // columns are the Harness table's columns.

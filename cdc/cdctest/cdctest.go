@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/internal/suite"
 )
 
 // Features lists what a source supports; the suite skips the checks of
@@ -99,41 +100,21 @@ func Run(t *testing.T, f Features, newFunc NewFunc) {
 	if newFunc == nil {
 		t.Fatal("cdctest: nil NewFunc")
 	}
-	tests := []struct {
-		name string
-		run  func(t *testing.T, b *bundle)
-		skip string // why the test does not apply, "" when it does
-	}{
-		{"InsertUpdateDelete", testInsertUpdateDelete, ""},
-		{"CommitOrder", testCommitOrder, ""},
-		{"StableIDsOnRedelivery", testStableIDsOnRedelivery, ""},
-		{"ResumeAfterAck", testResumeAfterAck, ""},
-		{"AckNeverSkips", testAckNeverSkips, ""},
-		{"ResumeFromPosition", testResumeFromPosition, ""},
-		{"NullVersusMissing", testNullVersusMissing, ""},
-		{"UnchangedNotNull", testUnchangedNotNull, ""},
-		{"TransactionGrouping", testTransactionGrouping, unless(f.Transactions, "Features.Transactions")},
-		{"RollbackNotCaptured", testRollbackNotCaptured, ""},
-		{"OriginReported", testOriginReported, unless(f.Origins, "Features.Origins")},
-		{"CancelReturnsNil", testCancelReturnsNil, ""},
-		{"FnErrorStops", testFnErrorStops, ""},
-		{"IDsUnique", testIDsUnique, ""},
-		{"LargeBatchBounded", testLargeBatchBounded, ""},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			if tc.skip != "" {
-				t.Skip(tc.skip)
-			}
-			tc.run(t, setup(t, f, newFunc))
-		})
-	}
-}
-
-func unless(supported bool, feature string) string {
-	if supported {
-		return ""
-	}
-	return "the source does not support " + feature
+	suite.Run(t, []suite.Case[*bundle]{
+		{Name: "InsertUpdateDelete", Run: testInsertUpdateDelete},
+		{Name: "CommitOrder", Run: testCommitOrder},
+		{Name: "StableIDsOnRedelivery", Run: testStableIDsOnRedelivery},
+		{Name: "ResumeAfterAck", Run: testResumeAfterAck},
+		{Name: "AckNeverSkips", Run: testAckNeverSkips},
+		{Name: "ResumeFromPosition", Run: testResumeFromPosition},
+		{Name: "NullVersusMissing", Run: testNullVersusMissing},
+		{Name: "UnchangedNotNull", Run: testUnchangedNotNull},
+		{Name: "TransactionGrouping", Run: testTransactionGrouping, Skip: suite.Unless(f.Transactions, "source", "Features.Transactions")},
+		{Name: "RollbackNotCaptured", Run: testRollbackNotCaptured},
+		{Name: "OriginReported", Run: testOriginReported, Skip: suite.Unless(f.Origins, "source", "Features.Origins")},
+		{Name: "CancelReturnsNil", Run: testCancelReturnsNil},
+		{Name: "FnErrorStops", Run: testFnErrorStops},
+		{Name: "IDsUnique", Run: testIDsUnique},
+		{Name: "LargeBatchBounded", Run: testLargeBatchBounded},
+	}, func(t *testing.T) *bundle { return setup(t, f, newFunc) })
 }
