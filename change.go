@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/big"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -366,3 +367,13 @@ func (d Direction) String() string { return d.From + "_to_" + d.To }
 
 // Reverse returns the opposite direction.
 func (d Direction) Reverse() Direction { return Direction{From: d.To, To: d.From} }
+
+// Clone returns a deep copy of c (its key, images and unchanged list).
+func (c *Change) Clone() *Change {
+	d := *c
+	d.Key = slices.Clone(c.Key)
+	d.Before = c.Before.Clone()
+	d.After = c.After.Clone()
+	d.Unchanged = slices.Clone(c.Unchanged)
+	return &d
+}

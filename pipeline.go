@@ -133,6 +133,8 @@ type Pipeline struct {
 	retry   backoff.Policy
 	started atomic.Bool
 	ready   chan struct{}
+	replays chan *replayReq // operator retries, served by the worker
+	stopped chan struct{}   // closed when the worker has returned
 
 	// worker state, owned by the worker goroutine
 	ctx       context.Context // canceled when the Pipeline must stop
@@ -157,6 +159,14 @@ type item struct {
 	prev     Position // position of the change delivered just before this one
 	key      string
 	attempts int
+	// replay marks an operator's retry of a dead-lettered change: it never
+	// moves checkpoints or acknowledgements, and it is never parked.
+	replay bool
+	// out and resolution record how the change settled; deadText is the
+	// reason given when it was dead-lettered.
+	out        outcome
+	resolution string
+	deadText   string
 }
 
 type park struct {
@@ -208,6 +218,8 @@ func NewPipeline(cfg *Config) (*Pipeline, error) {
 		dedup:     c.Deduper,
 		retry:     backoff.Policy{Min: c.MinBackoff, Max: c.MaxBackoff},
 		ready:     make(chan struct{}),
+		replays:   make(chan *replayReq),
+		stopped:   make(chan struct{}),
 		parked:    make(map[string]*park),
 		parkedIDs: make(map[string]struct{}),
 	}
@@ -282,6 +294,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	close(p.ready)
 
 	werr := p.work(in)
+	close(p.stopped)
 	if werr != nil && !errors.Is(werr, errAborted) {
 		cancel(werr)
 	} else {
@@ -344,6 +357,8 @@ func (p *Pipeline) work(in <-chan []Change) error {
 			err = p.intake(batch)
 		case <-timer.C:
 			err = p.retryDue()
+		case req := <-p.replays:
+			err = p.serveReplay(req)
 		case <-p.ctx.Done():
 		}
 		if !timer.Stop() {
@@ -635,6 +650,9 @@ func (p *Pipeline) runChunk(items []*item) error {
 			continue
 		}
 		class := ClassOf(err)
+		if class == ClassUnavailable && len(items) == 1 && items[0].replay {
+			return &replayError{err}
+		}
 		if class == ClassUnavailable {
 			attempt++
 			if !p.wait(attempt, len(items), class, err) {
@@ -674,6 +692,9 @@ func (p *Pipeline) runChunk(items []*item) error {
 // unsettled (parked for a retry, or about to be dead-lettered).
 func (p *Pipeline) checkpoint(items []*item, pl plan) Position {
 	last := items[len(items)-1]
+	if last.replay {
+		return ""
+	}
 	var first *item
 	for i := range pl.items {
 		if pl.items[i].out == outDead {
@@ -708,7 +729,7 @@ func (p *Pipeline) failOne(it *item, class ErrorClass, err error) error {
 	if class == ClassPermanent {
 		return p.deadLetter(it, ReasonPermanentError, err.Error(), nil)
 	}
-	if it.attempts >= p.cfg.MaxAttempts {
+	if it.attempts >= p.cfg.MaxAttempts || it.replay {
 		return p.deadLetter(it, ReasonRetriesExhausted, err.Error(), nil)
 	}
 	d := p.retry.Delay(it.attempts)
@@ -844,6 +865,7 @@ func (p *Pipeline) ack() {
 // deadLetter puts one change into the DLQ, retrying while the sink is
 // unavailable, and settles it.
 func (p *Pipeline) deadLetter(it *item, reason Reason, text string, info *ConflictInfo) error {
+	it.out, it.deadText = outDead, string(reason)+": "+text
 	dl := &DeadLetter{
 		Sync:      p.cfg.Name,
 		Direction: p.dir,

@@ -312,6 +312,7 @@ func (p *Pipeline) settle(items []*item, pl plan) error {
 	ids := make([]string, 0, len(items))
 	for i, it := range items {
 		ip := &pl.items[i]
+		it.out, it.resolution = ip.out, ip.resolution
 		switch ip.out {
 		case outWrite:
 			t := at(it.c.Table)

@@ -49,6 +49,7 @@ type SyncConfig struct {
 // Sync runs the A->B and B->A Pipelines of a two-way sync together.
 type Sync struct {
 	ab, ba *Pipeline
+	cfg    SyncConfig
 }
 
 // NewSync checks cfg and builds both Pipelines.
@@ -83,7 +84,11 @@ func NewSync(cfg *SyncConfig) (*Sync, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return &Sync{ab: ab, ba: ba}, nil
+	c := *cfg
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return &Sync{ab: ab, ba: ba, cfg: c}, nil
 }
 
 // Pipelines returns the A->B and B->A Pipelines.

@@ -1,0 +1,324 @@
+package duplex
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Retry runs a dead-lettered change through its direction's Pipeline again
+// (see Pipeline.Replay): loop guard, the target's ledger, the Resolver
+// against the target's current row, apply. Older data never blindly
+// overwrites newer: the change is checked against the target's current row
+// like any other, so a row changed since is a conflict for the resolvers
+// (OutcomeKeptTarget when they keep it). The Pipeline must be running.
+func (s *Sync) Retry(ctx context.Context, dl *DeadLetter) (ActionResult, error) {
+	p, err := s.pipeline(dl)
+	if err != nil {
+		return ActionResult{}, err
+	}
+	return p.Replay(ctx, &dl.Change)
+}
+
+func (s *Sync) pipeline(dl *DeadLetter) (*Pipeline, error) {
+	if dl == nil {
+		return nil, errors.New("duplex: no dead letter")
+	}
+	if dl.Sync != "" && dl.Sync != s.cfg.Name {
+		return nil, fmt.Errorf("duplex: the dead letter belongs to sync %q, not %q", dl.Sync, s.cfg.Name)
+	}
+	for _, p := range []*Pipeline{s.ab, s.ba} {
+		if p.dir == dl.Direction {
+			return p, nil
+		}
+	}
+	return nil, fmt.Errorf("duplex: sync %q has no direction %s", s.cfg.Name, dl.Direction)
+}
+
+// endpoint returns the endpoint named name; "a" and "b" also name A and B.
+func (s *Sync) endpoint(name string) (win, lose *Endpoint, err error) {
+	a, b := &s.cfg.A, &s.cfg.B
+	switch {
+	case name == a.Name || (name == "a" && b.Name != "a"):
+		return a, b, nil
+	case name == b.Name || (name == "b" && a.Name != "b"):
+		return b, a, nil
+	}
+	return nil, nil, fmt.Errorf("duplex: unknown winner %q: want %q or %q (or a/b)", name, a.Name, b.Name)
+}
+
+// Resolve settles a dead-lettered change by choosing a side: the winner's
+// current row is copied to the loser (only the fields that differ; an
+// insert or a delete when the row exists on one side only), so that both
+// sides hold the winner's version. winner is an endpoint name, or "a"/"b".
+//
+// If the loser's row no longer holds what the dead letter recorded for it
+// (someone changed it since), nothing is written and the error matches
+// ErrNewerData. The write carries an ID derived from the entry, recorded in
+// the loser's ledger, so resolving twice writes once.
+func (s *Sync) Resolve(ctx context.Context, dl *DeadLetter, winner string) (ActionResult, error) {
+	if _, err := s.pipeline(dl); err != nil {
+		return ActionResult{}, err
+	}
+	win, lose, err := s.endpoint(winner)
+	if err != nil {
+		return ActionResult{}, err
+	}
+	ch := &dl.Change
+	what := ch.Table.String() + " " + ch.Key.String()
+	wrow, _, err := lookupOne(ctx, win, ch.Table, ch.Key)
+	if err != nil {
+		return ActionResult{}, err
+	}
+	lrow, _, err := lookupOne(ctx, lose, ch.Table, ch.Key)
+	if err != nil {
+		return ActionResult{}, err
+	}
+	// What the entry recorded of the loser's row.
+	var recorded Values
+	known := false
+	switch {
+	case lose.Name == dl.Direction.From:
+		recorded, known = ch.After, true
+	case dl.Conflict != nil:
+		recorded, known = dl.Conflict.Target, true
+	}
+	if known {
+		if recorded == nil && lrow != nil || recorded != nil && lrow == nil {
+			return ActionResult{}, fmt.Errorf("%w: %s on %s %s since the entry was recorded", ErrNewerData, what, lose.Name, existence(lrow))
+		}
+		var changed []string
+		for f, v := range recorded {
+			if cur, ok := lrow[f]; ok && !Equal(cur, v) && !Equal(cur, wrow[f]) {
+				changed = append(changed, f)
+			}
+		}
+		if len(changed) > 0 {
+			slices.Sort(changed)
+			return ActionResult{}, fmt.Errorf("%w: %s on %s changed field(s) %s since the entry was recorded; its newer data is kept (retry the entry or dismiss it)",
+				ErrNewerData, what, lose.Name, strings.Join(changed, ", "))
+		}
+	}
+	id := "resolve:" + ch.ID + ":" + win.Name
+	fields, err := s.copyRow(ctx, win.Name, lose, ch.Table, ch.Key, wrow, lrow, id)
+	if errors.Is(err, ErrStale) {
+		return ActionResult{}, fmt.Errorf("%w: %s on %s changed while it was being resolved", ErrNewerData, what, lose.Name)
+	}
+	if err != nil {
+		return ActionResult{}, err
+	}
+	if fields == nil {
+		return ActionResult{Outcome: OutcomeUnchanged, Detail: fmt.Sprintf("%s: %s already holds %s's version", what, lose.Name, win.Name)}, nil
+	}
+	s.cfg.Logger.InfoContext(ctx, "dead letter resolved", "sync", s.cfg.Name, "table", ch.Table.String(), "key", ch.Key.String(), "winner", win.Name)
+	return ActionResult{Outcome: OutcomeApplied, Detail: fmt.Sprintf("%s: copied %s from %s to %s", what, strings.Join(fields, ", "), win.Name, lose.Name)}, nil
+}
+
+func existence(row Values) string {
+	if row == nil {
+		return "was deleted"
+	}
+	return "was created"
+}
+
+// lookupOne reads one row through an endpoint's Applier, removing the commit
+// time field (returned separately).
+func lookupOne(ctx context.Context, e *Endpoint, t Table, k Key) (Values, time.Time, error) {
+	rows, err := e.Applier.Lookup(ctx, t, []Key{k})
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("duplex: read %s %s on %s: %w", t, k, e.Name, err)
+	}
+	if len(rows) != 1 {
+		return nil, time.Time{}, fmt.Errorf("duplex: read %s %s on %s: %d rows for 1 key", t, k, e.Name, len(rows))
+	}
+	row := rows[0]
+	var at time.Time
+	if v, ok := row[CommitTimeField]; ok {
+		at, _ = v.(time.Time)
+		row = row.Clone()
+		delete(row, CommitTimeField)
+	}
+	return row, at, nil
+}
+
+// copyRow makes the row of to equal want (nil: deleted), given its current
+// row cur, in one Apply with compare-and-set expectations. It returns the
+// fields written (nil when nothing differed). id is recorded in the
+// target's ledger; a write whose id is already there is not repeated.
+func (s *Sync) copyRow(ctx context.Context, from string, to *Endpoint, t Table, k Key, want, cur Values, id string) ([]string, error) {
+	w := Write{Table: t, Key: k}
+	var fields []string
+	switch {
+	case want == nil && cur == nil:
+		return nil, nil
+	case want == nil:
+		w.Op, w.Expect = OpDelete, cur
+		fields = []string{"(row deleted)"}
+	case cur == nil:
+		w.Op, w.Set = OpInsert, want.Clone()
+		fields = []string{"(row created)"}
+	default:
+		for f, v := range want {
+			c, ok := cur[f]
+			if !ok || Equal(c, v) {
+				continue
+			}
+			if w.Set == nil {
+				w.Set, w.Expect = Values{}, Values{}
+			}
+			w.Op = OpUpdate
+			w.Set[f], w.Expect[f] = v, c
+			fields = append(fields, f)
+		}
+		if fields == nil {
+			return nil, nil
+		}
+		slices.Sort(fields)
+	}
+	// The ID depends on what is written, so a different decision later is
+	// a different write.
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%v\x00%v", id, w.Set, w.Expect)
+	id = id + ":" + hex.EncodeToString(h.Sum(nil)[:8])
+	if l, ok := to.Applier.(Ledger); ok {
+		done, err := l.Applied(ctx, []string{id})
+		if err != nil {
+			return nil, fmt.Errorf("duplex: ask %s's ledger: %w", to.Name, err)
+		}
+		if len(done) == 1 && done[0] {
+			return fields, nil
+		}
+	}
+	w.Change = &Change{ID: id, Source: from, Table: t, Key: k, Op: w.Op, After: want, CommitTime: time.Now()}
+	if err := to.Applier.Apply(ctx, &Batch{Writes: []Write{w}, Source: from}); err != nil {
+		return nil, fmt.Errorf("duplex: write %s %s to %s: %w", t, k, to.Name, err)
+	}
+	return fields, nil
+}
+
+// Reconcile repairs one row that differs between the two sides (found by a
+// parity check, or present on both before the sync started): it reads both
+// rows and decides through the sync's Resolver, as a conflict without a
+// common base (every differing field is contested, like an insert-insert
+// conflict seen from A), then writes the decided row to whichever sides
+// differ from it, with compare-and-set expectations. A row that exists on
+// one side only is copied to the other (nothing is deleted: without a
+// history nobody can tell a delete from a missing insert). Fields the
+// Resolver leaves undecided send the row to the DeadLetterSink
+// (OutcomeDeadLettered), both sides untouched. A row changed during the
+// repair is reported as ErrStale; run Reconcile again.
+func (s *Sync) Reconcile(ctx context.Context, t Table, k Key) (ActionResult, error) {
+	a, b := &s.cfg.A, &s.cfg.B
+	what := t.String() + " " + k.String()
+	arow, aat, err := lookupOne(ctx, a, t, k)
+	if err != nil {
+		return ActionResult{}, err
+	}
+	brow, bat, err := lookupOne(ctx, b, t, k)
+	if err != nil {
+		return ActionResult{}, err
+	}
+	switch {
+	case arow == nil && brow == nil:
+		return ActionResult{Outcome: OutcomeUnchanged, Detail: what + " exists on neither side"}, nil
+	case brow == nil:
+		if _, err := s.copyRow(ctx, a.Name, b, t, k, arow, nil, "reconcile:"+s.cfg.Name+":"+what); err != nil {
+			return ActionResult{}, err
+		}
+		return ActionResult{Outcome: OutcomeApplied, Detail: fmt.Sprintf("%s: copied the row from %s to %s", what, a.Name, b.Name)}, nil
+	case arow == nil:
+		if _, err := s.copyRow(ctx, b.Name, a, t, k, brow, nil, "reconcile:"+s.cfg.Name+":"+what); err != nil {
+			return ActionResult{}, err
+		}
+		return ActionResult{Outcome: OutcomeApplied, Detail: fmt.Sprintf("%s: copied the row from %s to %s", what, b.Name, a.Name)}, nil
+	}
+	dir := Direction{From: a.Name, To: b.Name}
+	h := sha256.New()
+	fmt.Fprintf(h, "%v\x00%v", arow, brow)
+	ch := &Change{
+		ID:     "reconcile:" + s.cfg.Name + ":" + what + ":" + hex.EncodeToString(h.Sum(nil)[:8]),
+		Source: a.Name, Table: t, Key: k, Op: OpInsert, After: arow, CommitTime: aat,
+	}
+	var c Conflict
+	if !c.detect(dir, ch, brow) {
+		return ActionResult{Outcome: OutcomeUnchanged, Detail: what + " is the same on both sides"}, nil
+	}
+	c.TargetTime = bat
+	if s.cfg.Resolver != nil {
+		if err := s.cfg.Resolver.Resolve(ctx, &c); err != nil {
+			return ActionResult{}, fmt.Errorf("duplex: resolver on %s: %w", what, err)
+		}
+	}
+	var undecided []string
+	merged := arow.Clone()
+	decided := 0
+	for i := range c.fields {
+		f := &c.fields[i]
+		switch f.pick {
+		case TakeSource:
+		case KeepTarget:
+			merged[f.name] = brow[f.name]
+			decided++
+		case UseValue:
+			merged[f.name] = f.value
+			decided++
+		default:
+			if f.conflicting {
+				undecided = append(undecided, f.name)
+			}
+		}
+	}
+	if c.deadLetter != "" || len(undecided) > 0 {
+		reason := c.deadLetter
+		if reason == "" {
+			reason = fmt.Sprintf("reconcile: %s differs on %s and no resolver decided field(s) %s", what, strings.Join(c.Conflicting(), ", "), strings.Join(undecided, ", "))
+		}
+		err := s.cfg.DeadLetters.Put(ctx, &DeadLetter{
+			Sync: s.cfg.Name, Direction: dir, Change: *ch, Reason: ReasonConflict, Error: reason,
+			Conflict: &ConflictInfo{Kind: c.Kind, Fields: c.Conflicting(), Source: arow.Clone(), Target: brow.Clone(), DecidedBy: c.by},
+			At:       time.Now(),
+		})
+		if err != nil {
+			return ActionResult{}, fmt.Errorf("duplex: dead-letter %s: %w", what, err)
+		}
+		return ActionResult{Outcome: OutcomeDeadLettered, Detail: what + ": " + reason}, nil
+	}
+	// Columns only one side has (schema drift) are left alone.
+	for f := range merged {
+		if _, ok := brow[f]; !ok {
+			delete(merged, f)
+		}
+	}
+	toB, err := s.copyRow(ctx, a.Name, b, t, k, merged, brow, ch.ID)
+	if err != nil {
+		return ActionResult{}, err
+	}
+	mergedA := arow.Clone()
+	for f, v := range merged {
+		mergedA[f] = v
+	}
+	toA, err := s.copyRow(ctx, b.Name, a, t, k, mergedA, arow, ch.ID)
+	if err != nil {
+		return ActionResult{}, err
+	}
+	if toA == nil && toB == nil {
+		return ActionResult{Outcome: OutcomeUnchanged, Detail: what + " is the same on both sides"}, nil
+	}
+	outcome := OutcomeApplied
+	if decided > 0 && toA != nil {
+		outcome = OutcomeMerged
+	}
+	var parts []string
+	if toB != nil {
+		parts = append(parts, fmt.Sprintf("wrote %s to %s", strings.Join(toB, ", "), b.Name))
+	}
+	if toA != nil {
+		parts = append(parts, fmt.Sprintf("wrote %s to %s", strings.Join(toA, ", "), a.Name))
+	}
+	return ActionResult{Outcome: outcome, Detail: what + ": " + strings.Join(parts, "; ")}, nil
+}
