@@ -1,0 +1,213 @@
+package chaos_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+)
+
+func TestChaosKillAndRestart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 200)
+	p := e.start()
+	w := e.write(150, [2]time.Duration{})
+	kills := pick(3, 8)
+	for i := range kills {
+		time.Sleep(time.Duration(500+rand.IntN(2500)) * time.Millisecond)
+		p.kill()
+		// Writers keep writing while the sync is down.
+		time.Sleep(time.Duration(rand.IntN(1000)) * time.Millisecond)
+		p = e.start()
+		t.Logf("kill %d/%d done", i+1, kills)
+	}
+	time.Sleep(time.Second)
+	writes := w.halt()
+	v := e.converge(p)
+	report(t, fmt.Sprintf("SIGKILL x%d", kills), writes, v)
+	p.stop(t)
+}
+
+func TestChaosTargetDatabaseUnavailable(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 200)
+	p := e.start()
+	w := e.write(150, [2]time.Duration{})
+	time.Sleep(2 * time.Second)
+
+	outage := pick(5*time.Second, 30*time.Second)
+	admin, err := pgx.Connect(t.Context(), adminURL(t, e.b))
+	require.NoError(t, err)
+	defer admin.Close(context.Background())
+	db := pgx.Identifier{e.b.Name}.Sanitize()
+	_, err = admin.Exec(t.Context(), `ALTER DATABASE `+db+` WITH ALLOW_CONNECTIONS false`)
+	require.NoError(t, err)
+	restore := func() { _, _ = admin.Exec(context.Background(), `ALTER DATABASE `+db+` WITH ALLOW_CONNECTIONS true`) }
+	defer restore()
+	// Every connection to b goes, the sync's walsender and appliers too.
+	until := time.Now().Add(outage)
+	for time.Now().Before(until) {
+		_, err = admin.Exec(t.Context(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, e.b.Name)
+		require.NoError(t, err)
+		time.Sleep(200 * time.Millisecond)
+	}
+	restore()
+	select {
+	case <-p.done:
+		t.Fatalf("pgbisync exited during the outage of b: %v\n%s", p.err, tail(p.output(), 3000))
+	default:
+	}
+	time.Sleep(2 * time.Second)
+	writes := w.halt()
+	v := e.converge(p)
+	report(t, fmt.Sprintf("database b refusing connections for %s", outage), writes, v)
+	p.stop(t)
+}
+
+func TestChaosReplicationConnectionsKilled(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 200)
+	p := e.start()
+	w := e.write(150, [2]time.Duration{})
+	kills := 0
+	until := time.Now().Add(pick(8*time.Second, 40*time.Second))
+	for time.Now().Before(until) {
+		time.Sleep(time.Duration(300+rand.IntN(700)) * time.Millisecond)
+		for _, db := range []string{e.a.Name, e.b.Name} {
+			var n int
+			require.NoError(t, e.a.Pool.QueryRow(t.Context(), `SELECT count(pg_terminate_backend(active_pid)) FROM pg_replication_slots
+				WHERE database = $1 AND active_pid IS NOT NULL`, db).Scan(&n))
+			kills += n
+		}
+	}
+	writes := w.halt()
+	require.Positive(t, kills)
+	v := e.converge(p)
+	report(t, fmt.Sprintf("%d walsender kills", kills), writes, v)
+	p.stop(t)
+}
+
+// privateRedis runs a redis-server of its own on a free port, so that
+// stopping it does not disturb other tests.
+type privateRedis struct {
+	port string
+	cmd  *exec.Cmd
+}
+
+func startRedis(t *testing.T, port string) *privateRedis {
+	t.Helper()
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server not found (make services installs it): %v", err)
+	}
+	cmd := exec.Command(path, "--port", port, "--save", "", "--appendonly", "no", "--bind", "127.0.0.1")
+	require.NoError(t, cmd.Start())
+	r := &privateRedis{port: port, cmd: cmd}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", "127.0.0.1:"+port)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			r.stop()
+			t.Fatalf("redis-server on %s did not start", port)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return r
+}
+
+func (r *privateRedis) stop() {
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+}
+
+func TestChaosRedisRestart(t *testing.T) {
+	t.Parallel()
+	_, port, err := net.SplitHostPort(freeAddr(t))
+	require.NoError(t, err)
+	r := startRedis(t, port)
+	defer func() { r.stop() }()
+	e := newEnv(t, 200, "-redis", "redis://127.0.0.1:"+port+"/0")
+	p := e.start()
+	w := e.write(150, [2]time.Duration{})
+	time.Sleep(2 * time.Second)
+	r.stop()
+	down := pick(3*time.Second, 20*time.Second)
+	time.Sleep(down)
+	r = startRedis(t, port) // back, and empty
+	time.Sleep(2 * time.Second)
+	writes := w.halt()
+	v := e.converge(p)
+	report(t, fmt.Sprintf("Redis stopped for %s and restarted empty", down), writes, v)
+	require.NotContains(t, p.output(), "panic")
+	p.stop(t)
+}
+
+func TestChaosClockSkewWithLWW(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 50)
+	p := e.start()
+	// b's clock runs 2 s ahead: its last_activity edits look newer than a's
+	// for 2 s, and "ahead of now" beyond the tolerance goes to the DLQ.
+	w := e.write(100, [2]time.Duration{0, 2 * time.Second})
+	time.Sleep(pick(6*time.Second, 30*time.Second))
+	writes := w.halt()
+	v := e.converge(p)
+	report(t, "clock of b 2s ahead (LWW, skew 50ms)", writes, v)
+	p.stop(t)
+}
+
+func TestChaosSecondInstanceRefuses(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 20)
+	p := e.start()
+	second := e.spawn(nil, e.args("-admin", freeAddr(t), "-lock-wait", "1s")...)
+	code := second.exitCode(t, 30*time.Second)
+	require.NotEqual(t, 0, code)
+	require.Contains(t, second.output(), e.name, "the refusal names the sync")
+	// The first still syncs.
+	_, err := e.a.Pool.Exec(t.Context(), `UPDATE customers SET name = 'after the second' WHERE id = 1`)
+	require.NoError(t, err)
+	v := e.converge(p)
+	var name string
+	require.NoError(t, e.b.Pool.QueryRow(t.Context(), `SELECT name FROM customers WHERE id = 1`).Scan(&name))
+	require.Equal(t, "after the second", name)
+	t.Logf("CHAOS second instance: exit %d: %s; %s", code, firstLine(second.output()), v)
+	p.stop(t)
+}
+
+func firstLine(s string) string {
+	for i, c := range s {
+		if c == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}
+
+// TestChaosRestartAfterCleanStopResumes checks the same -name resumes:
+// writes made while the sync is stopped arrive after the restart, once.
+func TestChaosRestartAfterCleanStopResumes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 50)
+	p := e.start()
+	p.stop(t)
+	for i := range 100 {
+		_, err := e.a.Pool.Exec(t.Context(), `INSERT INTO events (id, side, payload) VALUES ($1, 'a', 'while stopped')`, "stopped-"+strconv.Itoa(i))
+		require.NoError(t, err)
+	}
+	p = e.start()
+	v := e.converge(p)
+	require.Equal(t, 100, v.events)
+	p.stop(t)
+}
