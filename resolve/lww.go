@@ -28,8 +28,12 @@ const byLWW = "lww"
 // "timestamp without time zone" column must be written in the same zone on
 // both systems.
 //
-// Nobody wins, and the change goes to the DLQ with both versions while the
-// target row stays as it is, when:
+// When the timestamp column is the only contested field (the two sides
+// changed different fields of a row, each stamping it), the later stamp
+// wins however close the two are: there is nothing else to order.
+//
+// Otherwise nobody wins, and the change goes to the DLQ with both versions
+// while the target row stays as it is, when:
 //
 //   - the two times are at most Skew apart ("too close to call"): clocks
 //     that far apart cannot order them;
@@ -159,6 +163,14 @@ func (l *LWW) Resolve(_ context.Context, c *duplex.Conflict) error {
 		}
 	}
 	d := src.Sub(dst)
+	if len(fields) == 1 && fields[0] == l.Column && c.Change.Op != duplex.OpDelete {
+		// Only the timestamp column itself is contested (the two sides
+		// changed different fields, each stamping the row): it records when
+		// the row last changed, so the later stamp is right on both sides,
+		// however close the two are.
+		decideConflicting(c, d > 0, byLWW)
+		return nil
+	}
 	if d.Abs() <= l.Skew {
 		c.DeadLetter(fmt.Sprintf("too close to call: %s at %s, %s at %s, %s apart, within the skew tolerance %s",
 			c.Direction.From, stamp(src), c.Direction.To, stamp(dst), d.Abs(), l.Skew), byLWW)

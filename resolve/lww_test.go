@@ -265,3 +265,20 @@ func TestLWWConfigErrors(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, commit.ValidateColumn(map[duplex.Table]map[string]string{{Name: "x"}: {}}), "commit times need no column")
 }
+
+func TestLWWTimestampColumnAloneTakesTheLaterStamp(t *testing.T) {
+	t.Parallel()
+	// The sides change different fields 1ms apart (well within the skew):
+	// only the ts column itself is contested, and the later stamp wins on
+	// both sides instead of the row going to the DLQ.
+	out, p := bothWays(t, lwwColumn, func(p *pair) {
+		p.seed(row(1, "name", "x", "note", "x", "ts", epoch))
+		p.update("a", 1, duplex.Values{"name": "from a", "ts": at(time.Second)})
+		p.update("b", 1, duplex.Values{"note": "from b", "ts": at(time.Second + time.Millisecond)})
+	})
+	require.Empty(t, out.dead)
+	require.Empty(t, p.diff())
+	require.Equal(t, "from a", out.a["id=1"]["name"])
+	require.Equal(t, "from b", out.a["id=1"]["note"])
+	require.Equal(t, at(time.Second+time.Millisecond), out.a["id=1"]["ts"])
+}
