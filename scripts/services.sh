@@ -234,3 +234,11 @@ if ! redis_ok; then
 	redis_ok || die "Redis does not answer PING after 30 s (see /var/log/redis/ci.log)"
 fi
 log "Redis ready on 127.0.0.1:6379"
+
+# ---------------------------------------------------------------------------
+# Chromium, for the DLQ admin's browser tests (dlq/browser_test.go)
+# ---------------------------------------------------------------------------
+if [[ ${DUPLEX_SKIP_BROWSER:-} != 1 ]]; then
+	bash "$(dirname "$0")/chromium.sh"
+	log "Chromium ready at /usr/bin/chromium"
+fi
