@@ -11,8 +11,8 @@
 //
 //	go run ./examples/crmbilling -duration 30s
 //
-// -duration 0 keeps it running (with /metrics and /healthz on -admin) until
-// interrupted.
+// -duration 0 keeps it running (with the DLQ admin UI at /, its JSON API at
+// /dlq, /metrics and /healthz on -admin) until interrupted.
 package main
 
 import (
@@ -23,6 +23,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -80,7 +81,7 @@ func main() {
 	flag.StringVar(&o.pg, "pg", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL server (any database); the demo creates duplex_demo_crm and duplex_demo_billing")
 	flag.StringVar(&o.prefix, "db-prefix", "duplex_demo_", "prefix of the two databases' names (<prefix>crm, <prefix>billing); they are dropped and re-created")
 	flag.StringVar(&o.redisURL, "redis", "redis://127.0.0.1:6379/0", "Redis for dedup (empty: PostgreSQL ledger only)")
-	flag.StringVar(&o.admin, "admin", "127.0.0.1:8089", "address for /metrics and /healthz (empty: none)")
+	flag.StringVar(&o.admin, "admin", "127.0.0.1:8089", "loopback address for the DLQ admin (/, /dlq), /metrics and /healthz (empty: none)")
 	flag.DurationVar(&o.duration, "duration", 30*time.Second, "how long users edit (0: until interrupted)")
 	flag.IntVar(&o.rate, "rate", 40, "edits per second on each side")
 	flag.IntVar(&o.rows, "rows", 200, "customers")
@@ -260,6 +261,19 @@ func run(ctx context.Context, o options) error {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(m)
 		mux := http.NewServeMux()
+		// The DLQ admin (UI at /, JSON API at /dlq): without a login, so
+		// only on a loopback address (the default).
+		if !isLoopback(o.admin) {
+			return fmt.Errorf("-admin %s: the demo's admin has no login; use a loopback address such as 127.0.0.1:8089", o.admin)
+		}
+		admin, err := dlq.NewAdmin(dlq.AdminConfig{
+			Store: deadLetters, Actions: dlq.SyncActions(pair), Auth: dlq.NoAuth,
+			Sides: [2]string{"crm", "billing"}, Title: "crm ⇄ billing dead letters", Logger: logger,
+		})
+		if err != nil {
+			return err
+		}
+		mux.Handle("/", admin)
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.Handle("/healthz", metrics.Health(metrics.HealthConfig{
 			Directions: []string{"crm_to_billing", "billing_to_crm"},
@@ -273,7 +287,7 @@ func run(ctx context.Context, o options) error {
 			}
 		}()
 		defer srv.Close()
-		fmt.Printf("metrics on http://%s/metrics, health on http://%s/healthz\n", o.admin, o.admin)
+		fmt.Printf("dead-letter queue on http://%s/ (JSON: /dlq), metrics on http://%s/metrics, health on http://%s/healthz\n", o.admin, o.admin, o.admin)
 	}
 
 	syncCtx, stopSync := context.WithCancel(ctx)
@@ -346,6 +360,20 @@ wait:
 	}
 	fmt.Println()
 	return verdict(context.Background(), crm.pool, billing.pool, deadLetters)
+}
+
+// isLoopback reports whether addr (host:port) listens on a loopback
+// address only.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func durationText(d time.Duration) string {

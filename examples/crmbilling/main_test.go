@@ -1,7 +1,11 @@
 package main_test
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -43,11 +47,42 @@ func TestDemoConverges(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	admin := l.Addr().String()
+	l.Close()
 	cmd := exec.CommandContext(ctx, bin, "-pg", db.URL, "-db-prefix", prefix, "-redis", rd.URL,
-		"-admin", "", "-duration", "4s", "-rows", "50", "-rate", "30")
-	out, err = cmd.CombinedOutput()
-	require.NoError(t, err, "demo failed:\n%s", out)
-	text := string(out)
+		"-admin", admin, "-duration", "6s", "-rows", "50", "-rate", "30")
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	require.NoError(t, cmd.Start())
+	// While it runs, the admin serves the DLQ UI, its JSON API and metrics.
+	var page, api, metrics string
+	deadline := time.Now().Add(2 * time.Minute)
+	for page == "" || api == "" || metrics == "" {
+		require.True(t, time.Now().Before(deadline), "admin server not reachable on %s", admin)
+		time.Sleep(200 * time.Millisecond)
+		page, api, metrics = get(t, "http://"+admin+"/"), get(t, "http://"+admin+"/dlq"), get(t, "http://"+admin+"/metrics")
+	}
+	require.Contains(t, page, "<html")
+	require.Contains(t, api, `"entries"`)
+	require.Contains(t, metrics, "duplex_changes_applied_total")
+	require.NoError(t, cmd.Wait(), "demo failed:\n%s", buf.String())
+	text := buf.String()
 	require.Contains(t, text, "verdict: converged", text)
 	require.True(t, strings.Contains(text, "compared 50 customers on crm with 50 on billing"), text)
+}
+
+// get returns the body of a successful GET, or "" when it fails.
+func get(t *testing.T, u string) string {
+	resp, err := http.Get(u)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return ""
+	}
+	return string(b)
 }
