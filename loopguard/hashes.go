@@ -3,6 +3,7 @@ package loopguard
 import (
 	"container/list"
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -87,6 +88,7 @@ type rowState struct {
 	key    string
 	sums   []Sum       // oldest first
 	stamps []time.Time // when each sum was remembered
+	fields [][]string  // the fields the sync wrote to reach each sum; nil: unknown
 }
 
 var _ duplex.LoopGuard = (*Hashes)(nil)
@@ -125,10 +127,20 @@ var truncated = Sum{'T', 'R', 'U', 'N', 'C', 'A', 'T', 'E'}
 // source will report it (every column, decoded the same way). The same
 // state remembered twice in a row expects a single echo.
 func (h *Hashes) Remember(table duplex.Table, key duplex.Key, row duplex.Values) {
-	h.remember(rowKey(table, key), Hash(row))
+	h.remember(rowKey(table, key), Hash(row), nil)
 }
 
-func (h *Hashes) remember(k string, sum Sum) {
+// RememberWrite is Remember for a write that set only fields (an update):
+// a change leaving the row in that state is an echo only if every field it
+// changed (before image against after image) is one of them, so that a
+// user's edit of another field, made just before the sync's write and
+// captured together with it (a polling source sees both at once), is not
+// taken for the sync's.
+func (h *Hashes) RememberWrite(table duplex.Table, key duplex.Key, row duplex.Values, fields []string) {
+	h.remember(rowKey(table, key), Hash(row), fields)
+}
+
+func (h *Hashes) remember(k string, sum Sum, fields []string) {
 	now := h.now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -137,12 +149,14 @@ func (h *Hashes) remember(k string, sum Sum) {
 		h.prune(st, now)
 		if n := len(st.sums); n > 0 && st.sums[n-1] == sum {
 			st.stamps[n-1] = now // the same state written again: one echo at most
+			st.fields[n-1] = unionFields(st.fields[n-1], fields)
 		} else {
 			if n == MaxPending {
-				st.sums, st.stamps = st.sums[1:], st.stamps[1:]
+				st.sums, st.stamps, st.fields = st.sums[1:], st.stamps[1:], st.fields[1:]
 			}
 			st.sums = append(st.sums, sum)
 			st.stamps = append(st.stamps, now)
+			st.fields = append(st.fields, fields)
 		}
 		h.lru.MoveToFront(el)
 		return
@@ -150,7 +164,36 @@ func (h *Hashes) remember(k string, sum Sum) {
 	for h.lru.Len() >= h.capacity {
 		h.drop(h.lru.Back())
 	}
-	h.rows[k] = h.lru.PushFront(&rowState{key: k, sums: []Sum{sum}, stamps: []time.Time{now}})
+	h.rows[k] = h.lru.PushFront(&rowState{key: k, sums: []Sum{sum}, stamps: []time.Time{now}, fields: [][]string{fields}})
+}
+
+// unionFields merges two written-field sets; nil (unknown: any field) wins.
+func unionFields(a, b []string) []string {
+	if a == nil || b == nil {
+		return nil
+	}
+	out := slices.Clone(a)
+	for _, f := range b {
+		if !slices.Contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// changedOnly reports whether c changed no field outside fields (nil: any
+// field may have changed). Without a before image it cannot tell, and
+// trusts the hash.
+func changedOnly(c *duplex.Change, fields []string) bool {
+	if fields == nil || c.Op != duplex.OpUpdate || c.Before == nil {
+		return true
+	}
+	for f, v := range c.After {
+		if b, ok := c.Before[f]; (!ok || !duplex.Equal(b, v)) && !slices.Contains(fields, f) {
+			return false
+		}
+	}
+	return true
 }
 
 // Echo implements [duplex.LoopGuard]: it reports whether c leaves its row
@@ -204,7 +247,10 @@ func (h *Hashes) Echo(ctx context.Context, c *duplex.Change) (bool, error) {
 	h.prune(st, now)
 	for i, s := range st.sums {
 		if s == sum {
-			st.sums, st.stamps = st.sums[i+1:], st.stamps[i+1:]
+			if !changedOnly(c, st.fields[i]) {
+				break // the sync's write and a user's edit of another field, captured together
+			}
+			st.sums, st.stamps, st.fields = st.sums[i+1:], st.stamps[i+1:], st.fields[i+1:]
 			if len(st.sums) == 0 {
 				h.drop(el)
 			}
@@ -254,7 +300,7 @@ func (h *Hashes) prune(st *rowState, now time.Time) {
 	for i < len(st.stamps) && now.Sub(st.stamps[i]) >= h.ttl {
 		i++
 	}
-	st.sums, st.stamps = st.sums[i:], st.stamps[i:]
+	st.sums, st.stamps, st.fields = st.sums[i:], st.stamps[i:], st.fields[i:]
 }
 
 func (h *Hashes) drop(el *list.Element) {

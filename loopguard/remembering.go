@@ -109,7 +109,7 @@ func (t truncater) Truncate(ctx context.Context, table duplex.Table, c *duplex.C
 	if err := t.next.Truncate(ctx, table, c); err != nil {
 		return err
 	}
-	h.remember(keys[0], truncated)
+	h.remember(keys[0], truncated, nil)
 	return nil
 }
 
@@ -172,7 +172,17 @@ func (r *remembering) remember(ctx context.Context, b *duplex.Batch) {
 			continue
 		}
 		for i, ws := range g.writes {
-			for _, row := range states(ws, rows[i]) {
+			sts := states(ws, rows[i])
+			for j, row := range sts {
+				w := ws[len(ws)-len(sts)+j]
+				if w.Op == duplex.OpUpdate {
+					fields := make([]string, 0, len(w.Set))
+					for f := range w.Set {
+						fields = append(fields, f)
+					}
+					r.h.RememberWrite(t, g.keys[i], row, fields)
+					continue
+				}
 				r.h.Remember(t, g.keys[i], row)
 			}
 		}

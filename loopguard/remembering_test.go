@@ -313,3 +313,27 @@ func TestRememberingEchoWaitsForInflightWrite(t *testing.T) {
 	require.NoError(t, <-applied)
 	require.True(t, <-res)
 }
+
+// A polling source sees a user's edit and the sync's later write of another
+// field as one change: it must pass, or the user's edit is lost.
+func TestRememberingUserEditCapturedWithTheSyncsWrite(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	apply(t, b.applier, insertW(1, "old"))
+	b.changes()
+	require.NoError(t, b.db.Update(customers, key(1), duplex.Values{"name": "user edit"}))
+	apply(t, b.applier, updateW(1, duplex.Values{"note": "from the sync"}))
+	b.changes()
+	merged := &duplex.Change{Table: customers, Key: key(1), Op: duplex.OpUpdate,
+		Before: duplex.Values{"id": int64(1), "name": "old", "note": nil},
+		After:  duplex.Values{"id": int64(1), "name": "user edit", "note": "from the sync"}}
+	require.False(t, echo(t, b.h, merged), "the user's name edit is in it")
+
+	// The sync's write alone, seen by a poller: an echo.
+	apply(t, b.applier, updateW(1, duplex.Values{"note": "again"}))
+	b.changes()
+	alone := &duplex.Change{Table: customers, Key: key(1), Op: duplex.OpUpdate,
+		Before: duplex.Values{"id": int64(1), "name": "user edit", "note": "from the sync"},
+		After:  duplex.Values{"id": int64(1), "name": "user edit", "note": "again"}}
+	require.True(t, echo(t, b.h, alone))
+}
