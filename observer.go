@@ -90,12 +90,15 @@ type DedupFailedEvent struct {
 	Err       error
 }
 
-// DriftEvent reports, once per table and field, a field the source sends
-// that the target does not have; it is ignored.
+// DriftEvent reports, once per table and field, a schema difference between
+// the two sides: a field the source sends that the target does not have (it
+// is ignored), or, with SourceLost, a field the target has that the source no
+// longer sends (the target keeps its values; nothing updates them).
 type DriftEvent struct {
-	Direction Direction
-	Table     Table
-	Field     string
+	Direction  Direction
+	Table      Table
+	Field      string
+	SourceLost bool
 }
 
 // NopObserver ignores every event. Embed it in Observer implementations.

@@ -95,6 +95,7 @@ func (p *Pipeline) makePlan(items []*item) (plan, error) {
 		rs.uses--
 		cur := rs.row
 		ip := &pl.items[i]
+		p.lostFields(it.c, cur)
 		if !c.detect(p.dir, it.c, cur) {
 			ip.out = outNoop
 			continue
@@ -276,17 +277,40 @@ func (p *Pipeline) applyValues(c *Conflict, set Values) {
 // drift reports, once per table and field, a source field the target row
 // does not have; the field is ignored.
 func (p *Pipeline) drift(t Table, field string) {
-	k := t.String() + "." + field
+	if !p.firstDrift(t, field, "") {
+		return
+	}
+	p.log.WarnContext(p.opCtx, "schema drift: source field missing on the target; ignored",
+		"table", t.String(), "field", field)
+	p.obs.Drifted(p.opCtx, DriftEvent{Direction: p.dir, Table: t, Field: field})
+}
+
+// lostFields reports, once per table and field, fields the target row has
+// that a change carrying a whole row (every column the source has) lacks.
+func (p *Pipeline) lostFields(ch *Change, cur Values) {
+	if cur == nil || ch.After == nil {
+		return
+	}
+	for f := range cur {
+		if _, ok := ch.After[f]; ok || ch.IsUnchanged(f) || !p.firstDrift(ch.Table, f, "lost") {
+			continue
+		}
+		p.log.WarnContext(p.opCtx, "schema drift: target field missing on the source; its values are no longer synced",
+			"table", ch.Table.String(), "field", f)
+		p.obs.Drifted(p.opCtx, DriftEvent{Direction: p.dir, Table: ch.Table, Field: f, SourceLost: true})
+	}
+}
+
+func (p *Pipeline) firstDrift(t Table, field, kind string) bool {
+	k := t.String() + "." + field + "/" + kind
 	if p.drifted == nil {
 		p.drifted = make(map[string]bool)
 	}
 	if p.drifted[k] {
-		return
+		return false
 	}
 	p.drifted[k] = true
-	p.log.WarnContext(p.opCtx, "schema drift: source field missing on the target; ignored",
-		"table", t.String(), "field", field)
-	p.obs.Drifted(p.opCtx, DriftEvent{Direction: p.dir, Table: t, Field: field})
+	return true
 }
 
 // settle records the outcome of an applied chunk: dead letters, events,

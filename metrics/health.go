@@ -22,13 +22,21 @@ type HealthConfig struct {
 	Lag func(direction string) time.Duration
 	// Depth reads the DLQ depth; nil: not checked.
 	Depth DepthFunc
+	// MaxRetainedWAL is the most WAL bytes a replication slot may hold back
+	// (a stopped or lagging sync makes the source server keep its WAL,
+	// until its disk is full). 0: not checked. See Slots.
+	MaxRetainedWAL int64
+	// Slots reads each slot's retained WAL (Config.Slots of the
+	// Prometheus observer fits); nil: not checked.
+	Slots map[string]RetainedFunc
 	// Timeout bounds the DLQ read. 0: 5s.
 	Timeout time.Duration
 }
 
 // Health returns an http.Handler for /healthz: 200 and "ok" with the
 // figures when the sync is healthy, 503 with one line per reason when lag
-// or DLQ depth pass their thresholds (or the DLQ cannot be read).
+// or DLQ depth or a slot's retained WAL pass their thresholds (or cannot be
+// read).
 func Health(cfg HealthConfig) http.Handler {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
@@ -66,6 +74,22 @@ func Health(cfg HealthConfig) http.Handler {
 				if cfg.MaxDLQDepth != 0 && depth > limit {
 					problems = append(problems, fmt.Sprintf("dlq depth is %d, above %d", depth, limit))
 				}
+			}
+		}
+		slots := make([]string, 0, len(cfg.Slots))
+		for name := range cfg.Slots {
+			slots = append(slots, name)
+		}
+		sort.Strings(slots)
+		for _, name := range slots {
+			n, err := cfg.Slots[name](ctx)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("slot %s unreadable: %v", name, err))
+				continue
+			}
+			figures = append(figures, fmt.Sprintf("slot %s retains %d bytes", name, n))
+			if cfg.MaxRetainedWAL > 0 && n > cfg.MaxRetainedWAL {
+				problems = append(problems, fmt.Sprintf("slot %s retains %d bytes of WAL, above %d: the sync is behind or stopped and the source server keeps its WAL", name, n, cfg.MaxRetainedWAL))
 			}
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

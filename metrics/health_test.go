@@ -51,3 +51,27 @@ func TestHealth(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Contains(t, body, "dlq depth unreadable: connection refused")
 }
+
+func TestHealthRetainedWAL(t *testing.T) {
+	t.Parallel()
+	retained := int64(10 << 20)
+	h := metrics.Health(metrics.HealthConfig{
+		MaxRetainedWAL: 64 << 20,
+		Slots: map[string]metrics.RetainedFunc{
+			"duplex_s__a": func(context.Context) (int64, error) { return retained, nil },
+			"duplex_s__b": func(context.Context) (int64, error) { return 0, nil },
+		},
+	})
+	get := func() (int, string) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/healthz", nil))
+		return rec.Code, rec.Body.String()
+	}
+	code, body := get()
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, "slot duplex_s__a retains 10485760 bytes")
+	retained = 65 << 20
+	code, body = get()
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Contains(t, body, "slot duplex_s__a retains 68157440 bytes of WAL, above 67108864")
+}

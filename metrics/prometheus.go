@@ -1,30 +1,3 @@
-// Package metrics exports a sync's health to Prometheus: per direction, the
-// changes applied, the lag from source commit to target commit, retries,
-// conflicts by kind and resolution, dead letters, schema drift and the
-// acknowledged source position; and, read when Prometheus scrapes, the DLQ
-// depth and the WAL a replication slot retains.
-//
-// It is the only package of duplex that imports prometheus/client_golang:
-// the root package defines the duplex.Observer interface it implements.
-//
-//	m := metrics.New(metrics.Config{})
-//	reg.MustRegister(m)          // or m.Register(prometheus.DefaultRegisterer)
-//	sync, _ := duplex.NewSync(&duplex.SyncConfig{Observer: m, ...})
-//
-// # Metrics
-//
-//   - duplex_changes_applied_total{direction,table}
-//   - duplex_changes_skipped_total{direction,table,reason} (echo, duplicate, noop)
-//   - duplex_sync_lag_seconds{direction}: lag of the last applied change
-//   - duplex_apply_lag_seconds{direction}: histogram of lags
-//   - duplex_retries_total{direction,class}
-//   - duplex_conflicts_total{direction,table,kind,resolution}
-//   - duplex_dead_letters_total{direction,table,reason}
-//   - duplex_schema_drift_total{direction,table,field}
-//   - duplex_dedup_errors_total{direction,op}
-//   - duplex_acked_total{direction}: acknowledgements sent to the source
-//   - duplex_dlq_depth{direction,table,reason}: pending DLQ entries (scrape time)
-//   - duplex_slot_retained_wal_bytes{slot}: WAL held by a slot (scrape time)
 package metrics
 
 import (
@@ -83,9 +56,12 @@ type Prometheus struct {
 
 	depthDesc    *prometheus.Desc
 	retainedDesc *prometheus.Desc
+	rateDesc     *prometheus.Desc
 
-	mu   sync.Mutex
-	last map[string]time.Duration // direction -> lag of the last applied change
+	mu      sync.Mutex
+	last    map[string]time.Duration // direction -> lag of the last applied change
+	handled map[string]float64       // direction -> changes decided (applied, no-op, dead-lettered)
+	contest map[string]float64       // direction -> conflicts
 }
 
 var (
@@ -120,14 +96,25 @@ func New(cfg Config) *Prometheus {
 		retries:   counter("duplex_retries_total", "Failed apply attempts that were retried.", "direction", "class"),
 		conflicts: counter("duplex_conflicts_total", "Changes with fields both sides changed, by kind and how they ended.", "direction", "table", "kind", "resolution"),
 		dead:      counter("duplex_dead_letters_total", "Changes sent to the dead-letter queue.", "direction", "table", "reason"),
-		drift:     counter("duplex_schema_drift_total", "Fields a source sent that the target lacks (counted once per table and field per run).", "direction", "table", "field"),
+		drift:     counter("duplex_schema_drift_total", "Fields one side has and the other lacks (missing_on: target or source), counted once per table and field per run.", "direction", "table", "field", "missing_on"),
 		dedupErrs: counter("duplex_dedup_errors_total", "Deduper failures the Pipeline carried on without.", "direction", "op"),
 		acked:     counter("duplex_acked_total", "Positions acknowledged to the source.", "direction"),
 		depthDesc: prometheus.NewDesc("duplex_dlq_depth", "Pending dead-letter entries.", []string{"direction", "table", "reason"}, nil),
 		retainedDesc: prometheus.NewDesc("duplex_slot_retained_wal_bytes",
 			"WAL bytes a replication slot holds back on the server.", []string{"slot"}, nil),
-		last: map[string]time.Duration{},
+		rateDesc: prometheus.NewDesc("duplex_conflict_rate_per_1000_changes",
+			"Conflicts per 1,000 changes decided (applied, no-op or dead-lettered) since the process started.", []string{"direction"}, nil),
+		last:    map[string]time.Duration{},
+		handled: map[string]float64{},
+		contest: map[string]float64{},
 	}
+}
+
+// count adds to the per-direction tallies behind the conflict rate.
+func (p *Prometheus) count(m map[string]float64, direction string, n float64) {
+	p.mu.Lock()
+	m[direction] += n
+	p.mu.Unlock()
 }
 
 func (p *Prometheus) collectors() []prometheus.Collector {
@@ -141,6 +128,7 @@ func (p *Prometheus) Describe(ch chan<- *prometheus.Desc) {
 	}
 	ch <- p.depthDesc
 	ch <- p.retainedDesc
+	ch <- p.rateDesc
 }
 
 // Collect implements prometheus.Collector; it reads the DLQ depth and the
@@ -149,6 +137,13 @@ func (p *Prometheus) Collect(ch chan<- prometheus.Metric) {
 	for _, c := range p.collectors() {
 		c.Collect(ch)
 	}
+	p.mu.Lock()
+	for d, n := range p.handled {
+		if n > 0 {
+			ch <- prometheus.MustNewConstMetric(p.rateDesc, prometheus.GaugeValue, 1000*p.contest[d]/n, d)
+		}
+	}
+	p.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ScrapeTimeout)
 	defer cancel()
 	if p.cfg.Depth != nil {
@@ -196,6 +191,7 @@ func (p *Prometheus) Lag(direction string) time.Duration {
 func (p *Prometheus) Applied(_ context.Context, e duplex.AppliedEvent) {
 	d := e.Direction.String()
 	p.applied.WithLabelValues(d, e.Table.String()).Add(float64(e.Count))
+	p.count(p.handled, d, float64(e.Count))
 	if len(e.Lags) == 0 {
 		return
 	}
@@ -213,6 +209,9 @@ func (p *Prometheus) Applied(_ context.Context, e duplex.AppliedEvent) {
 // Skipped implements duplex.Observer.
 func (p *Prometheus) Skipped(_ context.Context, e duplex.SkippedEvent) {
 	p.skipped.WithLabelValues(e.Direction.String(), e.Table.String(), string(e.Reason)).Add(float64(e.Count))
+	if e.Reason == duplex.SkipNoop {
+		p.count(p.handled, e.Direction.String(), float64(e.Count))
+	}
 }
 
 // Retried implements duplex.Observer.
@@ -223,11 +222,13 @@ func (p *Prometheus) Retried(_ context.Context, e duplex.RetriedEvent) {
 // Conflicted implements duplex.Observer.
 func (p *Prometheus) Conflicted(_ context.Context, e duplex.ConflictEvent) {
 	p.conflicts.WithLabelValues(e.Direction.String(), e.Table.String(), e.Kind.String(), e.Resolution).Inc()
+	p.count(p.contest, e.Direction.String(), 1)
 }
 
 // DeadLettered implements duplex.Observer.
 func (p *Prometheus) DeadLettered(_ context.Context, e duplex.DeadLetterEvent) {
 	p.dead.WithLabelValues(e.Direction.String(), e.Table.String(), string(e.Reason)).Inc()
+	p.count(p.handled, e.Direction.String(), 1)
 }
 
 // Acked implements duplex.Observer.
@@ -242,5 +243,9 @@ func (p *Prometheus) DedupFailed(_ context.Context, e duplex.DedupFailedEvent) {
 
 // Drifted implements duplex.Observer.
 func (p *Prometheus) Drifted(_ context.Context, e duplex.DriftEvent) {
-	p.drift.WithLabelValues(e.Direction.String(), e.Table.String(), e.Field).Inc()
+	missing := "target"
+	if e.SourceLost {
+		missing = "source"
+	}
+	p.drift.WithLabelValues(e.Direction.String(), e.Table.String(), e.Field, missing).Inc()
 }

@@ -78,4 +78,10 @@ duplex_dlq_depth{direction="a_to_b",reason="conflict",table="public.customers"} 
 # TYPE duplex_slot_retained_wal_bytes gauge
 duplex_slot_retained_wal_bytes{slot="duplex_demo_a"} 4096
 `), "duplex_dlq_depth", "duplex_slot_retained_wal_bytes"))
+	// One conflict among 26 changes decided (25 applied, 1 dead-lettered).
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP duplex_conflict_rate_per_1000_changes Conflicts per 1,000 changes decided (applied, no-op or dead-lettered) since the process started.
+# TYPE duplex_conflict_rate_per_1000_changes gauge
+duplex_conflict_rate_per_1000_changes{direction="a_to_b"} 38.46153846153846
+`), "duplex_conflict_rate_per_1000_changes"))
 }

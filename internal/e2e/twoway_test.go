@@ -21,6 +21,7 @@ import (
 	"github.com/duplexsync/duplex/cdc/pglogical"
 	"github.com/duplexsync/duplex/dlq"
 	"github.com/duplexsync/duplex/internal/testenv"
+	"github.com/duplexsync/duplex/metrics"
 	"github.com/duplexsync/duplex/resolve"
 )
 
@@ -48,20 +49,24 @@ type pair struct {
 	running  bool
 }
 
+// counter counts events for the tests and passes them on to a Prometheus
+// exporter, whose output metrics_test.go checks.
 type counter struct {
-	duplex.NopObserver
+	*metrics.Prometheus
 	mu        sync.Mutex
 	applied   map[string]int
 	conflicts map[string]int
 }
 
-func (c *counter) Applied(_ context.Context, e duplex.AppliedEvent) {
+func (c *counter) Applied(ctx context.Context, e duplex.AppliedEvent) {
+	c.Prometheus.Applied(ctx, e)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.applied[e.Direction.String()] += e.Count
 }
 
-func (c *counter) Conflicted(_ context.Context, e duplex.ConflictEvent) {
+func (c *counter) Conflicted(ctx context.Context, e duplex.ConflictEvent) {
+	c.Prometheus.Conflicted(ctx, e)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.conflicts[e.Kind.String()+"/"+e.Resolution]++
@@ -98,6 +103,14 @@ func startPair(t *testing.T, rows int, resolver duplex.Resolver) *pair {
 			SELECT i, 'n' || i, 'e' || i, 'new', '2026-01-01' FROM generate_series(1, $1) i`, rows)
 		require.NoError(t, err)
 	}
+	p.events.Prometheus = metrics.New(metrics.Config{Depth: func(ctx context.Context) ([]metrics.DepthRow, error) {
+		rows, err := p.dlq.Depth(ctx)
+		out := make([]metrics.DepthRow, len(rows))
+		for i, r := range rows {
+			out[i] = metrics.DepthRow{Direction: r.Direction, Table: r.Table, Reason: r.Reason, Count: r.Count}
+		}
+		return out, err
+	}})
 	p.start(t)
 	t.Cleanup(func() { p.halt(t) })
 	return p
