@@ -141,6 +141,10 @@ func TestChaosSlotDroppedExternally(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 10)
 	p := e.start()
+	// Something has flowed, so the sync has a stored position.
+	_, err := e.a.Pool.Exec(t.Context(), `INSERT INTO events (id, side, payload) VALUES ('before-drop', 'a', 'x')`)
+	require.NoError(t, err)
+	e.converge(p)
 	slot := "duplex_" + e.name + "__a"
 	var dropped bool
 	deadline := time.Now().Add(30 * time.Second)
@@ -158,7 +162,10 @@ func TestChaosSlotDroppedExternally(t *testing.T) {
 	code := p.exitCode(t, time.Second)
 	require.NotEqual(t, 0, code, "a lost slot must stop the sync, not be re-created silently")
 	require.Contains(t, p.output(), slot, "the error names the slot")
-	// A restart does not silently start over either.
+	_, err = e.a.Pool.Exec(t.Context(), `INSERT INTO events (id, side, payload) VALUES ('while-dropped', 'a', 'x')`)
+	require.NoError(t, err)
+	// A restart does not silently start over either: what was written
+	// since the slot went is not in any slot.
 	again := e.spawn(nil, e.args()...)
 	code2 := again.exitCode(t, 60*time.Second)
 	t.Logf("CHAOS slot %s dropped externally: exit %d; restart: exit %d: %s", slot, code, code2, lastLines(again.output(), 2))
