@@ -11,7 +11,7 @@ PSQL ?= psql
 PG_ADMIN_URL ?= $(or $(DUPLEX_TEST_POSTGRES_URL),postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable)
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all services test vet fmt fmt-check bench bench-long fuzz demo clean-db
+.PHONY: all services test vet fmt fmt-check bench bench-quick bench-go bench-long fuzz demo chaos soak clean-db
 
 all: test
 
@@ -37,21 +37,37 @@ fmt-check:
 		exit 1; \
 	fi
 
+# duplex against PostgreSQL's native logical replication, workload by
+# workload, alternating runs (internal/bench; results in BENCHMARKS.md).
+# Takes a while; BENCH_FLAGS=-quick for a smoke run.
+BENCH_FLAGS ?=
+bench: services
+	$(GO) run ./internal/bench $(BENCH_FLAGS)
+
+bench-quick: services
+	$(GO) run ./internal/bench -quick
+
 # Go benchmarks of every package (Pipeline overhead, decoder, dedup, apply methods).
-bench:
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
-# The long measurements the issues' closing notes quote: logical replication
-# decode throughput against the raw pglogrepl loop, peak RSS of a 1,000,000-row
-# transaction, and rows/s per apply method. Minutes, not seconds.
 bench-long: services
 	DUPLEX_BENCH=1 $(GO) test -run '^TestBenchThroughput$$|^TestBenchRSS$$' -v -timeout 60m ./cdc/pglogical/
 	DUPLEX_BENCH=1 $(GO) test -run '^TestMethodThroughput$$' -v -timeout 60m ./apply/applypg/
+	DUPLEX_BENCH=1 $(GO) test -count=1 -run '^(TestParityBenchmark|TestReconcileThroughput)$$' -v -timeout 30m ./reconcile/
 
 # Fuzz the pgoutput decoder (FUZZTIME=60s by default).
 FUZZTIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./cdc/pglogical/
+
+# The fault-injection suite in its long form (30 s outages, more kills).
+chaos: services
+	DUPLEX_CHAOS_LONG=1 $(GO) test -count=1 -v -timeout 60m ./internal/chaos/
+
+# 10 minutes at 1,000 writes/s per side with a SIGKILL every 2 minutes.
+soak: services
+	DUPLEX_SOAK=1 $(GO) test -count=1 -v -run '^TestSoak$$' -timeout 30m ./internal/chaos/
 
 demo: services
 	$(GO) run ./examples/crmbilling -duration 30s

@@ -69,3 +69,42 @@ func Example() {
 	// crm:     map[id:1 name:Ada Lovelace plan:pro] map[id:2 name:Bob plan:team]
 	// billing: map[id:1 name:Ada Lovelace plan:pro] map[id:2 name:Bob plan:pro]
 }
+
+// A one-way Pipeline from one in-memory database to another: it applies
+// what the source captured, in batches, and stops when the source is idle
+// (StopWhenIdle; a real source streams until ctx ends).
+func ExampleNewPipeline() {
+	orders := duplex.Table{Schema: "public", Name: "orders"}
+	shop, warehouse := memdb.New("shop"), memdb.New("warehouse")
+	for _, db := range []*memdb.DB{shop, warehouse} {
+		_ = db.CreateTable(orders, memdb.TableOptions{Key: []string{"id"}, Columns: []string{"id", "item", "qty"}})
+	}
+	for i := int64(1); i <= 3; i++ {
+		_ = shop.Insert(orders, duplex.Values{"id": i, "item": fmt.Sprint("item ", i), "qty": i * 10})
+	}
+	_ = shop.Update(orders, duplex.Key{{Name: "id", Value: int64(2)}}, duplex.Values{"qty": int64(25)})
+	_ = shop.Delete(orders, duplex.Key{{Name: "id", Value: int64(3)}})
+
+	p, err := duplex.NewPipeline(&duplex.Config{
+		Name:        "shop-warehouse",
+		Direction:   duplex.Direction{From: "shop", To: "warehouse"},
+		Source:      shop.Source(memdb.SourceConfig{Slot: "warehouse", StopWhenIdle: true}),
+		Target:      warehouse.Applier("duplex"),
+		DeadLetters: printDLQ{},
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := p.Run(context.Background()); err != nil {
+		fmt.Println(err)
+	}
+	for i := int64(1); i <= 3; i++ {
+		fmt.Println(warehouse.Get(orders, duplex.Key{{Name: "id", Value: i}}))
+	}
+	// Output:
+	// map[id:1 item:item 1 qty:10]
+	// map[id:2 item:item 2 qty:25]
+	// map[]
+}
