@@ -458,6 +458,20 @@ func (a *admin) retry(ctx context.Context, id int64, who string) (actionReply, e
 	if e.Status == StatusRetried || e.Status == StatusResolved {
 		return actionReply{Entry: e, Message: fmt.Sprintf("entry %d is already %s: not retried again", id, e.Status)}, nil
 	}
+	// Changes to one row replay in their order: an older pending entry of
+	// the same row and direction goes first, so a retry never applies older
+	// data after newer.
+	if e.Status == StatusPending {
+		same, err := a.store.PendingForKey(ctx, e.Direction, e.Change.Table, e.Key())
+		if err != nil {
+			return actionReply{}, err
+		}
+		if len(same) > 0 && same[0].ID != e.ID {
+			return actionReply{}, withStatus(http.StatusConflict, fmt.Errorf(
+				"dlq: entry %d is an older pending change to the same row (%s %s %s): retry, resolve or dismiss it first",
+				same[0].ID, e.Direction, e.Change.Table, e.Change.Key))
+		}
+	}
 	// Claim the entry: the compare-and-set from pending records a token of
 	// this request, so of two clicks racing only the one that finds its own
 	// token calls Retry.

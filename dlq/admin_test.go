@@ -250,6 +250,7 @@ func TestAdmin(t *testing.T) {
 		{"RetryDeadLetteredAgain", testRetryDeadLetteredAgain},
 		{"RetryFails", testRetryFails},
 		{"RetryConcurrentClicks", testRetryConcurrentClicks},
+		{"RetryInRowOrder", testRetryInRowOrder},
 		{"Dismiss", testDismiss},
 		{"Resolve", testResolve},
 		{"ResolveSideNames", testResolveSideNames},
@@ -972,4 +973,31 @@ func testMount(t *testing.T, s sink, prefix string) {
 	// The JSON API under the same mount.
 	require.Equal(t, 1, decode[listReply](t, request(t, srv, "GET", prefix+"/dlq", nil)).Total)
 	require.Equal(t, dlq.StatusDismissed, decode[dlq.Entry](t, request(t, srv, "GET", fmt.Sprintf("%s/dlq/%d", prefix, id), nil)).Status)
+}
+
+// Two pending changes to one row: the newer cannot be retried before the
+// older, so older data is never applied after newer.
+func testRetryInRowOrder(t *testing.T, s sink) {
+	older := deadLetter(7, ab, tCustomers, duplex.ReasonPermanentError)
+	newer := deadLetter(7, ab, tCustomers, duplex.ReasonPermanentError)
+	newer.Change.ID += "-later"
+	newer.At = older.At.Add(time.Minute)
+	oldID, newID := put(t, s, older), put(t, s, newer)
+	other := put(t, s, deadLetter(7, ba, tCustomers, duplex.ReasonPermanentError)) // the other direction: independent
+	fs := newFakeSync(s)
+	h := newAdmin(t, dlq.AdminConfig{Store: s, Actions: fs})
+
+	rec := post(t, h, fmt.Sprintf("/dlq/%d/retry", newID))
+	require.Equal(t, http.StatusConflict, rec.Code, rec.Body.String())
+	require.Contains(t, rec.Body.String(), fmt.Sprintf("entry %d is an older pending change to the same row", oldID))
+	require.Equal(t, dlq.StatusPending, getEntry(t, s, newID).Status)
+	retries, _ := fs.calls()
+	require.Empty(t, retries)
+
+	for _, id := range []int64{other, oldID, newID} {
+		rec = post(t, h, fmt.Sprintf("/dlq/%d/retry", id))
+		require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	}
+	retries, _ = fs.calls()
+	require.Equal(t, []int64{other, oldID, newID}, retries)
 }
