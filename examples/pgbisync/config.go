@@ -1,0 +1,340 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/duplexsync/duplex"
+)
+
+// Conflict policies for fields the authority map does not cover.
+const (
+	conflictLWW    = "lww"
+	conflictDLQ    = "dlq"
+	conflictAWins  = "a-wins"
+	conflictBWins  = "b-wins"
+	cdcLogical     = "logical"
+	cdcPoll        = "poll"
+	envAdminPasswd = "PGBISYNC_ADMIN_PASSWORD"
+	readyLine      = "pgbisync: ready"
+)
+
+// config is what the flags say.
+type config struct {
+	a, b              string
+	tables            []duplex.Table
+	tablesText        string
+	authority         string
+	conflict          string
+	skew              time.Duration
+	lwwColumn         string
+	cdc               string
+	pollInterval      time.Duration
+	pollColumn        string
+	pollDeletes       string
+	redisURL          string
+	redisPrefix       string
+	admin             string
+	adminUser         string
+	adminPassword     string
+	name              string
+	noReplicaIdentity bool
+	batch             int
+	lockWait          time.Duration
+	lockCheck         time.Duration
+	maxRetainedText   string
+	maxRetained       int64
+	logLevel          string
+}
+
+// parseFlags reads args (without the program name) into a config and checks
+// it. Usage errors are reported through the returned error; the FlagSet
+// prints its own usage on -h.
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("pgbisync", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.a, "a", "", "connection string (URL or key=value) of database A (required)")
+	fs.StringVar(&c.b, "b", "", "connection string (URL or key=value) of database B (required)")
+	fs.StringVar(&c.tablesText, "tables", "", "comma-separated tables to sync, schema.table or table (schema public); names are case-sensitive (required)")
+	fs.StringVar(&c.authority, "authority", "", "field authority: comma-separated table.field=a|b|both rules, e.g. customers.name=a,customers.payment_status=b")
+	fs.StringVar(&c.conflict, "conflict", conflictLWW, "how conflicts on fields the authority map does not cover are decided: lww, dlq, a-wins or b-wins")
+	fs.DurationVar(&c.skew, "skew", 500*time.Millisecond, "clock-skew tolerance of -conflict lww: writes closer than this go to the DLQ")
+	fs.StringVar(&c.lwwColumn, "lww-column", "updated_at", "timestamp column -conflict lww compares (every listed table needs it)")
+	fs.StringVar(&c.cdc, "cdc", cdcLogical, "change capture: logical (replication slots) or poll")
+	fs.DurationVar(&c.pollInterval, "poll-interval", 200*time.Millisecond, "pause between passes of -cdc poll")
+	fs.StringVar(&c.pollColumn, "poll-column", "updated_at", "timestamp column -cdc poll finds changed rows by (every write must set it)")
+	fs.StringVar(&c.pollDeletes, "poll-deletes", "keydiff", "how -cdc poll sees deletes: keydiff (compare keys periodically), tombstones (an AFTER DELETE trigger on each table) or none")
+	fs.StringVar(&c.redisURL, "redis", "", "Redis URL for the dedup front cache (empty: PostgreSQL ledger only)")
+	fs.StringVar(&c.redisPrefix, "redis-prefix", "duplex:", "start of the Redis keys; the sync's are <prefix><name>:<side>:<change id>")
+	fs.StringVar(&c.admin, "admin", "", "address of the admin server (DLQ UI at /, JSON API at /dlq, /metrics, /healthz); empty: none")
+	fs.StringVar(&c.adminUser, "admin-user", "", "user name of the admin server's basic auth")
+	fs.StringVar(&c.adminPassword, "admin-password", "", "password of the admin server's basic auth (or env "+envAdminPasswd+")")
+	fs.StringVar(&c.name, "name", "", "name of the sync: it names the slots, publications, origins and state, so a restart with the same name resumes (required)")
+	fs.BoolVar(&c.noReplicaIdentity, "no-replica-identity", false, "do not set REPLICA IDENTITY FULL on the tables (they must have it already)")
+	fs.IntVar(&c.batch, "batch", 0, "most changes applied in one transaction (0: the library default)")
+	fs.DurationVar(&c.lockWait, "lock-wait", 3*time.Second, "how long to wait for the sync's lock (held by another pgbisync with the same -name) before giving up")
+	fs.StringVar(&c.maxRetainedText, "max-retained-wal", "1GB", "ceiling on the WAL a replication slot may hold back (kB, MB, GB; 0: none): above it /healthz turns unhealthy and a warning is logged every minute (the slot is kept: nothing is lost, but the server's disk fills; see the README's slot hygiene)")
+	fs.DurationVar(&c.lockCheck, "lock-check", 5*time.Second, "how often the sync checks that it still holds its lock (and takes it again after a lost session)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q (every option is a flag)", fs.Args())
+	}
+	if c.adminPassword == "" {
+		c.adminPassword = os.Getenv(envAdminPasswd)
+	}
+	return c, c.check()
+}
+
+// check validates the flags; the error joins every problem.
+func (c *config) check() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.a == "" {
+		bad("-a is required (connection string of database A)")
+	}
+	if c.b == "" {
+		bad("-b is required (connection string of database B)")
+	}
+	if c.name == "" {
+		bad("-name is required (it names the sync's slots, publications and state)")
+	} else if !usableName(c.name) {
+		bad("-name %q is not usable: use letters, digits and _", c.name)
+	}
+	tables, err := parseTables(c.tablesText)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.tables = tables
+	if !slices.Contains([]string{conflictLWW, conflictDLQ, conflictAWins, conflictBWins}, c.conflict) {
+		bad("-conflict %q: want lww, dlq, a-wins or b-wins", c.conflict)
+	}
+	if c.skew < 0 {
+		bad("-skew %s: the clock-skew tolerance must not be negative", c.skew)
+	}
+	if c.conflict == conflictLWW && c.lwwColumn == "" {
+		bad("-lww-column is required with -conflict lww")
+	}
+	if !slices.Contains([]string{cdcLogical, cdcPoll}, c.cdc) {
+		bad("-cdc %q: want logical or poll", c.cdc)
+	}
+	if c.pollInterval <= 0 {
+		bad("-poll-interval %s: must be positive", c.pollInterval)
+	}
+	if _, ok := pollDeletes[c.pollDeletes]; !ok {
+		bad("-poll-deletes %q: want keydiff, tombstones or none", c.pollDeletes)
+	}
+	if c.cdc == cdcPoll && c.pollColumn == "" {
+		bad("-poll-column is required with -cdc poll")
+	}
+	if c.batch < 0 {
+		bad("-batch %d: must not be negative", c.batch)
+	}
+	if n, err := parseSize(c.maxRetainedText); err != nil {
+		bad("-max-retained-wal %q: %v", c.maxRetainedText, err)
+	} else {
+		c.maxRetained = n
+	}
+	if c.lockCheck <= 0 {
+		bad("-lock-check %s: must be positive", c.lockCheck)
+	}
+	if c.lockWait < 0 {
+		bad("-lock-wait %s: must not be negative", c.lockWait)
+	}
+	if _, err := parseLevel(c.logLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if (c.adminUser == "") != (c.adminPassword == "") {
+		bad("-admin-user and -admin-password (or %s) go together", envAdminPasswd)
+	}
+	if c.admin != "" {
+		host, _, err := net.SplitHostPort(c.admin)
+		switch {
+		case err != nil:
+			bad("-admin %q: want host:port (%v)", c.admin, err)
+		case c.adminUser == "" && !loopback(host):
+			bad("-admin %q is not a loopback address: set -admin-user and -admin-password (or %s) to serve the admin UI on it, or bind 127.0.0.1", c.admin, envAdminPasswd)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+var usableNameRE = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
+
+// usableName reports whether name maps one to one onto slot and origin
+// names (which are lower-cased and restricted to [a-z0-9_]).
+func usableName(name string) bool {
+	return usableNameRE.MatchString(name) && strings.Trim(name, "_") != ""
+}
+
+// parseTables reads -tables: comma-separated schema.table or table
+// (schema public). Names are taken as written (case-sensitive).
+func parseTables(s string) ([]duplex.Table, error) {
+	var out []duplex.Table
+	var errs []error
+	seen := map[duplex.Table]bool{}
+	for item := range strings.SplitSeq(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		t, err := duplex.ParseTable(item)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("-tables: %q is not schema.table or table", item))
+			continue
+		}
+		if seen[t] {
+			errs = append(errs, fmt.Errorf("-tables: %s is listed twice", t))
+			continue
+		}
+		seen[t] = true
+		out = append(out, t)
+	}
+	if len(out) == 0 && len(errs) == 0 {
+		errs = append(errs, errors.New("-tables is required (comma-separated schema.table or table)"))
+	}
+	return out, errors.Join(errs...)
+}
+
+// loopback reports whether host (from -admin) only listens locally.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// redactDSN returns a connection string fit for messages: the password of a
+// URL (user info or ?password=) or of a key=value string replaced by xxxxx.
+func redactDSN(dsn string) string {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") || strings.HasPrefix(dsn, "redis://") || strings.HasPrefix(dsn, "rediss://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return "(unparsable URL)"
+		}
+		q := u.Query()
+		if q.Has("password") {
+			q.Set("password", "xxxxx")
+			u.RawQuery = q.Encode()
+		}
+		return u.Redacted()
+	}
+	return kvPassword.ReplaceAllString(dsn, "${1}xxxxx")
+}
+
+// kvPassword matches the value of password= in a key=value connection
+// string, quoted (with \' escapes) or not.
+var kvPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)`)
+
+// secrets returns the literal passwords the flags carry, in every form they
+// may appear in a message (raw, URL-escaped), longest first.
+func (c *config) secrets() []string {
+	var out []string
+	add := func(s string) {
+		if s != "" && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	for _, dsn := range []string{c.a, c.b, c.redisURL} {
+		for _, p := range dsnPasswords(dsn) {
+			add(p)
+			add(url.QueryEscape(p))
+			add(url.PathEscape(p))
+			add((&url.URL{User: url.UserPassword("u", p)}).User.String()[2:])
+		}
+	}
+	add(c.adminPassword)
+	slices.SortFunc(out, func(x, y string) int { return len(y) - len(x) })
+	return out
+}
+
+// dsnPasswords extracts the passwords of a connection string.
+func dsnPasswords(dsn string) []string {
+	var out []string
+	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" {
+		if p, ok := u.User.Password(); ok {
+			out = append(out, p)
+		}
+		if p := u.Query().Get("password"); p != "" {
+			out = append(out, p)
+		}
+		if i := strings.Index(dsn, "://"); i >= 0 { // the raw form, as typed
+			rest := dsn[i+3:]
+			end := strings.IndexAny(rest, "/?#")
+			if end < 0 {
+				end = len(rest)
+			}
+			if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
+				if _, p, ok := strings.Cut(rest[:at], ":"); ok && p != "" {
+					out = append(out, p)
+				}
+			}
+		}
+		return out
+	}
+	for _, m := range kvPassword.FindAllStringSubmatch(dsn, -1) {
+		p := strings.Trim(m[2], "'")
+		if p != "" {
+			out = append(out, p, m[2])
+		}
+	}
+	return out
+}
+
+// redactingWriter replaces every secret in what is written through it,
+// so that no password reaches the logs or the terminal whatever message
+// carries it. Writes are whole lines (slog writes one record per call).
+type redactingWriter struct {
+	mu      sync.Mutex
+	w       io.Writer
+	secrets []string
+}
+
+// Write implements io.Writer; it reports len(p) written on success.
+func (r *redactingWriter) Write(p []byte) (int, error) {
+	s := string(p)
+	for _, sec := range r.secrets {
+		s = strings.ReplaceAll(s, sec, "xxxxx")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, err := io.WriteString(r.w, s); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// parseSize reads a byte size such as 512MB, 1GB, 64kB or 1048576.
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"TB", 1 << 40}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"kB", 1 << 10}, {"KB", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 {
+		return 0, errors.New("want a non-negative size such as 512MB or 1GB")
+	}
+	return n * mult, nil
+}
