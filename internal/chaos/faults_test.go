@@ -211,3 +211,25 @@ func TestChaosRestartAfterCleanStopResumes(t *testing.T) {
 	require.Equal(t, 100, v.events)
 	p.stop(t)
 }
+
+// TestChaosPollModeKillAndRestart is the kill test with -cdc poll: no
+// replication slots, changes found by updated_at, echoes recognised by
+// content.
+func TestChaosPollModeKillAndRestart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 200, "-cdc", "poll", "-poll-interval", "100ms")
+	p := e.start()
+	w := e.write(100, [2]time.Duration{})
+	kills := pick(2, 6)
+	for range kills {
+		time.Sleep(time.Duration(1000+rand.IntN(2000)) * time.Millisecond)
+		p.kill()
+		time.Sleep(time.Duration(rand.IntN(1000)) * time.Millisecond)
+		p = e.start()
+	}
+	time.Sleep(time.Second)
+	writes := w.halt()
+	v := e.converge(p)
+	report(t, fmt.Sprintf("-cdc poll, SIGKILL x%d", kills), writes, v)
+	p.stop(t)
+}
