@@ -47,6 +47,8 @@ type pair struct {
 	stop     func()
 	done     chan error
 	running  bool
+	// wrap, when set, wraps each side's source (fault injection).
+	wrap func(duplex.ChangeSource) duplex.ChangeSource
 }
 
 // counter counts events for the tests and passes them on to a Prometheus
@@ -88,9 +90,15 @@ func (c *counter) total() (applied int, conflicts int) {
 // a two-way sync between them with resolver.
 func startPair(t *testing.T, rows int, resolver duplex.Resolver) *pair {
 	t.Helper()
+	return startPairWith(t, rows, resolver, nil)
+}
+
+// startPairWith is startPair with each side's source wrapped by wrap.
+func startPairWith(t *testing.T, rows int, resolver duplex.Resolver, wrap func(duplex.ChangeSource) duplex.ChangeSource) *pair {
+	t.Helper()
 	p := &pair{a: testenv.Postgres(t), b: testenv.Postgres(t), dlq: dlq.NewMemory(dlq.MemoryConfig{}),
 		events:   &counter{applied: map[string]int{}, conflicts: map[string]int{}},
-		syncName: testenv.UniqueName(t, "e2e"), resolver: resolver,
+		syncName: testenv.UniqueName(t, "e2e"), resolver: resolver, wrap: wrap,
 		logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if testing.Verbose() {
 		p.logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -131,7 +139,11 @@ func (p *pair) start(t *testing.T) {
 		app, err := applypg.New(t.Context(), db.Pool, applypg.Config{Sync: p.syncName, Target: name, Logger: p.logger})
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = app.DropOrigins(context.Background()) })
-		return duplex.Endpoint{Name: name, Source: src, Applier: app}
+		var source duplex.ChangeSource = src
+		if p.wrap != nil {
+			source = p.wrap(src)
+		}
+		return duplex.Endpoint{Name: name, Source: source, Applier: app}
 	}
 	s, err := duplex.NewSync(&duplex.SyncConfig{
 		Name: p.syncName, A: endpoint("a", p.a), B: endpoint("b", p.b),
