@@ -170,8 +170,7 @@ func (a *Applier) Applied(ctx context.Context, ids []string) ([]bool, error) {
 	if err := a.settle(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := a.pool.Query(ctx, "SELECT change_id FROM "+a.state.Applied+" WHERE sync = $1 AND target = $2 AND change_id = ANY($3::text[])",
-		a.cfg.Sync, a.cfg.Target, ids)
+	rows, err := a.pool.Query(ctx, ledgerSQL(a.state.Applied), a.cfg.Sync, a.cfg.Target, ids)
 	if err != nil {
 		return nil, pgutil.Classify(fmt.Errorf("applypg: %s: read the ledger: %w", a.cfg.Target, err))
 	}
@@ -191,6 +190,19 @@ func (a *Applier) Applied(ctx context.Context, ids []string) ([]bool, error) {
 		_, out[i] = found[id]
 	}
 	return out, nil
+}
+
+// ledgerSQL asks which of $3's change IDs the ledger table holds for sync $1
+// and target $2, with one primary-key probe per ID whatever the statistics
+// say. The plainer "change_id = ANY($3)" lets the planner, on a ledger not
+// analyzed yet (new, or grown fast), use the index for sync and target only
+// and filter the IDs: a scan of the whole ledger per batch, which made the
+// apply slow down as the ledger grew (hundreds of ms per batch at 100,000
+// rows, seen in the soak test). The LIMIT keeps the subquery from being
+// turned into a hash join.
+func ledgerSQL(table string) string {
+	return "SELECT i.id FROM unnest($3::text[]) AS i(id), LATERAL (SELECT 1 FROM " + table +
+		" a WHERE a.sync = $1 AND a.target = $2 AND a.change_id = i.id LIMIT 1) hit"
 }
 
 // Prune deletes the ledger entries of this sync and target older than
