@@ -621,10 +621,18 @@ func (a *Applier) queueState(b *pgx.Batch, q *[]queued, batch *duplex.Batch, p *
 	}
 }
 
+// customPlans makes the transaction plan each statement for its own
+// parameters and the table's current size. The apply statements are
+// prepared once and would otherwise settle on a generic plan made while a
+// table was empty or small (a hash join over a scan of the table), kept as
+// the table grows to millions of rows.
+const customPlans = "SET LOCAL plan_cache_mode = force_custom_plan"
+
 // queueBegin queues BEGIN.
 func (s *session) queueBegin(b *pgx.Batch, q *[]queued) {
 	b.Queue("BEGIN")
-	*q = append(*q, queued{kind: resExec})
+	b.Queue(customPlans)
+	*q = append(*q, queued{kind: resExec}, queued{kind: resExec})
 	s.inTx = true
 }
 
@@ -879,6 +887,9 @@ func (a *Applier) sequential(ctx context.Context, s *session, batch *duplex.Batc
 		return a.writeError(err, -1)
 	}
 	s.inTx = true
+	if _, err := conn.Exec(ctx, customPlans); err != nil {
+		return a.writeError(err, -1)
+	}
 	for _, r := range p.runs {
 		sql := r.sh.rowSQL()
 		for row := range r.n {

@@ -1,0 +1,512 @@
+// Command bench measures duplex against PostgreSQL's native logical
+// replication on the local server: for each workload it alternates runs of
+// the systems compared (A B A B ...), each on two fresh databases, and
+// prints the medians with their spread and the ratio duplex/native.
+//
+//	go run ./internal/bench -quick          # smoke test, about 3 minutes
+//	go run ./internal/bench -out section.md # the full run (its length is printed first)
+//
+// Workloads (-only):
+//
+//	catchup  100,000 seeded rows, 200,000 updates in 1,000-row transactions
+//	         written as fast as one client can; time from the first write
+//	         until the target has them all (rows/s)
+//	smalltx  50,000 single-row update transactions from 8 clients (tx/s)
+//	backlog  the same 50,000 transactions written while the replication is
+//	         held, then the time from its release until the target has them
+//	         all: the replication's own rate, whatever the writers' speed
+//	steady   offered load of each -loads rows/s for -steady; p50/p99 lag of
+//	         marker rows (source clock_timestamp() to the target's
+//	         arrived DEFAULT clock_timestamp())
+//	twoway   the same offered load on both sides at once (duplex only:
+//	         native replication cannot do this on PostgreSQL 15)
+//	bigtx    one 1,000,000-row transaction: time, and the sync's peak RSS
+//	redis    catchup with and without Redis dedup (duplex against duplex)
+//	aa       catchup of duplex against itself: the noise floor
+//	aa-native  the same for native replication
+//
+// The duplex sync runs in a child process (this binary with -role=sync),
+// so its peak RSS (VmHWM) and CPU time are its own; the CPU time of the
+// walsenders and apply backends is read from /proc/<pid>/stat of the
+// server processes. Every run uses databases named duplex_bench_* and drops
+// them, their slots, subscriptions, publications and replication origins
+// afterwards (also on error or SIGINT); -cleanup removes leftovers of a
+// killed run. -profile writes a CPU profile of every sync process; -sample
+// prints where the sync's server backends spent each run; -lateral-ledger
+// runs duplex with the ledger-query fix of ledgerfix.go (a diagnostic).
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the command-line flags.
+type options struct {
+	pg, redis string
+	quick     bool
+	runs      int
+	only      string
+	loads     string
+	steady    time.Duration
+	out       string
+	profile   string
+	cleanup   bool
+	verbose   bool
+	role      string
+	lateral   bool
+	timeout   time.Duration
+	sample    bool
+}
+
+// sizes are a workload run's dimensions.
+type sizes struct {
+	seed, updates, txRows, small, clients, big int
+	loads                                      []int
+	steady                                     time.Duration
+}
+
+func main() {
+	var o options
+	def := os.Getenv("DUPLEX_TEST_POSTGRES_URL")
+	if def == "" {
+		def = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	}
+	flag.StringVar(&o.pg, "pg", def, "PostgreSQL server (any database, a superuser); databases duplex_bench_* are created and dropped")
+	flag.StringVar(&o.redis, "redis", "redis://127.0.0.1:6379/0", "Redis for the redis workload")
+	flag.BoolVar(&o.quick, "quick", false, "small sizes, 1 run, 10 s steady phases: a smoke test")
+	flag.IntVar(&o.runs, "runs", 3, "runs of each system per workload (alternated)")
+	flag.StringVar(&o.only, "only", "", "comma-separated workloads to run (catchup,smalltx,backlog,steady,twoway,bigtx,redis,ledger,aa,aa-native); empty: all")
+	flag.StringVar(&o.loads, "loads", "2000,5000,10000,20000", "offered loads (rows/s) of steady and twoway")
+	flag.DurationVar(&o.steady, "steady", 60*time.Second, "length of each steady phase")
+	flag.StringVar(&o.out, "out", "", "write the results as a Markdown section (for BENCHMARKS.md) to this file")
+	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of every duplex sync process into this directory")
+	flag.BoolVar(&o.cleanup, "cleanup", false, "drop what killed benchmark runs left behind (duplex_bench_* databases, slots, subscriptions, origins) and exit")
+	flag.BoolVar(&o.verbose, "v", false, "show the sync process's logs")
+	flag.BoolVar(&o.lateral, "lateral-ledger", false, "diagnostic: run every duplex sync with the benchmark's rewrite of the ledger query (see ledgerfix.go), to measure what the fix gains")
+	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "how long a run waits for the target to catch up before it counts as failed")
+	flag.BoolVar(&o.sample, "sample", false, "print, for every duplex run, where its server backends spent the measured phase (pg_stat_activity sampled every 10 ms)")
+	flag.StringVar(&o.role, "role", "", "internal: -role=sync runs the sync process")
+	flag.Parse()
+	if o.role == "sync" {
+		if err := runChild(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench sync:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// variant names.
+const (
+	native      = "native"
+	duplexOne   = "duplex"
+	duplexAgain = "duplex (again)"
+	duplexRedis = "duplex+redis"
+	duplexTwo   = "duplex two-way"
+	duplexFix   = "duplex+lateral ledger"
+	nativeAgain = "native (again)"
+)
+
+// workload is one measurement, run for each of its variants.
+type workload struct {
+	name     string
+	variants []string // baseline first
+	seed     int
+	// estimate is the expected length of one run, for the announcement.
+	estimate time.Duration
+	body     func(ctx context.Context, p *pair, variant string) (map[string]float64, error)
+	// held starts the replication held: the body releases it (p.release).
+	held bool
+	// metrics lists what the table shows: key, label, whether higher is
+	// better, and the target text.
+	metrics []metric
+}
+
+type metric struct {
+	key, label string
+	higher     bool
+	target     string
+}
+
+func parseLoads(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("-loads: %q is not a positive number of rows/s", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func workloads(z sizes, timeout time.Duration) []workload {
+	catch := func(ctx context.Context, p *pair, _ string) (map[string]float64, error) {
+		o, err := catchUp(ctx, p, z.seed, z.updates, z.txRows, timeout)
+		if err != nil {
+			return nil, err
+		}
+		return o.metrics("rows_s"), nil
+	}
+	catchMetrics := []metric{{"rows_s", "rows/s", true, ""}, {"write_rows_s", "source write rows/s", true, ""}}
+	catchEst := 8*time.Second + time.Duration(z.updates/15)*time.Millisecond
+	ws := []workload{
+		{name: "catchup", variants: []string{native, duplexOne}, seed: z.seed, estimate: catchEst, body: catch,
+			metrics: []metric{{"rows_s", "rows/s", true, ">= 1.5x native"}, {"write_rows_s", "source write rows/s", true, ""}}},
+		{name: "smalltx", variants: []string{native, duplexOne}, seed: z.seed, estimate: 8*time.Second + time.Duration(z.small/3)*time.Millisecond,
+			body: func(ctx context.Context, p *pair, _ string) (map[string]float64, error) {
+				o, err := smallTx(ctx, p, z.seed, z.small, z.clients, timeout)
+				if err != nil {
+					return nil, err
+				}
+				return o.metrics("tx_s"), nil
+			},
+			metrics: []metric{{"tx_s", "tx/s (1 row each)", true, ">= 1.5x native"}, {"write_tx_s", "source write tx/s", true, ""}}},
+		{name: "backlog", variants: []string{native, duplexOne}, seed: z.seed, held: true, estimate: 10*time.Second + time.Duration(z.small/3)*time.Millisecond,
+			body: func(ctx context.Context, p *pair, _ string) (map[string]float64, error) {
+				o, err := backlog(ctx, p, z.seed, z.small, z.clients, timeout)
+				if err != nil {
+					return nil, err
+				}
+				return o.metrics("tx_s"), nil
+			},
+			metrics: []metric{{"tx_s", "tx/s (1 row each) from a backlog", true, ">= 1.5x native"}}},
+	}
+	for _, two := range []bool{false, true} {
+		for _, rate := range z.loads {
+			name, variants := fmt.Sprintf("steady %d rows/s", rate), []string{native, duplexOne}
+			target := ""
+			switch rate {
+			case 5000:
+				target = "p99 <= 10 ms"
+			case 20000:
+				target = "p99 <= 2x native"
+			}
+			ms := []metric{{"p50", "lag p50 ms", false, ""}, {"p99", "lag p99 ms", false, target}, {"achieved", "achieved rows/s", true, ""}}
+			if two {
+				name, variants = fmt.Sprintf("twoway %d rows/s each side", rate), []string{duplexTwo}
+				ms = []metric{{"p50", "a->b lag p50 ms", false, ""}, {"p99", "a->b lag p99 ms", false, ""},
+					{"p50_ba", "b->a lag p50 ms", false, ""}, {"p99_ba", "b->a lag p99 ms", false, ""}, {"achieved", "achieved rows/s (a)", true, ""}}
+			}
+			ws = append(ws, workload{name: name, variants: variants, seed: z.seed, estimate: z.steady + 10*time.Second, metrics: ms,
+				body: func(ctx context.Context, p *pair, _ string) (map[string]float64, error) {
+					rs, err := steady(ctx, p, z.seed, rate, z.steady, two, timeout)
+					if err != nil {
+						return nil, err
+					}
+					m := map[string]float64{"p50": rs[0].P50, "p99": rs[0].P99, "max": rs[0].Max, "achieved": rs[0].Achieved}
+					if two {
+						m["p50_ba"], m["p99_ba"] = rs[1].P50, rs[1].P99
+					}
+					for _, r := range rs {
+						if r.Behind {
+							m["incomplete"] = 1
+						}
+					}
+					return m, nil
+				}})
+		}
+	}
+	ws = append(ws,
+		workload{name: "bigtx", variants: []string{native, duplexOne}, seed: 1000, estimate: 10*time.Second + time.Duration(z.big/20)*time.Millisecond,
+			body: func(ctx context.Context, p *pair, _ string) (map[string]float64, error) {
+				o, err := bigTx(ctx, p, z.big, timeout)
+				if err != nil {
+					return nil, err
+				}
+				m := o.metrics("rows_s")
+				m["write_secs"] = o.Write.Seconds()
+				return m, nil
+			},
+			metrics: []metric{{"secs", fmt.Sprintf("%d-row tx, s to target", z.big), false, ""}, {"rows_s", "rows/s", true, ""}, {"write_secs", "source write s", false, ""},
+				{"rss_mb", "sync peak RSS MB", false, "< 150 MB"}}},
+		workload{name: "redis", variants: []string{duplexOne, duplexRedis}, seed: z.seed, estimate: catchEst, body: catch,
+			metrics: []metric{{"rows_s", "catch-up rows/s", true, "overhead <= 10%"}}},
+		workload{name: "ledger", variants: []string{duplexOne, duplexFix}, seed: z.seed, estimate: catchEst, body: catch,
+			metrics: []metric{{"rows_s", "catch-up rows/s (diagnostic)", true, ""}}},
+		workload{name: "aa", variants: []string{duplexOne, duplexAgain}, seed: z.seed, estimate: catchEst, body: catch, metrics: catchMetrics[:1]},
+		workload{name: "aa-native", variants: []string{native, nativeAgain}, seed: z.seed, estimate: catchEst, body: catch, metrics: catchMetrics[:1]},
+	)
+	for i := range ws {
+		ws[i].name = strings.TrimSpace(ws[i].name)
+	}
+	return ws
+}
+
+// family returns the -only name of a workload ("steady 2000 rows/s" ->
+// "steady").
+func family(name string) string {
+	f, _, _ := strings.Cut(name, " ")
+	return f
+}
+
+// bench is one benchmark invocation.
+type bench struct {
+	o     options
+	c     *cluster
+	runID string
+	seq   int
+}
+
+func run(ctx context.Context, o options) error {
+	c, err := newCluster(ctx, o.pg)
+	if err != nil {
+		return err
+	}
+	defer c.admin.Close()
+	if o.cleanup {
+		n, err := c.cleanupAll(ctx)
+		fmt.Printf("cleanup: %d duplex_bench_* databases dropped\n", n)
+		return err
+	}
+	z := sizes{seed: 100000, updates: 200000, txRows: 1000, small: 50000, clients: 8, big: 1000000, steady: o.steady}
+	if o.quick {
+		z = sizes{seed: 10000, updates: 20000, txRows: 1000, small: 5000, clients: 8, big: 50000, steady: 10 * time.Second}
+		o.runs = 1
+		if o.loads == "2000,5000,10000,20000" {
+			o.loads = "2000,5000"
+		}
+	}
+	if z.loads, err = parseLoads(o.loads); err != nil {
+		return err
+	}
+	if o.runs < 1 {
+		return errors.New("-runs must be at least 1")
+	}
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			return err
+		}
+		if o.profile, err = filepath.Abs(o.profile); err != nil {
+			return err
+		}
+	}
+	all := workloads(z, o.timeout)
+	var ws []workload
+	if o.only == "" {
+		ws = all
+	} else {
+		want := strings.Split(o.only, ",")
+		for _, w := range all {
+			if slices.Contains(want, family(w.name)) {
+				ws = append(ws, w)
+			}
+		}
+		if len(ws) == 0 {
+			return fmt.Errorf("-only %q matches no workload (catchup,smalltx,backlog,steady,twoway,bigtx,redis,ledger,aa,aa-native)", o.only)
+		}
+	}
+	var est time.Duration
+	for _, w := range ws {
+		est += time.Duration(o.runs*len(w.variants)) * w.estimate
+	}
+	id := make([]byte, 3)
+	_, _ = rand.Read(id)
+	b := &bench{o: o, c: c, runID: hex.EncodeToString(id)}
+	started := time.Now()
+	fmt.Printf("duplex benchmark %s: %d workloads x %d runs per system; estimated duration %s (setup ~8 s per run, catch-up assumed ~15k rows/s; a run that falls behind waits up to -timeout %s more)\n",
+		b.runID, len(ws), o.runs, est.Round(10*time.Second), o.timeout)
+	defer func() {
+		if err := c.dropLive(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: clean-up:", err)
+		}
+	}()
+	res := &results{started: started.UTC(), command: strings.Join(os.Args, " "), o: o, z: z}
+	for _, w := range ws {
+		wr := &workloadResult{w: w, values: map[string]map[string][]float64{}, errors: map[string][]string{}}
+		res.ws = append(res.ws, wr)
+		for r := range o.runs {
+			for _, v := range w.variants {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				m, err := b.runOnce(ctx, w, v, r)
+				if err != nil {
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					fmt.Printf("  %-32s %-15s run %d: ERROR %v\n", w.name, v, r+1, err)
+					wr.errors[v] = append(wr.errors[v], err.Error())
+					continue
+				}
+				fmt.Printf("  %-32s %-15s run %d: %s\n", w.name, v, r+1, formatRun(m))
+				if wr.values[v] == nil {
+					wr.values[v] = map[string][]float64{}
+				}
+				for k, x := range m {
+					wr.values[v][k] = append(wr.values[v][k], x)
+				}
+			}
+		}
+	}
+	res.took = time.Since(started)
+	md := res.markdown()
+	fmt.Println()
+	fmt.Println(md)
+	if o.out != "" {
+		if err := os.WriteFile(o.out, []byte(md), 0o644); err != nil {
+			return err
+		}
+		fmt.Println("results written to", o.out)
+	}
+	return nil
+}
+
+// runOnce runs workload w for variant v on fresh databases and returns
+// its measurements, with the CPU time of the processes involved.
+func (b *bench) runOnce(ctx context.Context, w workload, v string, r int) (m map[string]float64, err error) {
+	b.seq++
+	name := fmt.Sprintf("%s%s_%d", dbPrefix, b.runID, b.seq)
+	p, err := b.c.newPair(ctx, name, w.seed)
+	defer func() {
+		if derr := b.c.dropPair(context.WithoutCancel(ctx), p); derr != nil {
+			err = errors.Join(err, fmt.Errorf("clean-up of %s: %w", name, derr))
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+	twoWay := v == duplexTwo
+	var proc *syncProc
+	if v == native || v == nativeAgain {
+		if err := b.c.startNative(ctx, p, w.held); err != nil {
+			return nil, err
+		}
+	} else {
+		cfg := childConfig{Sync: name, TwoWay: twoWay, Verbose: b.o.verbose,
+			AURL: b.c.dbURL(p.a, map[string]string{"application_name": syncAppName}),
+			BURL: b.c.dbURL(p.b, map[string]string{"application_name": syncAppName})}
+		cfg.LateralLedger = v == duplexFix || b.o.lateral
+		cfg.Hold = w.held
+		if v == duplexRedis {
+			cfg.Redis = b.o.redis
+		}
+		if b.o.profile != "" {
+			cfg.CPUProfile = filepath.Join(b.o.profile, fmt.Sprintf("%s_%s_%d.pprof", strings.NewReplacer(" ", "_", "/", "_").Replace(w.name), strings.NewReplacer(" ", "_", "(", "", ")", "", "+", "_").Replace(v), r+1))
+		}
+		if proc, err = startSync(ctx, cfg); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if proc != nil {
+				_, _ = proc.stop()
+			}
+		}()
+	}
+	if w.held && proc != nil {
+		p.release = func(context.Context) error { return proc.release() }
+	}
+	if !w.held {
+		if err := ready(ctx, p, twoWay); err != nil {
+			return nil, err
+		}
+	}
+	pids := func() (ws, aps []int, err error) {
+		if v == native || v == nativeAgain {
+			return b.c.nativePIDs(ctx, p)
+		}
+		if ws, err = b.c.slotPIDs(ctx, p); err != nil {
+			return nil, nil, err
+		}
+		aps, err = b.c.backendPIDs(ctx, p, syncAppName)
+		return ws, aps, err
+	}
+	ws0, ap0, err := pids()
+	if err != nil {
+		return nil, err
+	}
+	cpuW0, cpuA0 := snapshotCPU(ws0), snapshotCPU(ap0)
+	var cpuS0 cpuSnapshot
+	if proc != nil {
+		cpuS0 = snapshotCPU([]int{proc.pid()})
+	}
+	var smp *sampler
+	if b.o.sample && proc != nil {
+		smp = &sampler{}
+		sctx, stopSampling := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			smp.run(sctx, b.c, p, syncAppName)
+		}()
+		defer func() {
+			stopSampling()
+			<-done
+		}()
+	}
+	m, err = w.body(ctx, p, v)
+	if smp != nil {
+		fmt.Print(smp.top(12))
+	}
+	if err != nil {
+		return nil, err
+	}
+	ws1, ap1, err := pids()
+	if err != nil {
+		return nil, err
+	}
+	m["cpu_walsender_s"] = cpuSeconds(cpuW0, snapshotCPU(append(ws0, ws1...)))
+	m["cpu_apply_s"] = cpuSeconds(cpuA0, snapshotCPU(append(ap0, ap1...)))
+	if proc != nil {
+		m["cpu_sync_s"] = cpuSeconds(cpuS0, snapshotCPU([]int{proc.pid()}))
+		kb, err := procPeakRSS(proc.pid())
+		if err != nil {
+			return nil, fmt.Errorf("peak RSS of the sync process: %w", err)
+		}
+		m["rss_mb"] = float64(kb) / 1024
+		res, err := proc.stop()
+		proc = nil
+		if err != nil {
+			return nil, err
+		}
+		if res.DeadLetters > 0 {
+			return nil, fmt.Errorf("the sync dead-lettered %d changes: the measurement is void", res.DeadLetters)
+		}
+	}
+	return m, nil
+}
+
+// formatRun prints one run's measurements, sorted by name.
+func formatRun(m map[string]float64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%s", k, num(m[k]))
+	}
+	return strings.Join(parts, " ")
+}
+
+// num formats a measurement with sensible precision.
+func num(x float64) string {
+	switch {
+	case x >= 1000:
+		return strconv.FormatFloat(x, 'f', 0, 64)
+	case x >= 10:
+		return strconv.FormatFloat(x, 'f', 1, 64)
+	default:
+		return strconv.FormatFloat(x, 'f', 2, 64)
+	}
+}
