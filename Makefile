@@ -86,3 +86,4 @@ clean-db:
 		"SELECT count(*) AS remaining_test_databases FROM pg_database WHERE datname LIKE 'duplex\_t\_%';" \
 		"SELECT count(pg_replication_origin_drop(roname)) AS dropped_test_origins FROM pg_replication_origin WHERE roname LIKE 'duplex:%test%';" \
 	| $(PSQL) -X -v ON_ERROR_STOP=1 -d '$(PG_ADMIN_URL)' -f -
+	$(GO) run ./internal/bench -cleanup
