@@ -74,13 +74,15 @@ func TestTombstoneDeletes(t *testing.T) {
 		return w.Delete(ctx, 9)
 	}))
 	require.NoError(t, h.Insert(ctx, 4, "after", 4))
+	// A pass may read the new row before it drains the tombstones: wait
+	// for both.
 	got := c.waitUntil("the delete and the insert after it", func(got []duplex.Change) bool {
+		var inserted, deleted bool
 		for _, ch := range got {
-			if ch.Key[0].Value == int64(4) {
-				return true
-			}
+			inserted = inserted || ch.Key[0].Value == int64(4)
+			deleted = deleted || ch.Op == duplex.OpDelete
 		}
-		return false
+		return inserted && deleted
 	})
 	var del *duplex.Change
 	for i, ch := range got {
