@@ -1,6 +1,7 @@
 package applypg
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -54,8 +55,9 @@ func TestLookupProbesTheIndexPerKey(t *testing.T) {
 	db := testenv.Postgres(t)
 	_, err := db.Pool.Exec(t.Context(), `CREATE TABLE items (a int, b text, v text, PRIMARY KEY (a, b))`)
 	require.NoError(t, err)
-	app, err := New(t.Context(), db.Pool, Config{Sync: "s", Target: "b"})
+	app, err := New(t.Context(), db.Pool, Config{Sync: testenv.UniqueName(t, "plans"), Target: "b"})
 	require.NoError(t, err)
+	t.Cleanup(func() { _ = app.DropOrigins(context.Background()) })
 	table := duplex.Table{Schema: "public", Name: "items"}
 	key := func(a int, b string) duplex.Key {
 		return duplex.Key{{Name: "a", Value: int64(a)}, {Name: "b", Value: b}}

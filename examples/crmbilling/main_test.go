@@ -40,6 +40,11 @@ func TestDemoConverges(t *testing.T) {
 		}
 		defer conn.Close(ctx)
 		_, _ = conn.Exec(ctx, "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE starts_with(roname, $1)", "duplex:"+prefix)
+		// The demo's Redis dedup keys (duplex:<sync>:...).
+		iter := rd.Client.Scan(ctx, 0, "duplex:"+prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			_ = rd.Client.Del(ctx, iter.Val()).Err()
+		}
 		for _, side := range []string{"crm", "billing"} {
 			_, _ = conn.Exec(ctx, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1", prefix+side)
 			_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{prefix + side}.Sanitize()+" WITH (FORCE)")
