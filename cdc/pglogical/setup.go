@@ -2,11 +2,8 @@ package pglogical
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -16,19 +13,8 @@ import (
 
 	"github.com/duplexsync/duplex"
 	"github.com/duplexsync/duplex/internal/pgstate"
+	"github.com/duplexsync/duplex/internal/pgutil"
 )
-
-var unsafeName = regexp.MustCompile(`[^a-z0-9_]+`)
-
-var underscores = regexp.MustCompile(`_+`)
-
-// sanitize lower-cases s, turns anything but letters and digits into single
-// underscores, and trims them: names built from it with "__" separators
-// cannot collide.
-func sanitize(s string) string {
-	s = unsafeName.ReplaceAllString(strings.ToLower(s), "_")
-	return strings.Trim(underscores.ReplaceAllString(s, "_"), "_")
-}
 
 // SlotName returns the replication slot (and publication) name of a sync's
 // system: "duplex_<sync>__<system>", lower-case. Slot names are unique per
@@ -36,12 +22,7 @@ func sanitize(s string) string {
 // database, never collide. Names longer than 63 bytes are shortened with a
 // hash of the full name, keeping them distinct.
 func SlotName(sync, system string) string {
-	n := "duplex_" + sanitize(sync) + "__" + sanitize(system)
-	if len(n) > 63 {
-		sum := sha256.Sum256([]byte(n))
-		n = n[:63-9] + "_" + hex.EncodeToString(sum[:4])
-	}
-	return n
+	return pgutil.ObjectName("duplex_", sync, system)
 }
 
 // OriginName returns the replication origin prefix of a sync's appliers:
@@ -50,7 +31,7 @@ func SlotName(sync, system string) string {
 // (Origin names are text, not identifiers: the ":" keeps sync "a" from
 // matching sync "a_b".)
 func OriginName(sync string) string {
-	return "duplex:" + sanitize(sync)
+	return "duplex:" + pgutil.Sanitize(sync)
 }
 
 // quoteTable quotes a schema-qualified table name for SQL.

@@ -17,6 +17,7 @@ import (
 	"github.com/duplexsync/duplex"
 	"github.com/duplexsync/duplex/internal/backoff"
 	"github.com/duplexsync/duplex/internal/pgstate"
+	"github.com/duplexsync/duplex/internal/pgutil"
 )
 
 // Config configures a logical replication Source.
@@ -103,24 +104,7 @@ var _ duplex.ChangeSource = (*Source)(nil)
 // New checks cfg and connects to the database. It does not create anything
 // until Stream is called. Close releases the connection pool.
 func New(ctx context.Context, cfg Config) (*Source, error) {
-	var errs []error
-	if cfg.ConnString == "" {
-		errs = append(errs, &duplex.ConfigError{Field: "ConnString", Reason: "is required"})
-	}
-	if sanitize(cfg.Sync) == "" {
-		errs = append(errs, &duplex.ConfigError{Field: "Sync", Reason: fmt.Sprintf("%q is not a usable name (letters, digits, _)", cfg.Sync)})
-	}
-	if sanitize(cfg.System) == "" {
-		errs = append(errs, &duplex.ConfigError{Field: "System", Reason: fmt.Sprintf("%q is not a usable name (letters, digits, _)", cfg.System)})
-	}
-	if len(cfg.Tables) == 0 {
-		errs = append(errs, &duplex.ConfigError{Field: "Tables", Reason: "lists no table"})
-	}
-	for _, t := range cfg.Tables {
-		if t.Schema == "" || t.Name == "" {
-			errs = append(errs, &duplex.ConfigError{Field: "Tables", Reason: fmt.Sprintf("%q is not schema-qualified", t.String())})
-		}
-	}
+	errs := pgutil.CheckSource(cfg.ConnString, cfg.Sync, cfg.System, cfg.Tables)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}

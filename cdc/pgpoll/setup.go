@@ -2,12 +2,9 @@ package pgpoll
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +15,7 @@ import (
 	"github.com/duplexsync/duplex"
 	"github.com/duplexsync/duplex/internal/backoff"
 	"github.com/duplexsync/duplex/internal/pgstate"
+	"github.com/duplexsync/duplex/internal/pgutil"
 	"github.com/duplexsync/duplex/internal/pgvalue"
 )
 
@@ -113,24 +111,7 @@ var _ duplex.ChangeSource = (*Source)(nil)
 // New checks cfg and connects to the database; it creates nothing (see
 // Setup, which Stream also calls). Close releases the connections.
 func New(ctx context.Context, cfg Config) (*Source, error) {
-	var errs []error
-	if cfg.ConnString == "" {
-		errs = append(errs, &duplex.ConfigError{Field: "ConnString", Reason: "is required"})
-	}
-	if sanitize(cfg.Sync) == "" {
-		errs = append(errs, &duplex.ConfigError{Field: "Sync", Reason: fmt.Sprintf("%q is not a usable name (letters, digits, _)", cfg.Sync)})
-	}
-	if sanitize(cfg.System) == "" {
-		errs = append(errs, &duplex.ConfigError{Field: "System", Reason: fmt.Sprintf("%q is not a usable name (letters, digits, _)", cfg.System)})
-	}
-	if len(cfg.Tables) == 0 {
-		errs = append(errs, &duplex.ConfigError{Field: "Tables", Reason: "lists no table"})
-	}
-	for _, t := range cfg.Tables {
-		if t.Schema == "" || t.Name == "" {
-			errs = append(errs, &duplex.ConfigError{Field: "Tables", Reason: fmt.Sprintf("%q is not schema-qualified", t.String())})
-		}
-	}
+	errs := pgutil.CheckSource(cfg.ConnString, cfg.Sync, cfg.System, cfg.Tables)
 	if cfg.PageSize < 0 || cfg.Interval < 0 || cfg.Overlap < 0 || cfg.KeyDiffEvery < 0 {
 		errs = append(errs, &duplex.ConfigError{Field: "PageSize/Interval/Overlap/KeyDiffEvery", Reason: "must not be negative"})
 	}
@@ -169,7 +150,7 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	// Page queries must use the index on (timestamp, key) for the cursor at
 	// hand; a generic plan of the prepared statement may not.
 	pcfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
-	pcfg.ConnConfig.RuntimeParams["application_name"] = "duplex pgpoll " + sanitize(cfg.Sync) + "/" + sanitize(cfg.System)
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "duplex pgpoll " + pgutil.Sanitize(cfg.Sync) + "/" + pgutil.Sanitize(cfg.System)
 	pcfg.MaxConns = 3
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
@@ -187,27 +168,11 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 // Close releases the source's connections. Call it after Stream returned.
 func (s *Source) Close() { s.pool.Close() }
 
-var unsafeName = regexp.MustCompile(`[^a-z0-9_]+`)
-
-var underscores = regexp.MustCompile(`_+`)
-
-// sanitize lower-cases s, turns anything but letters and digits into single
-// underscores, and trims them.
-func sanitize(s string) string {
-	s = unsafeName.ReplaceAllString(strings.ToLower(s), "_")
-	return strings.Trim(underscores.ReplaceAllString(s, "_"), "_")
-}
-
 // TriggerName returns the name of the tombstone trigger a sync's system
 // installs on its tables: "duplex_poll_<sync>__<system>", shortened with a
 // hash past 63 bytes.
 func TriggerName(sync, system string) string {
-	n := "duplex_poll_" + sanitize(sync) + "__" + sanitize(system)
-	if len(n) > 63 {
-		sum := sha256.Sum256([]byte(n))
-		n = n[:63-9] + "_" + hex.EncodeToString(sum[:4])
-	}
-	return n
+	return pgutil.ObjectName("duplex_poll_", sync, system)
 }
 
 // stateNames are the quoted names of the source's state tables.

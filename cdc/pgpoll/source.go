@@ -888,7 +888,7 @@ func (s *Source) changeID(m *tableMeta, key string, op duplex.Op, before, after 
 		h.Write([]byte(part))
 		h.Write([]byte{0})
 	}
-	return "poll:" + sanitize(s.cfg.System) + ":" + hex.EncodeToString(h.Sum(nil)[:16])
+	return "poll:" + pgutil.Sanitize(s.cfg.System) + ":" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // keyJSON renders key columns (as text) as a JSON array, the form of
