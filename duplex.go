@@ -149,7 +149,9 @@ type Write struct {
 	// for OpInsert, the Applier returns ErrStale. Nil means no expectation.
 	Expect Values
 	// Change is the change being applied: its ID (for a transactional dedup
-	// record), Source, Position and CommitTime.
+	// record), Source, Position and CommitTime. A two-way merge's write back
+	// to the source system carries a copy of the triggering change with an
+	// empty ID: there is nothing to record.
 	Change *Change
 }
 

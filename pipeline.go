@@ -95,6 +95,19 @@ type Config struct {
 	Source ChangeSource
 	// Target reads and writes the To system. Required.
 	Target Applier
+	// Peer reads and writes the From system, for two-way syncs (NewSync
+	// sets it). With Peer, the Pipeline merges instead of deciding each
+	// change against the target alone: for every key a chunk touches it
+	// reads both systems' rows and the agreed row (Agreements), merges them
+	// field by field through the resolvers, and writes the result to the
+	// target and, where the source lacks part of it, back to the source.
+	// Both directions then decide a row the same way whatever the order in
+	// which crossing changes arrive. nil: one-way.
+	Peer Applier
+	// Agreements keeps the merge base of each key for Peer; both directions
+	// of a two-way sync must share it. nil: a MemoryAgreements of 65,536
+	// keys (NewSync shares one between its Pipelines).
+	Agreements AgreementStore
 	// Resolver decides fields (see Conflict). nil: changes only the source
 	// made are applied, and every conflict is dead-lettered.
 	Resolver Resolver
@@ -148,6 +161,7 @@ type Pipeline struct {
 	parkedIDs map[string]struct{}
 	conflict  Conflict
 	drifted   map[string]bool
+	locks     *keyLocks // shared with the other direction of a Sync
 
 	dedupFailures  int
 	dedupDownUntil time.Time
@@ -228,6 +242,9 @@ func NewPipeline(cfg *Config) (*Pipeline, error) {
 		p.dedup = newRecentIDs(1 << 16)
 	}
 	p.ledger, _ = c.Target.(Ledger)
+	if c.Peer != nil && c.Agreements == nil {
+		p.cfg.Agreements = NewMemoryAgreements(1 << 16)
+	}
 	return p, nil
 }
 
@@ -397,8 +414,13 @@ func (p *Pipeline) intake(batch []Change) error {
 		return err
 	}
 	ready = p.dropDuplicates(ready)
-	if ready, err = p.dropApplied(ready); err != nil {
-		return err
+	if p.cfg.Peer == nil {
+		// In two-way mode a change the target's ledger holds may still owe
+		// its write-back to the source (a crash in between); merging it
+		// again is idempotent.
+		if ready, err = p.dropApplied(ready); err != nil {
+			return err
+		}
 	}
 	return p.process(ready)
 }
@@ -617,7 +639,8 @@ func (p *Pipeline) runChunk(items []*item) error {
 	}
 	attempt, stale := 0, 0
 	for {
-		pl, err := p.makePlan(items)
+		unlock := p.lockChunk(items)
+		pl, err := p.plan(items)
 		if err == nil && len(pl.writes) > 0 {
 			err = p.cfg.Target.Apply(p.opCtx, &Batch{Writes: pl.writes, Source: p.dir.From, Checkpoint: p.checkpoint(items, pl)})
 			if be := (*BatchError)(nil); errors.As(err, &be) && be.Index >= 0 && be.Index < len(pl.writeItem) {
@@ -625,9 +648,10 @@ func (p *Pipeline) runChunk(items []*item) error {
 			}
 		}
 		if err == nil {
-			return p.settle(items, pl)
+			return p.finish(items, &pl, unlock)
 		}
 		if p.ctx.Err() != nil && p.opCtx.Err() != nil {
+			unlock()
 			return errAborted
 		}
 		var be *BatchError
@@ -637,13 +661,15 @@ func (p *Pipeline) runChunk(items []*item) error {
 			// error. Ask the target's ledger before trying again.
 			ok, lerr := p.committed(pl)
 			if lerr != nil {
+				unlock()
 				return lerr
 			}
 			if ok {
 				p.log.InfoContext(p.opCtx, "batch committed despite the error", "changes", len(items), slog.Any("err", err))
-				return p.settle(items, pl)
+				return p.finish(items, &pl, unlock)
 			}
 		}
+		unlock()
 		if errors.Is(err, ErrStale) && stale < 10 {
 			stale++
 			p.log.DebugContext(p.opCtx, "target changed under the batch; deciding again", "changes", len(items))

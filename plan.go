@@ -27,6 +27,8 @@ type plan struct {
 	writes    []Write
 	writeItem []int // index in items of each write
 	items     []itemPlan
+	back      []Write  // two-way: writes back to the source
+	agreed    []agreed // two-way: agreements to save after the writes
 }
 
 type rowState struct {

@@ -42,6 +42,10 @@ type SyncConfig struct {
 	Observer Observer
 	// Logger receives logs. nil: slog.Default().
 	Logger *slog.Logger
+	// Agreements keeps the row both systems last agreed on, per key: the
+	// merge base both directions share. nil: a MemoryAgreements of 65,536
+	// keys (forgotten on restart; see AgreementStore).
+	Agreements AgreementStore
 	// Options tunes both Pipelines.
 	Options
 }
@@ -58,12 +62,18 @@ func NewSync(cfg *SyncConfig) (*Sync, error) {
 	if cfg.A.Name == "" || cfg.B.Name == "" {
 		errs = append(errs, &ConfigError{"A.Name/B.Name", "both endpoints need a name"})
 	}
+	agreements := cfg.Agreements
+	if agreements == nil {
+		agreements = NewMemoryAgreements(1 << 16)
+	}
 	mk := func(from, to Endpoint) (*Pipeline, error) {
 		return NewPipeline(&Config{
 			Name:        cfg.Name,
 			Direction:   Direction{From: from.Name, To: to.Name},
 			Source:      from.Source,
 			Target:      to.Applier,
+			Peer:        from.Applier,
+			Agreements:  agreements,
 			Resolver:    cfg.Resolver,
 			Deduper:     to.Deduper,
 			LoopGuard:   from.LoopGuard,
@@ -84,7 +94,10 @@ func NewSync(cfg *SyncConfig) (*Sync, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	locks := newKeyLocks()
+	ab.locks, ba.locks = locks, locks
 	c := *cfg
+	c.Agreements = agreements
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

@@ -90,8 +90,8 @@ func Example() {
 }
 
 // The CRM owns names and billing owns payment status; a change to an owned
-// field from the other system is not propagated, and the owner wins
-// conflicts.
+// field from the other system is not propagated (the owner's value is
+// written back over it), and the owner wins conflicts.
 func ExampleParseAuthority() {
 	crm, billing := replicas([]string{"id", "name", "payment_status"},
 		duplex.Values{"id": int64(1), "name": "Ada", "payment_status": "due"},
@@ -113,7 +113,7 @@ func ExampleParseAuthority() {
 	fmt.Println("crm:    ", crm.Get(customers, id1), crm.Get(customers, id2))
 	fmt.Println("billing:", billing.Get(customers, id1), billing.Get(customers, id2))
 	// Output:
-	// crm:     map[id:1 name:Ada Lovelace payment_status:paid] map[id:2 name:Bob payment_status:waived]
+	// crm:     map[id:1 name:Ada Lovelace payment_status:paid] map[id:2 name:Bob payment_status:due]
 	// billing: map[id:1 name:Ada Lovelace payment_status:paid] map[id:2 name:Bob payment_status:due]
 }
 

@@ -1,7 +1,6 @@
 package resolve_test
 
 import (
-	"flag"
 	"fmt"
 	"maps"
 	"slices"
@@ -17,66 +16,18 @@ import (
 	"github.com/duplexsync/duplex/resolve"
 )
 
-// rootIssues lifts the input restrictions the properties place because of
-// known conflict-detection issues in the root package (see
-// rootissues_test.go), and runs the reproductions of those issues.
-var rootIssues = flag.Bool("resolve.rootissues", false,
-	"run the root-package issue reproductions, and the properties without the restrictions that avoid those issues")
-
-// lift lifts some restrictions only, to check them one by one.
-var lift = flag.String("resolve.lift", "",
-	"comma-separated workload restrictions to lift in the properties: noABA, fullRows, noInsertInsert, noDeleteRace, noKeyReuse")
-
-// limits restricts the random workload. Each restriction names the root
-// issues (rootissues_test.go) that make the replicas diverge without a
-// dead letter when it is lifted; -resolve.rootissues lifts them all, and
-// -resolve.lift some.
+// limits restricts the random workload. Only the Authority-alone property
+// uses them, because its oracle ("every owned field holds its owner's last
+// value") follows one row from creation to the end and needs the row's
+// existence to be undisputed; the convergence property runs unrestricted.
 type limits struct {
-	// noABA: every value written is new (never written before, on either
-	// side), so a field never returns to an earlier value and two writes
-	// never coincide (issue 1, TestRootIssueFieldABASwapsValues; issue 5,
-	// TestRootIssueDeleteABA).
-	noABA bool
-	// fullRows: every update writes every field the side may write, so a
-	// row's time is the time of each of its fields (issue 2,
-	// TestRootIssueRowTimeIsNotFieldTime; it also hides issue 8,
-	// TestRootIssueRowTimeRegressesInAChunk).
-	fullRows bool
-	// noInsertInsert: a key is created on one side only (issue 3,
-	// TestRootIssueInsertInsertHasNoBase).
-	noInsertInsert bool
 	// noDeleteRace: a delete never races a change of the same key on the
-	// other side: neither is made while the other is undelivered (issue 4,
-	// TestRootIssueInsertAfterDeleteIsNew; issue 5; issue 6,
-	// TestRootIssueRevivalFromAStaleImage; issue 7,
-	// TestRootIssueKeyReuseAfterDelete).
+	// other side: neither is made while the other is undelivered.
 	noDeleteRace bool
-	// noKeyReuse: a key deleted anywhere is never inserted again. Not for a
-	// root issue: TestPropertyAuthorityAlwaysConverges's check of each
-	// field's owner's last value follows one row from creation to the end.
+	// noKeyReuse: a key deleted anywhere is never inserted again.
 	noKeyReuse bool
-}
-
-// lifted returns l without the restrictions the flags lift.
-func (l limits) lifted() limits {
-	if *rootIssues {
-		return limits{}
-	}
-	for name := range strings.SplitSeq(*lift, ",") {
-		switch strings.TrimSpace(name) {
-		case "noABA":
-			l.noABA = false
-		case "fullRows":
-			l.fullRows = false
-		case "noInsertInsert":
-			l.noInsertInsert = false
-		case "noDeleteRace":
-			l.noDeleteRace = false
-		case "noKeyReuse":
-			l.noKeyReuse = false
-		}
-	}
-	return l
+	// noInsertInsert: a key is created on one side only.
+	noInsertInsert bool
 }
 
 // propConfig is a resolver set-up the properties run under.
@@ -106,29 +57,31 @@ func propConfigs() []propConfig {
 	// ones): that is what ownership means. A non-owner's write is not
 	// propagated, by design.
 	owned := map[string][]string{"a": {"name", "n", "tags"}, "b": {"note", "f", "tags"}}
-	rows := limits{noABA: true, noDeleteRace: true, noInsertInsert: true}
-	lww := limits{noABA: true, fullRows: true, noDeleteRace: true}
 	return []propConfig{
-		{name: "default", limits: limits{noABA: true}, resolver: func(*testing.T) duplex.Resolver { return nil }},
-		{name: "dead_letter_all", limits: limits{noABA: true}, resolver: func(*testing.T) duplex.Resolver { return resolve.DeadLetterAll() }},
-		{name: "side_wins_a", limits: rows, resolver: func(*testing.T) duplex.Resolver { return resolve.SideWins("a") }},
-		{name: "side_wins_b", limits: rows, resolver: func(*testing.T) duplex.Resolver { return resolve.SideWins("b") }},
+		{name: "default", resolver: func(*testing.T) duplex.Resolver { return nil }},
+		{name: "dead_letter_all", resolver: func(*testing.T) duplex.Resolver { return resolve.DeadLetterAll() }},
+		{name: "side_wins_a", resolver: func(*testing.T) duplex.Resolver { return resolve.SideWins("a") }},
+		{name: "side_wins_b", resolver: func(*testing.T) duplex.Resolver { return resolve.SideWins("b") }},
 		{
-			name: "authority", owned: owned, limits: limits{noABA: true, noDeleteRace: true},
+			name: "authority", owned: owned,
 			resolver: func(t *testing.T) duplex.Resolver {
 				return duplex.Chain(mustAuthority(t, "name=a,n=a,note=b,f=b,tags=both"), resolve.DeadLetterAll())
 			},
 		},
 		{
-			name: "lww_column", stamp: true, limits: lww,
+			name: "lww_column", stamp: true,
 			resolver: func(*testing.T) duplex.Resolver { return &resolve.LWW{Column: "ts", Skew: skew, Now: farFuture} },
 		},
 		{
-			name: "lww_commit", opts: []pairOption{withCommitTimes()}, limits: lww,
+			name: "lww_commit", opts: []pairOption{withCommitTimes()},
 			resolver: func(*testing.T) duplex.Resolver { return &resolve.LWW{Skew: skew, Now: farFuture} },
 		},
 		{
-			name: "authority_lww", stamp: true, limits: lww,
+			name: "lww_xmin", opts: []pairOption{withXminTimes()},
+			resolver: func(*testing.T) duplex.Resolver { return &resolve.LWW{Skew: skew, Now: farFuture} },
+		},
+		{
+			name: "authority_lww", stamp: true,
 			owned: map[string][]string{"a": {"name", "n", "f", "tags"}, "b": {"note", "n", "f", "tags"}},
 			resolver: func(t *testing.T) duplex.Resolver {
 				return duplex.Chain(mustAuthority(t, "name=a,note=b,n=both,f=both,tags=both,ts=both"),
@@ -136,7 +89,7 @@ func propConfigs() []propConfig {
 			},
 		},
 		{
-			name: "merges", counters: true, limits: limits{noABA: true, noDeleteRace: true, noInsertInsert: true},
+			name: "merges", counters: true,
 			resolver: func(*testing.T) duplex.Resolver {
 				return duplex.Chain(resolve.CounterDelta("n", "f"), resolve.UnionTags("tags"), resolve.SideWins("b"))
 			},
@@ -156,7 +109,6 @@ type editor struct {
 	limits   limits
 	deleted  map[int64]bool // keys deleted on either side
 	created  map[int64]string
-	fresh    int
 	log      []string
 }
 
@@ -170,7 +122,6 @@ var (
 )
 
 func newEditor(rt *rapid.T, p *pair, cfg propConfig) *editor {
-	cfg.limits = cfg.limits.lifted()
 	return &editor{
 		rt: rt, p: p, keys: rapid.IntRange(1, 4).Draw(rt, "keys"), stamp: cfg.stamp, counters: cfg.counters, owned: cfg.owned,
 		limits: cfg.limits, deleted: map[int64]bool{}, created: map[int64]string{},
@@ -189,18 +140,6 @@ func (e *editor) value(side, field string, k int64) any {
 		}
 		cur, _ := e.p.get(side, k)["f"].(float64)
 		return cur + float64(step)
-	}
-	if e.limits.noABA {
-		e.fresh++
-		switch field {
-		case "n":
-			return int64(e.fresh)
-		case "f":
-			return float64(e.fresh) + 0.5
-		case "tags":
-			return []string{"t" + strconv.Itoa(e.fresh)}
-		}
-		return "v" + strconv.Itoa(e.fresh)
 	}
 	switch field {
 	case "name", "note":
@@ -222,7 +161,7 @@ func (e *editor) fields(side string, k int64) duplex.Values {
 		allowed = []string{"name", "note", "n", "f", "tags"}
 	}
 	set := duplex.Values{}
-	if e.limits.fullRows {
+	if rapid.IntRange(0, 3).Draw(e.rt, "whole row") == 0 {
 		for _, f := range allowed {
 			set[f] = e.value(side, f, k)
 		}

@@ -10,25 +10,14 @@ import (
 	"github.com/duplexsync/duplex/resolve"
 )
 
-// Reproductions of conflict-detection issues in the root package, found by
-// the properties in property_test.go (issues 1-7) and by review (8, 9): in
-// each, the two replicas end
-// different and nothing is dead-lettered, although every resolver involved
-// decides the same conflict the same way from both directions. They are
-// skipped unless -resolve.rootissues is given:
-//
-//	go test ./resolve/ -run RootIssue -resolve.rootissues
-//
-// Each asserts what must hold (the replicas agree, or a dead letter names
-// the key), so each fails until its issue is fixed.
-
-func rootIssue(t *testing.T) {
-	t.Helper()
-	if !*rootIssues {
-		t.Skip("root-package issue reproduction; run with -resolve.rootissues")
-	}
-	t.Parallel()
-}
+// Regression tests for the ways per-direction, value-based conflict
+// detection let two replicas end different with nothing dead-lettered,
+// although every resolver decided each conflict the same way from both
+// directions. The properties in property_test.go found issues 1-7, review
+// found 8 and 9; two-way merging (merge.go in the root package: one merge
+// of both current rows against the agreed row, written to both sides)
+// fixed them all. Each asserts what must hold: the replicas agree, or a
+// dead letter names the key.
 
 func requireAgreeOrDeadLetter(t *testing.T, p *pair) {
 	t.Helper()
@@ -41,15 +30,15 @@ func requireAgreeOrDeadLetter(t *testing.T, p *pair) {
 // field" by comparing the target's value with the source's before image:
 // a's p→r→p looks unchanged to b's p→r, and a's r→p looks like the only
 // change to b, whose r matches its before image.
-func TestRootIssueFieldABASwapsValues(t *testing.T) {
-	rootIssue(t)
+func TestTwoWayFieldABASwapsValues(t *testing.T) {
+	t.Parallel()
 	p := newPair(t, nil)
 	p.seed(row(1, "name", "p"))
 	p.update("b", 1, duplex.Values{"name": "r"})
 	p.update("a", 1, duplex.Values{"name": "r"})
 	p.update("a", 1, duplex.Values{"name": "p"})
 	p.quiesce(true)
-	requireAgreeOrDeadLetter(t, p) // today: a holds r, b holds p
+	requireAgreeOrDeadLetter(t, p) // value-based detection: a holds r, b holds p
 }
 
 // Issue 2: last-write-wins compares the source change's time with the
@@ -57,37 +46,37 @@ func TestRootIssueFieldABASwapsValues(t *testing.T) {
 // are per field. A later edit of another field makes the target row look
 // newer than the target's edit of the contested field, and both directions
 // keep their own value.
-func TestRootIssueRowTimeIsNotFieldTime(t *testing.T) {
-	rootIssue(t)
+func TestTwoWayRowTimeIsNotFieldTime(t *testing.T) {
+	t.Parallel()
 	p := newPair(t, &resolve.LWW{Column: "ts", Skew: time.Millisecond, Now: farFuture})
 	p.seed(row(1, "name", "x", "note", "x", "ts", epoch))
 	p.update("b", 1, duplex.Values{"name": "b", "ts": at(1 * time.Second)})
 	p.update("a", 1, duplex.Values{"name": "a", "ts": at(2 * time.Second)}) // the last write of name
 	p.update("b", 1, duplex.Values{"note": "n", "ts": at(3 * time.Second)}) // b's row is now newer
 	p.quiesce(true)
-	requireAgreeOrDeadLetter(t, p) // today: a holds name a, b holds name b
+	requireAgreeOrDeadLetter(t, p) // value-based detection: a holds name a, b holds name b
 }
 
 // Issue 3: an insert-insert conflict has no base, so the target's own
 // later updates count as contested fields of the source's insert, while
 // the other direction applies those updates as conflict-free changes on
 // top of the winner's insert.
-func TestRootIssueInsertInsertHasNoBase(t *testing.T) {
-	rootIssue(t)
+func TestTwoWayInsertInsertHasNoBase(t *testing.T) {
+	t.Parallel()
 	p := newPair(t, resolve.SideWins("b"))
 	p.insert("a", row(1, "name", "p"))
 	p.update("a", 1, duplex.Values{"note": "p"}) // a's later update
 	p.insert("b", row(1, "name", "p"))           // b inserts the same row
 	p.quiesce(false)
-	requireAgreeOrDeadLetter(t, p) // today: a's note is NULL (b's insert won it), b's is p (a's update applied)
+	requireAgreeOrDeadLetter(t, p) // value-based detection: a's note is NULL (b's insert won it), b's is p (a's update applied)
 }
 
 // Issue 4: an insert reaching a target that deleted the row (after an
 // insert-insert merge) is applied as a brand-new row: there is no
 // insert-vs-delete conflict, because a missing row cannot be told from a
 // deleted one.
-func TestRootIssueInsertAfterDeleteIsNew(t *testing.T) {
-	rootIssue(t)
+func TestTwoWayInsertAfterDeleteIsNew(t *testing.T) {
+	t.Parallel()
 	p := newPair(t, resolve.SideWins("a"))
 	p.insert("b", row(1, "name", "from-b"))
 	p.insert("a", row(1, "name", "from-a"))
@@ -103,23 +92,23 @@ func TestRootIssueInsertAfterDeleteIsNew(t *testing.T) {
 // changes it back, the delete applies without conflict on one side while
 // the other side sees update-delete conflicts, and a resolver under which
 // the update wins recreates the row there.
-func TestRootIssueDeleteABA(t *testing.T) {
-	rootIssue(t)
+func TestTwoWayDeleteABA(t *testing.T) {
+	t.Parallel()
 	p := newPair(t, resolve.SideWins("b"))
 	p.seed(row(1, "name", "p"))
 	p.update("b", 1, duplex.Values{"name": "q"})
 	p.update("b", 1, duplex.Values{"name": "p"})
 	p.del("a", 1)
 	p.quiesce(true)
-	requireAgreeOrDeadLetter(t, p) // today: a has the row again, b does not
+	requireAgreeOrDeadLetter(t, p) // value-based detection: a has the row again, b does not
 }
 
 // Issue 6: recreating a row for an update-delete conflict writes the
 // change's after image, which lacks the values the sync merged into the
 // source's row after that change (they are the sync's own writes, never
 // sent back).
-func TestRootIssueRevivalFromAStaleImage(t *testing.T) {
-	rootIssue(t)
+func TestTwoWayRevivalFromAStaleImage(t *testing.T) {
+	t.Parallel()
 	auth, err := resolve.ParseAuthority("name=a,note=b")
 	require.NoError(t, err)
 	p := newPair(t, auth)
@@ -134,15 +123,15 @@ func TestRootIssueRevivalFromAStaleImage(t *testing.T) {
 // Issue 7: a key deleted and inserted again is a new row, but an update
 // made to the old row is merged field by field into the new one on one
 // side, while on the other side the old row's fate was decided whole.
-func TestRootIssueKeyReuseAfterDelete(t *testing.T) {
-	rootIssue(t)
+func TestTwoWayKeyReuseAfterDelete(t *testing.T) {
+	t.Parallel()
 	p := newPair(t, resolve.SideWins("a"))
 	p.seed(row(1, "name", "p"))
 	p.del("b", 1)
 	p.insert("b", row(1, "note", "p"))
 	p.update("a", 1, duplex.Values{"note": "q"})
 	p.quiesce(false)
-	requireAgreeOrDeadLetter(t, p) // today: a holds name p, b holds name NULL
+	requireAgreeOrDeadLetter(t, p) // value-based detection: a holds name p, b holds name NULL
 }
 
 // Issue 8: within one chunk, after a write the Pipeline sets the row's
@@ -152,8 +141,8 @@ func TestRootIssueKeyReuseAfterDelete(t *testing.T) {
 // back. Commit-timestamp LWW then decides differently depending on the
 // batch size; here a's older edit of name overwrites b's newer one on b,
 // while b's wins on a.
-func TestRootIssueRowTimeRegressesInAChunk(t *testing.T) {
-	rootIssue(t)
+func TestTwoWayRowTimeRegressesInAChunk(t *testing.T) {
+	t.Parallel()
 	for _, batch := range []int{1, 64} {
 		p := newPair(t, &resolve.LWW{Skew: 500 * time.Millisecond, Now: farFuture}, withCommitTimes(), withBatch(batch))
 		p.seed(row(1, "name", "x", "note", "x"))
@@ -161,7 +150,7 @@ func TestRootIssueRowTimeRegressesInAChunk(t *testing.T) {
 		p.update("a", 1, duplex.Values{"name": "a-name"}) // +3s
 		p.update("b", 1, duplex.Values{"name": "b-name"}) // +4s: the last write of name
 		p.quiesce(true)
-		requireAgreeOrDeadLetter(t, p) // today, with batch 64: a holds b-name, b holds a-name
+		requireAgreeOrDeadLetter(t, p) // value-based detection, batch 64: a holds b-name, b holds a-name
 		require.Equal(t, "b-name", p.get("b", 1)["name"], "batch %d", batch)
 	}
 }
@@ -175,8 +164,8 @@ func TestRootIssueRowTimeRegressesInAChunk(t *testing.T) {
 // (The test applier of the other LWW tests reports instead the newest
 // commit time among the changes the row reflects, the source change's for
 // a sync write, and converges here.)
-func TestRootIssueCommitTimeOfSyncWrites(t *testing.T) {
-	rootIssue(t)
+func TestTwoWayCommitTimeOfSyncWrites(t *testing.T) {
+	t.Parallel()
 	p := newPair(t, &resolve.LWW{Skew: 500 * time.Millisecond, Now: farFuture}, withXminTimes(), withBatch(1))
 	p.seed(row(1, "name", "x", "note", "x"))
 	p.update("b", 1, duplex.Values{"note": "b-note"}) // +2s
@@ -184,5 +173,5 @@ func TestRootIssueCommitTimeOfSyncWrites(t *testing.T) {
 	p.update("b", 1, duplex.Values{"name": "b-name"}) // +4s: the last write of name
 	p.clock.Advance(time.Minute)
 	p.quiesce(false)               // b's note reaches a at +64s: a's row now looks newer than b's name
-	requireAgreeOrDeadLetter(t, p) // today: a keeps a-name, b keeps b-name
+	requireAgreeOrDeadLetter(t, p) // value-based detection: a keeps a-name, b keeps b-name
 }
