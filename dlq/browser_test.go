@@ -320,8 +320,9 @@ func TestBrowserResolveEndToEnd(t *testing.T) {
 	require.Equal(t, dlq.StatusResolved, got.Status)
 	require.Equal(t, "winner=a", got.Resolution)
 
-	// The b->a entry is still pending. Retried, b's old change meets a's
-	// edit again: a conflict again, back in the queue; then dismissed.
+	// The b->a entry is still pending. Retried, b's old change is merged
+	// again: both sides now hold a's version, so there is nothing left to
+	// decide, and the entry is resolved.
 	es, _, err := store.List(ctx, dlq.Filter{Status: dlq.StatusPending})
 	require.NoError(t, err)
 	require.Len(t, es, 1)
@@ -330,14 +331,11 @@ func TestBrowserResolveEndToEnd(t *testing.T) {
 	click(t, bctx, "main > p > a", "#entries")
 	click(t, bctx, fmt.Sprintf("#entry-%d a", other.ID), "#retry")
 	click(t, bctx, "#retry", "#flash")
-	require.Contains(t, text(t, bctx, "#flash"), fmt.Sprintf("retried entry %d: dead_lettered; pending again", other.ID))
-	require.Equal(t, "pending", text(t, bctx, "#status"))
+	require.Contains(t, text(t, bctx, "#flash"), fmt.Sprintf("retried entry %d: kept_target; resolved", other.ID))
+	require.Equal(t, "resolved", text(t, bctx, "#status"))
 	got, err = store.Get(ctx, other.ID)
 	require.NoError(t, err)
-	require.Equal(t, dlq.StatusPending, got.Status)
-	require.Equal(t, 2, got.Count, "the sync put it again")
-	click(t, bctx, "#dismiss", "#flash")
-	require.Equal(t, "dismissed", text(t, bctx, "#status"))
+	require.Equal(t, dlq.StatusResolved, got.Status)
 
 	require.Equal(t, "(1,\"Ann Lee\",ann@crm.example)", readRow(a))
 	require.Equal(t, readRow(a), readRow(b))
