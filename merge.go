@@ -324,11 +324,7 @@ func (p *Pipeline) writeBackAndAgree(pl *plan) error {
 			}
 		}
 	}
-	type tableSave struct {
-		keys []Key
-		as   []Agreement
-	}
-	saves := map[Table]*tableSave{}
+	saves := map[Table]*tableAgreements{}
 	var order []Table
 	for _, a := range pl.agreed {
 		if err := failed[a.back]; a.back >= 0 && err != nil {
@@ -346,7 +342,7 @@ func (p *Pipeline) writeBackAndAgree(pl *plan) error {
 		}
 		s := saves[a.table]
 		if s == nil {
-			s = &tableSave{}
+			s = &tableAgreements{}
 			saves[a.table] = s
 			order = append(order, a.table)
 		}
@@ -373,6 +369,61 @@ func (p *Pipeline) applyBack(w *Write) error {
 		}
 		if !p.wait(attempt, 1, ClassOf(err), err) {
 			return err
+		}
+	}
+}
+
+// intents returns, by table, the keys whose merge writes both systems, with
+// their previous agreements marked torn (torn) or as they were.
+func (pl *plan) intents(torn bool) map[Table]*tableAgreements {
+	var out map[Table]*tableAgreements
+	for _, a := range pl.agreed {
+		if a.back < 0 || pl.items[a.item].out != outWrite {
+			continue
+		}
+		if out == nil {
+			out = make(map[Table]*tableAgreements)
+		}
+		ta := out[a.table]
+		if ta == nil {
+			ta = &tableAgreements{}
+			out[a.table] = ta
+		}
+		prev := a.prev
+		prev.Torn = prev.Torn || torn
+		ta.keys = append(ta.keys, a.key)
+		ta.as = append(ta.as, prev)
+	}
+	return out
+}
+
+type tableAgreements struct {
+	keys []Key
+	as   []Agreement
+}
+
+// markIntents records, before a chunk writes both systems for some keys,
+// that their merge may end half-done: if the process dies between the
+// target's commit and the write-back, the next merge of those keys (after
+// a restart, against a durable AgreementStore) knows the earlier one was
+// interrupted and dead-letters what is still contested instead of merging
+// one side's change twice.
+func (p *Pipeline) markIntents(pl *plan) error {
+	for t, ta := range pl.intents(true) {
+		if err := p.cfg.Agreements.Save(p.opCtx, t, ta.keys, ta.as); err != nil {
+			return fmt.Errorf("duplex: %s: record the merge intent of %d keys of %s: %w", p.dir, len(ta.keys), t, err)
+		}
+	}
+	return nil
+}
+
+// undoIntents restores the agreements markIntents marked, when the chunk's
+// target writes did not commit. If that fails the marks stay, which only
+// makes the next merge of those keys more careful.
+func (p *Pipeline) undoIntents(pl *plan) {
+	for t, ta := range pl.intents(false) {
+		if err := p.cfg.Agreements.Save(p.opCtx, t, ta.keys, ta.as); err != nil {
+			p.log.WarnContext(p.opCtx, "could not clear merge intents", "table", t.String(), "keys", len(ta.keys), slog.Any("err", err))
 		}
 	}
 }

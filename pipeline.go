@@ -642,6 +642,9 @@ func (p *Pipeline) runChunk(items []*item) error {
 		unlock := p.lockChunk(items)
 		pl, err := p.plan(items)
 		if err == nil && len(pl.writes) > 0 {
+			err = p.markIntents(&pl)
+		}
+		if err == nil && len(pl.writes) > 0 {
 			err = p.cfg.Target.Apply(p.opCtx, &Batch{Writes: pl.writes, Source: p.dir.From, Checkpoint: p.checkpoint(items, pl)})
 			if be := (*BatchError)(nil); errors.As(err, &be) && be.Index >= 0 && be.Index < len(pl.writeItem) {
 				err = &BatchError{Index: pl.writeItem[be.Index], Err: be.Err}
@@ -669,6 +672,7 @@ func (p *Pipeline) runChunk(items []*item) error {
 				return p.finish(items, &pl, unlock)
 			}
 		}
+		p.undoIntents(&pl)
 		unlock()
 		if errors.Is(err, ErrStale) && stale < 10 {
 			stale++

@@ -1,0 +1,163 @@
+package duplex_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/memdb"
+	"github.com/duplexsync/duplex/resolve"
+)
+
+// mergeBed is an actionBed whose agreements the test can read.
+func mergeBed(t *testing.T, resolver duplex.Resolver) (*actionBed, *duplex.MemoryAgreements) {
+	t.Helper()
+	ab := &actionBed{a: newDB(t, "a", false), b: newDB(t, "b", false), dlq: &deadLetters{}}
+	ab.fa, ab.fb = newFaulty(ab.a.Applier("duplex")), newFaulty(ab.b.Applier("duplex"))
+	src := func(db *memdb.DB) duplex.ChangeSource {
+		return db.Source(memdb.SourceConfig{Slot: "sync", SkipOrigins: []string{"duplex"}})
+	}
+	store := duplex.NewMemoryAgreements(1 << 10)
+	var err error
+	ab.sync, err = duplex.NewSync(&duplex.SyncConfig{
+		Name:        "pair",
+		A:           duplex.Endpoint{Name: "a", Source: src(ab.a), Applier: ab.fa},
+		B:           duplex.Endpoint{Name: "b", Source: src(ab.b), Applier: ab.fb},
+		Resolver:    resolver,
+		DeadLetters: ab.dlq,
+		Agreements:  store,
+		Logger:      testLogger(t),
+		Options:     fastOptions(),
+	})
+	require.NoError(t, err)
+	return ab, store
+}
+
+// isWriteBack reports whether b is a two-way merge's write back to the
+// source (its changes carry no ID).
+func isWriteBack(b *duplex.Batch) bool {
+	return len(b.Writes) > 0 && b.Writes[0].Change != nil && b.Writes[0].Change.ID == ""
+}
+
+// anyDeadLetter waits for a dead letter of key id, in either direction.
+func anyDeadLetter(t *testing.T, ab *actionBed, id int64) duplex.DeadLetter {
+	t.Helper()
+	var found duplex.DeadLetter
+	waitFor(t, func() bool {
+		for _, dl := range ab.dlq.all() {
+			if dl.Change.Key.String() == key(id).String() {
+				found = dl
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+func agreementOf(t *testing.T, s duplex.AgreementStore, id int64) duplex.Agreement {
+	t.Helper()
+	as, err := s.Load(context.Background(), customers, []duplex.Key{key(id)})
+	require.NoError(t, err)
+	return as[0]
+}
+
+// Both sides add to a counter while the sync is down; the merge writes the
+// sum to one side, but a user adds again to the other before the write
+// back lands. The write back is refused (stale), the merge is recorded as
+// torn, and the user's change, merged next, is dead-lettered instead of
+// counting the first side's delta twice.
+func TestMergeWriteBackMeetingAUserEditIsTorn(t *testing.T) {
+	t.Parallel()
+	ab, store := mergeBed(t, resolve.CounterDelta("n"))
+	ab.seedBoth(t, 1) // n = 1
+	require.NoError(t, ab.a.Update(customers, key(1), duplex.Values{"n": int64(3)})) // +2
+	require.NoError(t, ab.b.Update(customers, key(1), duplex.Values{"n": int64(6)})) // +5
+	var once sync.Once
+	edit := func(db *memdb.DB) func(int, *duplex.Batch) error {
+		return func(_ int, b *duplex.Batch) error {
+			if isWriteBack(b) {
+				once.Do(func() {
+					n := db.Get(customers, key(1))["n"].(int64)
+					require.NoError(t, db.Update(customers, key(1), duplex.Values{"n": n + 1})) // +1, a user's
+				})
+			}
+			return nil
+		}
+	}
+	ab.fa.setFail(edit(ab.a))
+	ab.fb.setFail(edit(ab.b))
+	ab.run(t)
+	dl := anyDeadLetter(t, ab, 1)
+	require.Contains(t, dl.Error, "an earlier merge of this row reached")
+	require.True(t, agreementOf(t, store, 1).Torn)
+	for _, db := range []*memdb.DB{ab.a, ab.b} {
+		require.NotEqual(t, int64(11), db.Get(customers, key(1))["n"], "1 + 2 + 5 + 1 is 9: a delta was counted twice")
+	}
+}
+
+// A write back that keeps failing dead-letters its change with the reason.
+// Here b's own change to the row is still on its way to a; merged as a
+// target write (no write back needed), it then brings both sides together.
+func TestMergeWriteBackFailureDeadLetters(t *testing.T) {
+	t.Parallel()
+	ab, store := mergeBed(t, nil)
+	ab.seedBoth(t, 1)
+	require.NoError(t, ab.a.Update(customers, key(1), duplex.Values{"name": "from a"}))
+	require.NoError(t, ab.b.Update(customers, key(1), duplex.Values{"n": int64(42)}))
+	refuse := func(_ int, b *duplex.Batch) error {
+		if isWriteBack(b) {
+			return duplex.Permanent(errors.New("permission denied for table customers"))
+		}
+		return nil
+	}
+	ab.fa.setFail(refuse)
+	ab.fb.setFail(refuse)
+	ab.run(t)
+	dl := anyDeadLetter(t, ab, 1)
+	require.Contains(t, dl.Error, "writing the merged row back to")
+	require.Contains(t, dl.Error, "permission denied for table customers")
+	waitFor(t, func() bool {
+		ag := agreementOf(t, store, 1)
+		return ag.Known && !ag.Torn && ag.Row["name"] == "from a" && ag.Row["n"] == int64(42)
+	})
+	requireSameRows(t, ab.a, ab.b)
+}
+
+// While a merge that writes both systems commits on the target, the key's
+// agreement is marked torn; once the write back is done it holds the
+// merged row.
+func TestMergeMarksItsIntentWhileWritingBothSides(t *testing.T) {
+	t.Parallel()
+	ab, store := mergeBed(t, nil)
+	ab.seedBoth(t, 1)
+	require.NoError(t, ab.a.Update(customers, key(1), duplex.Values{"name": "from a"}))
+	require.NoError(t, ab.b.Update(customers, key(1), duplex.Values{"n": int64(42)}))
+	var mu sync.Mutex
+	var tornDuringApply []bool
+	watch := func(_ int, b *duplex.Batch) error {
+		if !isWriteBack(b) && len(b.Writes) > 0 {
+			ag := agreementOf(t, store, 1)
+			mu.Lock()
+			tornDuringApply = append(tornDuringApply, ag.Torn)
+			mu.Unlock()
+		}
+		return nil
+	}
+	ab.fa.setFail(watch)
+	ab.fb.setFail(watch)
+	ab.run(t)
+	waitFor(t, func() bool {
+		ag := agreementOf(t, store, 1)
+		return ag.Known && !ag.Torn && ag.Row["name"] == "from a" && ag.Row["n"] == int64(42)
+	})
+	requireSameRows(t, ab.a, ab.b)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []bool{true}, tornDuringApply, "one merge, which wrote both sides")
+	require.Empty(t, ab.dlq.all())
+}
