@@ -74,7 +74,7 @@ func agreementOf(t *testing.T, s duplex.AgreementStore, id int64) duplex.Agreeme
 func TestMergeWriteBackMeetingAUserEditIsTorn(t *testing.T) {
 	t.Parallel()
 	ab, store := mergeBed(t, resolve.CounterDelta("n"))
-	ab.seedBoth(t, 1) // n = 1
+	ab.seedBoth(t, 1)                                                                // n = 1
 	require.NoError(t, ab.a.Update(customers, key(1), duplex.Values{"n": int64(3)})) // +2
 	require.NoError(t, ab.b.Update(customers, key(1), duplex.Values{"n": int64(6)})) // +5
 	var once sync.Once
