@@ -118,11 +118,17 @@ type Conflict struct {
 	Direction Direction
 	// Kind classifies the conflict.
 	Kind ConflictKind
-	// Change is the incoming change. It must not be modified.
+	// Change is the incoming change. It must not be modified. In a two-way
+	// Sync it is the merge's view of the source: the triggering change's
+	// identity and table, Before the row both sides last agreed on, After
+	// the source's current row (Op follows: insert when there was no agreed
+	// row, delete when the source has none now).
 	Change *Change
 	// Current is the target's current row; nil when the target has no row.
 	Current Values
-	// SourceTime is when the source made the change (its commit time).
+	// SourceTime is when the source made the change (its commit time; in a
+	// two-way Sync the source row's commit time when its Applier reports
+	// one under CommitTimeField).
 	SourceTime time.Time
 	// TargetTime is when the target row was last committed, when the Applier
 	// reports it (see CommitTimeField); zero otherwise.
@@ -210,8 +216,9 @@ func (c *Conflict) TargetValue(field string) (any, bool) {
 	return v, ok
 }
 
-// BaseValue returns the value both sides last agreed on (the source's before
-// image), if the source provided one.
+// BaseValue returns the value both sides last agreed on, if known: in a
+// two-way Sync the agreed row of the key (see AgreementStore), else the
+// source's before image.
 func (c *Conflict) BaseValue(field string) (any, bool) {
 	v, ok := c.Change.Before[field]
 	return v, ok

@@ -41,12 +41,24 @@
 // # Conflicts
 //
 // A conflict exists only when both sides changed the same field since they
-// last agreed: the source's changed fields come from its before and after
-// images, the target's from comparing its current row with the source's
-// before image. Fields only one side changed merge without asking anyone;
+// last agreed. Fields only one side changed merge without asking anyone;
 // the rest go to the Resolver as a [Conflict]. Insert-insert, update-delete
 // and delete-update are conflicts too. Undecided conflicts go to the DLQ and
 // the target row stays as it is.
+//
+// A [Sync] merges: for every key a chunk of changes touches, it reads both
+// systems' current rows and the row they last agreed on (an
+// [AgreementStore], shared by both directions), merges them field by field
+// through the resolvers, writes the result to the target and, where the
+// source lacks part of it, back to the source (compare-and-set on both),
+// and records the result as the new agreement. Deciding each change in each
+// direction on its own cannot be made safe: a field that went p->r->p on
+// one side while the other set r looks unchanged from one direction and
+// changed from the other, and the two sides end swapped with nothing in the
+// DLQ. A merge is idempotent, so crossing changes that arrive later find
+// both rows equal to the agreement and do nothing. A one-way [Pipeline]
+// (no Config.Peer) decides each change against the target's current row,
+// with the source's before image as the base.
 //
 // # Errors
 //

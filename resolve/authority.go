@@ -29,8 +29,9 @@ const byAuthority = "authority"
 //   - owner == c.Direction.From (the source owns it): Take.
 //   - owner == c.Direction.To (the target owns it): Keep. The non-owner's
 //     change is not propagated, and a conflict on the field is won by the
-//     owner. A non-owner's write therefore stays on the non-owner's side
-//     until the owner next writes the field.
+//     owner. In a two-way Sync the merge writes the owner's value back over
+//     a non-owner's write, so both sides hold the owner's value; a one-way
+//     Pipeline leaves the non-owner's write on its side.
 //   - owner is [Both], names neither system of the sync, or there is no
 //     rule: the field is left undecided for the next resolver (a field only
 //     the source changed then takes the source's value).

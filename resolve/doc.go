@@ -4,7 +4,11 @@
 //
 // The Pipeline shows a resolver every change that would modify the target,
 // with the fields at stake classified: fields both sides changed since they
-// last agreed are conflicting; fields only the source changed are not. A
+// last agreed are conflicting; fields only the source changed are not. In a
+// two-way [duplex.Sync] the resolver is asked once per merge of a row (by
+// whichever direction merges it first) and its decision is written to both
+// sides, so determinism across directions holds by construction; a resolver
+// must still be deterministic for one-way Pipelines and for retries. A
 // resolver decides fields (Take the source's value, Keep the target's, Set
 // a merged value) or sends the whole change to the dead-letter queue, and
 // leaves the rest to the next resolver. After the chain, undecided fields
@@ -29,8 +33,8 @@
 // # Resolvers
 //
 //   - [Authority]: each field is owned by one system. The owner's change
-//     wins; a non-owner's change to an owned field is not propagated (it
-//     stays on the non-owner's side until the owner next writes the field).
+//     wins; a non-owner's change to an owned field is not propagated (in a
+//     two-way Sync the owner's value is written back over it).
 //     For a row one side deleted and the other updated, an owner's edit
 //     keeps the row and a delete by the owner of every contested field
 //     wins; anything else is left to the next resolver.
