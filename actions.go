@@ -71,6 +71,7 @@ func (s *Sync) Resolve(ctx context.Context, dl *DeadLetter, winner string) (Acti
 	}
 	ch := &dl.Change
 	what := ch.Table.String() + " " + ch.Key.String()
+	defer s.lockKey(ch.Table, ch.Key)()
 	wrow, _, err := lookupOne(ctx, win, ch.Table, ch.Key)
 	if err != nil {
 		return ActionResult{}, err
@@ -112,6 +113,7 @@ func (s *Sync) Resolve(ctx context.Context, dl *DeadLetter, winner string) (Acti
 	if err != nil {
 		return ActionResult{}, err
 	}
+	s.agree(ctx, ch.Table, ch.Key, wrow)
 	if fields == nil {
 		return ActionResult{Outcome: OutcomeUnchanged, Detail: fmt.Sprintf("%s: %s already holds %s's version", what, lose.Name, win.Name)}, nil
 	}
@@ -215,6 +217,7 @@ func (s *Sync) copyRow(ctx context.Context, from string, to *Endpoint, t Table, 
 func (s *Sync) Reconcile(ctx context.Context, t Table, k Key) (ActionResult, error) {
 	a, b := &s.cfg.A, &s.cfg.B
 	what := t.String() + " " + k.String()
+	defer s.lockKey(t, k)()
 	arow, aat, err := lookupOne(ctx, a, t, k)
 	if err != nil {
 		return ActionResult{}, err
@@ -230,11 +233,13 @@ func (s *Sync) Reconcile(ctx context.Context, t Table, k Key) (ActionResult, err
 		if _, err := s.copyRow(ctx, a.Name, b, t, k, arow, nil, "reconcile:"+s.cfg.Name+":"+what); err != nil {
 			return ActionResult{}, err
 		}
+		s.agree(ctx, t, k, arow)
 		return ActionResult{Outcome: OutcomeApplied, Detail: fmt.Sprintf("%s: copied the row from %s to %s", what, a.Name, b.Name)}, nil
 	case arow == nil:
 		if _, err := s.copyRow(ctx, b.Name, a, t, k, brow, nil, "reconcile:"+s.cfg.Name+":"+what); err != nil {
 			return ActionResult{}, err
 		}
+		s.agree(ctx, t, k, brow)
 		return ActionResult{Outcome: OutcomeApplied, Detail: fmt.Sprintf("%s: copied the row from %s to %s", what, b.Name, a.Name)}, nil
 	}
 	dir := Direction{From: a.Name, To: b.Name}
@@ -246,6 +251,7 @@ func (s *Sync) Reconcile(ctx context.Context, t Table, k Key) (ActionResult, err
 	}
 	var c Conflict
 	if !c.detect(dir, ch, brow) {
+		s.agree(ctx, t, k, arow)
 		return ActionResult{Outcome: OutcomeUnchanged, Detail: what + " is the same on both sides"}, nil
 	}
 	c.TargetTime = bat
@@ -306,6 +312,7 @@ func (s *Sync) Reconcile(ctx context.Context, t Table, k Key) (ActionResult, err
 	if err != nil {
 		return ActionResult{}, err
 	}
+	s.agree(ctx, t, k, mergedA)
 	if toA == nil && toB == nil {
 		return ActionResult{Outcome: OutcomeUnchanged, Detail: what + " is the same on both sides"}, nil
 	}
@@ -321,4 +328,19 @@ func (s *Sync) Reconcile(ctx context.Context, t Table, k Key) (ActionResult, err
 		parts = append(parts, fmt.Sprintf("wrote %s to %s", strings.Join(toA, ", "), a.Name))
 	}
 	return ActionResult{Outcome: outcome, Detail: what + ": " + strings.Join(parts, "; ")}, nil
+}
+
+// lockKey locks key k of t against the merges of both directions and
+// returns the function that unlocks it.
+func (s *Sync) lockKey(t Table, k Key) func() {
+	return s.ab.locks.lock([]string{orderKey(&Change{Table: t, Key: k})})
+}
+
+// agree records row as the agreed row of k, after an operator action left
+// both sides holding it (nil: the row exists on neither).
+func (s *Sync) agree(ctx context.Context, t Table, k Key, row Values) {
+	err := s.cfg.Agreements.Save(ctx, t, []Key{k}, []Agreement{{Known: true, Row: row}})
+	if err != nil {
+		s.cfg.Logger.WarnContext(ctx, "could not save the agreed row", "sync", s.cfg.Name, "table", t.String(), "key", k.String(), "err", err)
+	}
 }

@@ -161,3 +161,22 @@ func TestMergeMarksItsIntentWhileWritingBothSides(t *testing.T) {
 	require.Equal(t, []bool{true}, tornDuringApply, "one merge, which wrote both sides")
 	require.Empty(t, ab.dlq.all())
 }
+
+// Resolving a dead letter by hand records the winner's row as the agreed
+// row, so the next merge of the key starts from it.
+func TestResolveRecordsTheAgreement(t *testing.T) {
+	t.Parallel()
+	ab, store := mergeBed(t, nil)
+	ab.seedBoth(t, 1)
+	require.NoError(t, ab.a.Update(customers, key(1), duplex.Values{"name": "from a"}))
+	require.NoError(t, ab.b.Update(customers, key(1), duplex.Values{"name": "from b"}))
+	ab.run(t)
+	dl := anyDeadLetter(t, ab, 1)
+	res, err := ab.sync.Resolve(t.Context(), &dl, "b")
+	require.NoError(t, err, "%+v", res)
+	requireSameRows(t, ab.a, ab.b)
+	ag := agreementOf(t, store, 1)
+	require.True(t, ag.Known)
+	require.False(t, ag.Torn)
+	require.Equal(t, "from b", ag.Row["name"])
+}
