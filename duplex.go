@@ -115,6 +115,16 @@ type Applier interface {
 	Apply(ctx context.Context, b *Batch) error
 }
 
+// VisibilityWaiter is implemented by a ChangeSource that may deliver a
+// change a moment before a new read of its system sees it (PostgreSQL's
+// walsender sends a commit once its WAL is flushed, just before the
+// transaction becomes visible to other sessions). A two-way Pipeline reads
+// the source's current rows, so it first calls WaitVisible with the
+// positions of the changes it is about to merge.
+type VisibilityWaiter interface {
+	WaitVisible(ctx context.Context, positions []Position) error
+}
+
 // CommitTimeField is the field under which Applier.Lookup may report a row's
 // last commit time, for last-write-wins on commit timestamps.
 const CommitTimeField = "_duplex_commit_time"

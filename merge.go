@@ -88,6 +88,17 @@ func (p *Pipeline) makeMergePlan(items []*item) (plan, error) {
 		groups[gi].keys = append(groups[gi].keys, it.c.Key)
 		groups[gi].names = append(groups[gi].names, it.key)
 	}
+	if vw, ok := p.cfg.Source.(VisibilityWaiter); ok {
+		positions := make([]Position, 0, len(items))
+		for _, it := range items {
+			if !it.replay {
+				positions = append(positions, it.c.Position)
+			}
+		}
+		if err := vw.WaitVisible(p.opCtx, positions); err != nil {
+			return pl, fmt.Errorf("duplex: %s: %w", p.dir, err)
+		}
+	}
 	for _, g := range groups {
 		tv, err := p.lookupAll(p.cfg.Target, p.dir.To, g.table, g.keys)
 		if err != nil {

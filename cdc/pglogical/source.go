@@ -93,10 +93,11 @@ type Source struct {
 	keys      map[duplex.Table][]string
 	bases     map[uint32]uint32
 	ready     bool
-	acked     pos           // furthest acknowledged change
-	delivered pos           // furthest delivered change
-	idle      pglogrepl.LSN // server position seen while nothing was pending
-	flushed   pglogrepl.LSN // last flush position sent
+	acked     pos                      // furthest acknowledged change
+	delivered pos                      // furthest delivered change
+	idle      pglogrepl.LSN            // server position seen while nothing was pending
+	flushed   pglogrepl.LSN            // last flush position sent
+	xids      map[pglogrepl.LSN]uint32 // transactions delivered and not yet acknowledged, by commit LSN
 }
 
 var _ duplex.ChangeSource = (*Source)(nil)
@@ -177,6 +178,11 @@ func (s *Source) Ack(_ context.Context, p duplex.Position) error {
 	defer s.mu.Unlock()
 	if s.acked.before(q) {
 		s.acked = q
+	}
+	for lsn := range s.xids {
+		if lsn < q.commit {
+			delete(s.xids, lsn)
+		}
 	}
 	return nil
 }
@@ -649,6 +655,7 @@ func (s *Source) receive(ctx context.Context, conn *pgconn.PgConn, startLSN pglo
 					end := dec.tx.endLSN
 					if n := len(pending); n > 0 && pendingPos[n-1].commit == dec.tx.commitLSN {
 						pendingPos[n-1].resume = end
+						s.noteXid(dec.tx.commitLSN, dec.tx.xid)
 					}
 					prevEnd = end
 					if len(pending) == 0 {

@@ -55,28 +55,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	ensure := func(tx pgx.Tx) error {
-		// The lock pgstate.Ensure takes, so that the two never race to
-		// create the schema.
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('duplex state ' || $1))", cfg.Schema); err != nil {
-			return err
-		}
-		for _, stmt := range DDL(cfg.Schema) {
-			if _, err := tx.Exec(ctx, stmt); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	var err error
-	for range 3 {
-		// IF NOT EXISTS still fails with a unique violation when someone
-		// not holding the lock creates the same object concurrently; it
-		// exists once they commit.
-		if err = pgx.BeginFunc(ctx, pool, ensure); pgutil.SQLState(err) != "23505" {
-			break
-		}
-	}
+	err := pgstate.EnsureDDL(ctx, pool, cfg.Schema, DDL(cfg.Schema))
 	if err != nil {
 		return nil, classify("dlqpg: create table "+tableName(cfg.Schema), err)
 	}

@@ -205,6 +205,12 @@ func runChild() error {
 	if err != nil {
 		return err
 	}
+	for i, e := range entries {
+		if i == 3 {
+			break
+		}
+		fmt.Fprintf(os.Stderr, "bench sync: dead letter %s %s %s: %s: %s\n", e.Direction, e.Change.Table, e.Change.Key, e.Reason, e.Error)
+	}
 	out, _ := json.Marshal(childResult{DeadLetters: len(entries)})
 	fmt.Println("RESULT " + string(out))
 	return nil

@@ -7,6 +7,7 @@ package pgstate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -29,17 +30,42 @@ func Ensure(ctx context.Context, db interface {
 	if schema == "" {
 		schema = DefaultSchema // one lock name per schema, however it was named
 	}
-	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+	if err := EnsureDDL(ctx, db, schema, DDL(schema)); err != nil {
+		return fmt.Errorf("pgstate: create state tables in schema %s: %w", schema, err)
+	}
+	return nil
+}
+
+// EnsureDDL runs stmts (idempotent DDL for schema) in one transaction
+// under the advisory lock Ensure takes, so that duplex's stores never race
+// each other to create the schema. IF NOT EXISTS still fails with a unique
+// violation when someone not holding the lock creates the same object
+// concurrently; the object exists once they commit, so that is retried.
+func EnsureDDL(ctx context.Context, db interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}, schema string, stmts []string) error {
+	if schema == "" {
+		schema = DefaultSchema
+	}
+	ensure := func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('duplex state ' || $1))", schema); err != nil {
 			return err
 		}
-		for _, stmt := range DDL(schema) {
+		for _, stmt := range stmts {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
-				return fmt.Errorf("pgstate: create state tables in schema %s: %w", schema, err)
+				return err
 			}
 		}
 		return nil
-	})
+	}
+	var err error
+	for range 3 {
+		var pe *pgconn.PgError
+		if err = pgx.BeginFunc(ctx, db, ensure); !errors.As(err, &pe) || pe.Code != "23505" {
+			break
+		}
+	}
+	return err
 }
 
 // Tables names the state tables of one schema, quoted for SQL.

@@ -1,0 +1,63 @@
+package agreepg
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/internal/testenv"
+)
+
+// TestLoadProbesTheIndex: on a fresh, unanalyzed table Load's statement is
+// an index probe per key, not a scan of the table.
+func TestLoadProbesTheIndex(t *testing.T) {
+	t.Parallel()
+	db := testenv.Postgres(t)
+	s, err := New(t.Context(), db.Pool, Config{Sync: "s", Cache: -1})
+	require.NoError(t, err)
+	tbl := duplex.Table{Schema: "public", Name: "t"}
+	keys := make([]duplex.Key, 2000)
+	as := make([]duplex.Agreement, len(keys))
+	names := make([]string, 0, 3)
+	for i := range keys {
+		keys[i] = duplex.Key{{Name: "id", Value: int64(i)}}
+		as[i] = duplex.Agreement{Known: true}
+	}
+	require.NoError(t, s.Save(t.Context(), tbl, keys, as))
+	for _, k := range keys[:3] {
+		names = append(names, dbText(k.String()))
+	}
+	rows, err := db.Pool.Query(t.Context(), "EXPLAIN "+s.loadSQL, s.sync, tableText(tbl), names)
+	require.NoError(t, err)
+	var plan []string
+	for rows.Next() {
+		var line string
+		require.NoError(t, rows.Scan(&line))
+		plan = append(plan, line)
+	}
+	require.NoError(t, rows.Err())
+	text := strings.Join(plan, "\n")
+	require.Contains(t, text, "Index", text)
+	require.NotContains(t, text, "Seq Scan", text)
+}
+
+func TestTexts(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "a=1", dbText("a=1"))
+	require.NotEqual(t, dbText("a\x00"), dbText("a\uFFFD"))
+	require.True(t, strings.HasPrefix(dbText("\uFFFDx"), "\uFFFD"))
+	require.NotEqual(t, dbText("\uFFFDx"), "\uFFFDx")
+	seen := map[string]duplex.Table{}
+	for _, tb := range []duplex.Table{
+		{Schema: "a.b", Name: "c"}, {Schema: "a", Name: "b.c"}, {Name: "a.b.c"},
+		{Schema: "a", Name: "b"}, {Name: "a.b"}, {Name: "b"}, {Schema: `"a"`, Name: "b"}, {Schema: "", Name: `"a".b`},
+	} {
+		txt := tableText(tb)
+		prev, dup := seen[txt]
+		require.False(t, dup, "%v and %v share %q", prev, tb, txt)
+		seen[txt] = tb
+	}
+	require.Equal(t, "public.customers", tableText(duplex.Table{Schema: "public", Name: "customers"}))
+}

@@ -1,0 +1,79 @@
+package pglogical
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/internal/pgutil"
+)
+
+var _ duplex.VisibilityWaiter = (*Source)(nil)
+
+// noteXid remembers the transaction ID of a delivered transaction, for
+// WaitVisible, until its commit is acknowledged.
+func (s *Source) noteXid(commit pglogrepl.LSN, xid uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.xids == nil {
+		s.xids = make(map[pglogrepl.LSN]uint32)
+	}
+	s.xids[commit] = xid
+}
+
+// visibleSQL counts the transactions (32-bit IDs, widened to xid8 with the
+// epoch of the current snapshot's xmax) that a new snapshot does not see
+// yet.
+const visibleSQL = `SELECT count(*)
+	FROM pg_current_snapshot() AS s, unnest($1::bigint[]) AS x(x32)
+	WHERE NOT pg_visible_in_snapshot(
+		(((pg_snapshot_xmax(s)::text::bigint >> 32)
+			- CASE WHEN x.x32 > (pg_snapshot_xmax(s)::text::bigint & 4294967295) THEN 1 ELSE 0 END) << 32
+			| x.x32)::text::xid8, s)`
+
+// WaitVisible implements duplex.VisibilityWaiter: it returns once a new
+// snapshot of the source database sees the transactions of positions. The
+// walsender sends a transaction as soon as its commit record is flushed, a
+// moment before the committing backend leaves the running set; a two-way
+// merge that read the source row in that moment would read the row as it
+// was before the change.
+func (s *Source) WaitVisible(ctx context.Context, positions []duplex.Position) error {
+	var xids []int64
+	seen := map[pglogrepl.LSN]bool{}
+	s.mu.Lock()
+	for _, p := range positions {
+		q, err := parsePos(p)
+		if err != nil || seen[q.commit] {
+			continue
+		}
+		seen[q.commit] = true
+		if x, ok := s.xids[q.commit]; ok {
+			xids = append(xids, int64(x))
+		}
+	}
+	s.mu.Unlock()
+	if len(xids) == 0 {
+		return nil
+	}
+	pause := 100 * time.Microsecond
+	for {
+		var n int
+		if err := s.pool.QueryRow(ctx, visibleSQL, xids).Scan(&n); err != nil {
+			return fmt.Errorf("pglogical: wait until %d transactions are visible on %s: %w", len(xids), s.cfg.System, pgutil.Classify(err))
+		}
+		if n == 0 {
+			return nil
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return duplex.Unavailable(ctx.Err())
+		}
+		pause = min(2*pause, 20*time.Millisecond)
+	}
+}
