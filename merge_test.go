@@ -180,3 +180,28 @@ func TestResolveRecordsTheAgreement(t *testing.T) {
 	require.False(t, ag.Torn)
 	require.Equal(t, "from b", ag.Row["name"])
 }
+
+// blockingCheckpoint is an Applier whose Checkpoint waits for ctx.
+type blockingCheckpoint struct{ *memdb.Applier }
+
+func (b blockingCheckpoint) Checkpoint(ctx context.Context, _ string) (duplex.Position, error) {
+	<-ctx.Done()
+	return "", ctx.Err()
+}
+
+// Stopping a Pipeline while it reads its checkpoint is a stop, not a failure.
+func TestRunStoppedWhileStartingReturnsNil(t *testing.T) {
+	t.Parallel()
+	a, b := newDB(t, "a", false), newDB(t, "b", false)
+	p, err := duplex.NewPipeline(&duplex.Config{
+		Name: "start", Direction: duplex.Direction{From: "a", To: "b"},
+		Source: a.Source(memdb.SourceConfig{Slot: "s"}), Target: blockingCheckpoint{b.Applier("duplex")},
+		DeadLetters: &deadLetters{}, Logger: testLogger(t), Options: fastOptions(),
+	})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	cancel()
+	require.NoError(t, <-done)
+}

@@ -278,6 +278,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	var from Position
 	if cp, ok := p.cfg.Target.(Checkpointer); ok {
 		pos, err := cp.Checkpoint(ctx, p.dir.From)
+		if err != nil && ctx.Err() != nil {
+			return nil // stopped while starting: nothing was delivered
+		}
 		if err != nil {
 			return fmt.Errorf("duplex: %s: read checkpoint: %w", p.dir, err)
 		}
