@@ -18,11 +18,12 @@ type Agreement struct {
 	// Row is the agreed row; nil (with Known) means both systems agreed the
 	// row does not exist.
 	Row Values
-	// Torn marks a merge whose result reached one system only (the other
-	// changed in between, or could not be written): Row is then the
-	// agreement before that merge. The next merge of the key dead-letters
-	// any field both systems still hold differently instead of resolving it
-	// again, since a merging resolver (counters) would count one side twice.
+	// Torn marks a merge whose result may have reached one system only (the
+	// other changed in between, could not be written, or the process died
+	// between the two writes): Row is then the agreement before that merge.
+	// The next merge of the key tells the resolvers (Conflict.BaseUncertain),
+	// so that one adding counter deltas does not count a side twice; a
+	// completed merge clears it.
 	Torn bool
 }
 

@@ -133,6 +133,13 @@ type Conflict struct {
 	// TargetTime is when the target row was last committed, when the Applier
 	// reports it (see CommitTimeField); zero otherwise.
 	TargetTime time.Time
+	// BaseUncertain is set in a two-way Sync when the previous merge of the
+	// row was interrupted between its two writes (see Agreement.Torn): the
+	// base (Change.Before, BaseValue) predates it, so one side may already
+	// hold part of the other's change. Resolvers that pick a side's value
+	// are unaffected; one that computes from the base (adding counter
+	// deltas) must not trust it and should dead-letter instead.
+	BaseUncertain bool
 
 	fields     []fieldState
 	deadLetter string
@@ -293,6 +300,7 @@ func (c *Conflict) reset(d Direction, ch *Change, current Values) {
 	c.Current = current
 	c.SourceTime = ch.CommitTime
 	c.TargetTime = time.Time{}
+	c.BaseUncertain = false
 	c.fields = c.fields[:0]
 	c.deadLetter, c.by = "", ""
 }

@@ -180,11 +180,8 @@ func (p *Pipeline) mergeKey(i int, it *item, first *Change, r *mergeRow, pl *pla
 		p.lostFields(&syn, y)
 		c := &p.conflict
 		if c.detect(p.dir, &syn, y) && (c.Kind != UpdateDelete || len(c.fields) > 0) {
-			c.TargetTime = r.targetAt
-			if r.base.Torn && len(c.Conflicting()) > 0 {
-				c.DeadLetter(fmt.Sprintf("%s conflict on %s %s: an earlier merge of this row reached %s only (the other side changed meanwhile); decide field(s) by hand",
-					c.Kind, ch.Table, ch.Key, p.dir.To), "torn merge")
-			} else if p.cfg.Resolver != nil {
+			c.TargetTime, c.BaseUncertain = r.targetAt, r.base.Torn
+			if p.cfg.Resolver != nil {
 				if err := p.cfg.Resolver.Resolve(p.opCtx, c); err != nil {
 					return &BatchError{Index: i, Err: fmt.Errorf("resolver on %s: %w", ch, err)}
 				}

@@ -93,7 +93,7 @@ func TestMergeWriteBackMeetingAUserEditIsTorn(t *testing.T) {
 	ab.fb.setFail(edit(ab.b))
 	ab.run(t)
 	dl := anyDeadLetter(t, ab, 1)
-	require.Contains(t, dl.Error, "an earlier merge of this row reached")
+	require.Contains(t, dl.Error, "after an interrupted merge of the row")
 	require.True(t, agreementOf(t, store, 1).Torn)
 	for _, db := range []*memdb.DB{ab.a, ab.b} {
 		require.NotEqual(t, int64(11), db.Get(customers, key(1))["n"], "1 + 2 + 5 + 1 is 9: a delta was counted twice")

@@ -2,6 +2,7 @@ package resolve
 
 import (
 	"context"
+	"fmt"
 	"math/big"
 	"slices"
 
@@ -37,6 +38,10 @@ func CounterDelta(fields ...string) duplex.ResolverFunc {
 			converged := slices.Contains(c.Converged(), f)
 			if !(c.Kind == duplex.UpdateUpdate && c.IsConflicting(f)) && !converged || !okB || !okS || !okT {
 				continue
+			}
+			if c.BaseUncertain {
+				c.DeadLetter(fmt.Sprintf("counter %s changed on both sides after an interrupted merge of the row: adding the deltas could count one twice; decide by hand", f), byCounterDelta)
+				return nil
 			}
 			if v, ok := sumMinus(src, cur, base); ok {
 				c.Set(f, v, byCounterDelta)
