@@ -155,6 +155,7 @@ func (p *Pipeline) mergeKey(i int, it *item, first *Change, r *mergeRow, pl *pla
 	ch := it.c
 	ip := &pl.items[i]
 	x, y := r.source, r.target
+	x = withNewColumns(x, ch)
 	base := r.base.Row
 	if !r.base.Known {
 		base = fallbackBase(first, y)
@@ -176,6 +177,7 @@ func (p *Pipeline) mergeKey(i int, it *item, first *Change, r *mergeRow, pl *pla
 	}
 
 	merged := y
+	var held map[string]bool // conflicting fields left as they are on both sides
 	if x != nil || base != nil {
 		p.lostFields(&syn, y)
 		c := &p.conflict
@@ -189,10 +191,18 @@ func (p *Pipeline) mergeKey(i int, it *item, first *Change, r *mergeRow, pl *pla
 			ip.kind = c.Kind
 			w, ok := p.decide(c, ip)
 			if ip.out == outDead {
-				if c.Kind != NoConflict {
-					ip.info = &ConflictInfo{Kind: c.Kind, Fields: c.Conflicting(), Source: x.Clone(), Target: y.Clone(), DecidedBy: c.by}
+				if c.Kind == NoConflict {
+					return nil
 				}
-				return nil
+				ip.info = &ConflictInfo{Kind: c.Kind, Fields: c.Conflicting(), Source: x.Clone(), Target: y.Clone(), DecidedBy: c.by}
+				if c.Kind != UpdateUpdate || x == nil || y == nil {
+					return nil // a whole-row conflict: the row is held as it is on both sides
+				}
+				held = make(map[string]bool)
+				w, ok = p.partial(c, held)
+				if ok {
+					ip.out, ip.alsoDead = outWrite, true
+				}
 			}
 			if ok {
 				ip.out = outWrite
@@ -203,11 +213,25 @@ func (p *Pipeline) mergeKey(i int, it *item, first *Change, r *mergeRow, pl *pla
 			}
 		}
 	}
-	if ip.out != outWrite {
+	if ip.out != outWrite && ip.out != outDead {
 		ip.out, ip.resolution = outNoop, "kept_target"
 	}
-	a := agreed{table: ch.Table, key: ch.Key, item: i, a: Agreement{Known: true, Row: merged}, prev: r.base, back: -1}
-	if w, ok := writeBack(ch, base, merged, x); ok {
+	agreedRow := merged
+	if len(held) > 0 {
+		// Held fields are not agreed: they keep the base, so the next merge
+		// still finds them contested.
+		agreedRow = merged.Clone()
+		for f := range held {
+			if v, ok := base[f]; ok {
+				agreedRow[f] = v
+			} else {
+				delete(agreedRow, f)
+			}
+		}
+	}
+	// A held field keeps the base, and with it the doubt of a torn one.
+	a := agreed{table: ch.Table, key: ch.Key, item: i, a: Agreement{Known: true, Row: agreedRow, Torn: r.base.Torn && len(held) > 0}, prev: r.base, back: -1}
+	if w, ok := writeBack(ch, base, merged, x, held); ok {
 		w.Change = ch.Clone()
 		w.Change.ID = "" // nothing for the source's ledger: no change of the target is applied
 		a.back = len(pl.back)
@@ -215,6 +239,65 @@ func (p *Pipeline) mergeKey(i int, it *item, first *Change, r *mergeRow, pl *pla
 	}
 	pl.agreed = append(pl.agreed, a)
 	return nil
+}
+
+// withNewColumns adds to the source row x the columns ch carries and x
+// lacks: columns added to the source's table since its Applier last read
+// the catalog. Merged like the rest, they count as schema drift when the
+// target lacks them too.
+func withNewColumns(x Values, ch *Change) Values {
+	if x == nil || ch.After == nil {
+		return x
+	}
+	out := x
+	for f, v := range ch.After {
+		if _, ok := x[f]; ok || ch.IsUnchanged(f) {
+			continue
+		}
+		if len(out) == len(x) {
+			out = x.Clone()
+		}
+		out[f] = v
+	}
+	return out
+}
+
+// partial is the write of a dead-lettered update-update conflict in a
+// merge: the conflicting fields are held (recorded in held: both sides
+// keep their values, the DLQ has both versions), the fields only one side
+// changed still flow. It returns false when nothing is to be written to
+// the target.
+func (p *Pipeline) partial(c *Conflict, held map[string]bool) (Write, bool) {
+	ch, cur := c.Change, c.Current
+	var set, expect Values
+	for i := range c.fields {
+		f := &c.fields[i]
+		if f.conflicting {
+			held[f.name] = true
+			continue
+		}
+		var v any
+		switch f.pick {
+		case Undecided, TakeSource:
+			v = ch.After[f.name]
+		case UseValue:
+			v = f.value
+		default:
+			continue
+		}
+		curV, ok := cur[f.name]
+		if !ok || Equal(curV, v) {
+			continue
+		}
+		if set == nil {
+			set, expect = Values{}, Values{}
+		}
+		set[f.name], expect[f.name] = v, curV
+	}
+	if set == nil {
+		return Write{}, false
+	}
+	return Write{Op: OpUpdate, Table: ch.Table, Key: ch.Key, Set: set, Expect: expect, Change: ch}, true
 }
 
 // afterWrite returns row as w leaves it.
@@ -236,7 +319,7 @@ func afterWrite(row Values, w *Write) Values {
 // merged row (on the fields both have), if one is needed. It expects x, so
 // a source row changed since it was read is left alone (its change is on
 // its way and will be merged).
-func writeBack(ch *Change, base, merged, x Values) (Write, bool) {
+func writeBack(ch *Change, base, merged, x Values, held map[string]bool) (Write, bool) {
 	switch {
 	case merged == nil && x == nil:
 		return Write{}, false
@@ -262,7 +345,7 @@ func writeBack(ch *Change, base, merged, x Values) (Write, bool) {
 	var set, expect Values
 	for f, v := range merged {
 		cur, ok := x[f]
-		if !ok || isKeyColumn(ch.Key, f) || Equal(cur, v) {
+		if !ok || held[f] || isKeyColumn(ch.Key, f) || Equal(cur, v) {
 			continue
 		}
 		if set == nil {

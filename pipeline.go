@@ -730,7 +730,7 @@ func (p *Pipeline) checkpoint(items []*item, pl plan) Position {
 	}
 	var first *item
 	for i := range pl.items {
-		if pl.items[i].out == outDead {
+		if pl.items[i].out == outDead || pl.items[i].alsoDead {
 			first = items[i]
 			break
 		}

@@ -17,6 +17,7 @@ const (
 
 type itemPlan struct {
 	out        outcome
+	alsoDead   bool // written in part (a merge's flowing fields) and dead-lettered for the rest
 	kind       ConflictKind
 	resolution string
 	reason     string
@@ -345,6 +346,13 @@ func (p *Pipeline) settle(items []*item, pl plan) error {
 			t.applied++
 			if !it.c.CommitTime.IsZero() {
 				t.lags = append(t.lags, now.Sub(it.c.CommitTime))
+			}
+			if ip.alsoDead {
+				it.attempts++
+				if err := p.deadLetter(it, ReasonConflict, ip.reason, ip.info); err != nil {
+					return err
+				}
+				break
 			}
 			ids = append(ids, it.c.ID)
 		case outNoop:

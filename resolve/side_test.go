@@ -95,8 +95,8 @@ func TestDeadLetterAll(t *testing.T) {
 		require.Equal(t, "dead_letter_all", d.Conflict.DecidedBy)
 		require.Equal(t, []string{"name"}, d.Conflict.Fields)
 	}
-	require.Equal(t, row(1, "name", "from-a", "note", "merges"), out.a["id=1"], "the dead-lettered change is not applied at all")
-	require.Equal(t, row(1, "name", "from-b"), out.b["id=1"])
+	require.Equal(t, row(1, "name", "from-a", "note", "merges"), out.a["id=1"], "the contested field is held on each side")
+	require.Equal(t, row(1, "name", "from-b", "note", "merges"), out.b["id=1"], "the field only a changed flows")
 	require.Equal(t, "no conflict", out.a["id=2"]["name"], "conflict-free changes flow")
 }
 

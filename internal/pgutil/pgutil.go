@@ -47,6 +47,11 @@ func Classify(err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
+	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
+		// Whatever the server said while refusing the connection (a
+		// database not accepting connections is 55000), it is unreachable.
+		return duplex.Unavailable(err)
+	}
 	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
 		switch ClassOfCode(pgErr.Code) {
 		case duplex.ClassUnavailable:

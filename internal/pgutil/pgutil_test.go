@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -169,6 +170,20 @@ func TestClassifyServerErrors(t *testing.T) {
 	_, err = pgconn.Connect(cctx, "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=2")
 	require.Error(t, err)
 	require.True(t, duplex.IsUnavailable(pgutil.Classify(err)), "connection refused: %v", err)
+
+	// A database that does not accept connections refuses with a server
+	// error (55000) wrapped in the connect error: unavailable too.
+	_, err = db.Pool.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{db.Name + "_closed"}.Sanitize()+` ALLOW_CONNECTIONS false`)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, _ = db.Pool.Exec(context.Background(), `DROP DATABASE IF EXISTS `+pgx.Identifier{db.Name + "_closed"}.Sanitize())
+	})
+	closedURL := strings.Replace(db.URL, "/"+db.Name+"?", "/"+db.Name+"_closed?", 1)
+	require.NotEqual(t, db.URL, closedURL)
+	_, err = pgconn.Connect(cctx, closedURL)
+	require.Error(t, err)
+	require.Equal(t, "55000", pgutil.SQLState(err), "%v", err)
+	require.True(t, duplex.IsUnavailable(pgutil.Classify(err)), "database not accepting connections: %v", err)
 
 	// A canceled query keeps its context error.
 	qctx, qcancel := context.WithCancel(ctx)
