@@ -167,7 +167,7 @@ func (p *Pipeline) mergeKey(i int, it *item, first *Change, r *mergeRow, pl *pla
 	}
 	switch {
 	case x == nil && base == nil:
-		syn.Op = OpUpdate // nothing on the source: the target's row, if any, stands
+		syn.Op = OpUpdate // unused: resolveMerge keeps the target's row
 	case x == nil:
 		syn.Op = OpDelete
 	case base == nil:
@@ -176,59 +176,14 @@ func (p *Pipeline) mergeKey(i int, it *item, first *Change, r *mergeRow, pl *pla
 		syn.Op = OpUpdate
 	}
 
-	merged := y
-	var held map[string]bool // conflicting fields left as they are on both sides
-	if x != nil || base != nil {
-		p.lostFields(&syn, y)
-		c := &p.conflict
-		if c.detect(p.dir, &syn, y) && (c.Kind != UpdateDelete || len(c.fields) > 0) {
-			c.TargetTime, c.BaseUncertain = r.targetAt, r.base.Torn
-			if p.cfg.Resolver != nil {
-				if err := p.cfg.Resolver.Resolve(p.opCtx, c); err != nil {
-					return &BatchError{Index: i, Err: fmt.Errorf("resolver on %s: %w", ch, err)}
-				}
-			}
-			ip.kind = c.Kind
-			w, ok := p.decide(c, ip)
-			if ip.out == outDead {
-				if c.Kind == NoConflict {
-					return nil
-				}
-				ip.info = &ConflictInfo{Kind: c.Kind, Fields: c.Conflicting(), Source: x.Clone(), Target: y.Clone(), DecidedBy: c.by}
-				if c.Kind != UpdateUpdate || x == nil || y == nil {
-					return nil // a whole-row conflict: the row is held as it is on both sides
-				}
-				held = make(map[string]bool)
-				w, ok = p.partial(c, held)
-				if ok {
-					ip.out, ip.alsoDead = outWrite, true
-				}
-			}
-			if ok {
-				ip.out = outWrite
-				w.Change = ch
-				pl.writes = append(pl.writes, w)
-				pl.writeItem = append(pl.writeItem, i)
-				merged = afterWrite(y, &w)
-			}
-		}
+	merged, held, stop, err := p.resolveMerge(i, ch, &syn, x, y, r, ip, pl)
+	if err != nil || stop {
+		return err
 	}
 	if ip.out != outWrite && ip.out != outDead {
 		ip.out, ip.resolution = outNoop, "kept_target"
 	}
-	agreedRow := merged
-	if len(held) > 0 {
-		// Held fields are not agreed: they keep the base, so the next merge
-		// still finds them contested.
-		agreedRow = merged.Clone()
-		for f := range held {
-			if v, ok := base[f]; ok {
-				agreedRow[f] = v
-			} else {
-				delete(agreedRow, f)
-			}
-		}
-	}
+	agreedRow := withBase(merged, base, held)
 	// A held field keeps the base, and with it the doubt of a torn one.
 	a := agreed{table: ch.Table, key: ch.Key, item: i, a: Agreement{Known: true, Row: agreedRow, Torn: r.base.Torn && len(held) > 0}, prev: r.base, back: -1}
 	if w, ok := writeBack(ch, base, merged, x, held); ok {
@@ -239,6 +194,70 @@ func (p *Pipeline) mergeKey(i int, it *item, first *Change, r *mergeRow, pl *pla
 	}
 	pl.agreed = append(pl.agreed, a)
 	return nil
+}
+
+// resolveMerge runs detection and the resolvers on the merge's view syn of
+// the source (for the change ch) against the target row y, plans the target write, and
+// returns the merged row and the contested fields held on both sides.
+// stop means the whole row is held (a whole-row conflict nobody decided):
+// nothing is written and the agreement stays.
+func (p *Pipeline) resolveMerge(i int, ch, syn *Change, x, y Values, r *mergeRow, ip *itemPlan, pl *plan) (merged Values, held map[string]bool, stop bool, err error) {
+	merged = y
+	if x == nil && syn.Before == nil {
+		return merged, nil, false, nil // nothing on the source: the target's row, if any, stands
+	}
+	p.lostFields(syn, y)
+	c := &p.conflict
+	if !c.detect(p.dir, syn, y) || c.Kind == UpdateDelete && len(c.fields) == 0 {
+		return merged, nil, false, nil
+	}
+	c.TargetTime, c.BaseUncertain = r.targetAt, r.base.Torn
+	if p.cfg.Resolver != nil {
+		if err := p.cfg.Resolver.Resolve(p.opCtx, c); err != nil {
+			return nil, nil, true, &BatchError{Index: i, Err: fmt.Errorf("resolver on %s: %w", syn, err)}
+		}
+	}
+	ip.kind = c.Kind
+	w, ok := p.decide(c, ip)
+	if ip.out == outDead {
+		if c.Kind == NoConflict {
+			return nil, nil, true, nil
+		}
+		ip.info = &ConflictInfo{Kind: c.Kind, Fields: c.Conflicting(), Source: x.Clone(), Target: y.Clone(), DecidedBy: c.by}
+		if c.Kind != UpdateUpdate || x == nil || y == nil {
+			return nil, nil, true, nil
+		}
+		held = make(map[string]bool)
+		if w, ok = p.partial(c, held); ok {
+			ip.alsoDead = true
+		}
+	}
+	if ok {
+		ip.out = outWrite
+		w.Change = ch
+		pl.writes = append(pl.writes, w)
+		pl.writeItem = append(pl.writeItem, i)
+		merged = afterWrite(y, &w)
+	}
+	return merged, held, false, nil
+}
+
+// withBase returns merged with the held fields set back to their base
+// values: they are not agreed, so the next merge still finds them
+// contested.
+func withBase(merged, base Values, held map[string]bool) Values {
+	if len(held) == 0 {
+		return merged
+	}
+	out := merged.Clone()
+	for f := range held {
+		if v, ok := base[f]; ok {
+			out[f] = v
+		} else {
+			delete(out, f)
+		}
+	}
+	return out
 }
 
 // withNewColumns adds to the source row x the columns ch carries and x
