@@ -17,7 +17,7 @@ import (
 
 // DefaultCache is the number of keys the memory cache keeps when
 // Config.Cache is 0.
-const DefaultCache = 1 << 16
+const DefaultCache = 1 << 13
 
 // Config configures a [Store].
 type Config struct {
@@ -74,7 +74,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		loadSQL: `SELECT k.i, a.known, a."row", a.torn
 			FROM unnest($3::text[]) WITH ORDINALITY AS k(key, i)
 			JOIN LATERAL (SELECT d.known, d."row", d.torn FROM ` + t + ` d
-				WHERE d.sync = $1 AND d.tbl = $2 AND d.key = k.key) a ON true`,
+				WHERE d.sync = $1 AND d.tbl = $2 AND d.key = k.key LIMIT 1) a ON true`,
 		saveSQL: `INSERT INTO ` + t + ` AS d (sync, tbl, key, known, "row", torn)
 			SELECT $1, $2, u.key, u.known, u."row", u.torn
 			FROM unnest($3::text[], $4::boolean[], $5::jsonb[], $6::boolean[]) AS u(key, known, "row", torn)
