@@ -450,6 +450,9 @@ func (p *Pipeline) writeBackAndAgree(pl *plan) error {
 					"table", a.table.String(), "key", a.key.String())
 			}
 		}
+		if a.back < 0 && pl.items[a.item].out != outWrite && unchanged(a.prev, a.a) {
+			continue // nothing written, nothing new agreed: no save
+		}
 		s := saves[a.table]
 		if s == nil {
 			s = &tableAgreements{}
@@ -536,4 +539,18 @@ func (p *Pipeline) undoIntents(pl *plan) {
 			p.log.WarnContext(p.opCtx, "could not clear merge intents", "table", t.String(), "keys", len(ta.keys), slog.Any("err", err))
 		}
 	}
+}
+
+// unchanged reports whether agreement b says what a already says.
+func unchanged(a, b Agreement) bool {
+	if a.Known != b.Known || a.Torn != b.Torn || (a.Row == nil) != (b.Row == nil) || len(a.Row) != len(b.Row) {
+		return false
+	}
+	for f, v := range a.Row {
+		w, ok := b.Row[f]
+		if !ok || !Equal(v, w) {
+			return false
+		}
+	}
+	return true
 }
