@@ -74,19 +74,7 @@ func (p *Pipeline) makeMergePlan(items []*item) (plan, error) {
 			continue
 		}
 		rows[it.key] = &mergeRow{first: i, last: i}
-		gi := -1
-		for g := range groups {
-			if groups[g].table == it.c.Table {
-				gi = g
-				break
-			}
-		}
-		if gi < 0 {
-			groups = append(groups, tableKeys{table: it.c.Table})
-			gi = len(groups) - 1
-		}
-		groups[gi].keys = append(groups[gi].keys, it.c.Key)
-		groups[gi].names = append(groups[gi].names, it.key)
+		groups = addKey(groups, it)
 	}
 	if vw, ok := p.cfg.Source.(VisibilityWaiter); ok {
 		positions := make([]Position, 0, len(items))

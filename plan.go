@@ -44,6 +44,24 @@ type tableKeys struct {
 	names []string
 }
 
+// addKey adds it's key to its table's group.
+func addKey(groups []tableKeys, it *item) []tableKeys {
+	gi := -1
+	for g := range groups {
+		if groups[g].table == it.c.Table {
+			gi = g
+			break
+		}
+	}
+	if gi < 0 {
+		groups = append(groups, tableKeys{table: it.c.Table})
+		gi = len(groups) - 1
+	}
+	groups[gi].keys = append(groups[gi].keys, it.c.Key)
+	groups[gi].names = append(groups[gi].names, it.key)
+	return groups
+}
+
 // makePlan reads the target's rows for items and decides, change by change
 // and in order, what to write. Later changes to a key see the rows the
 // earlier ones in the chunk will produce. A resolver error comes back as a
@@ -60,34 +78,16 @@ func (p *Pipeline) makePlan(items []*item) (plan, error) {
 		}
 		states[i].uses = 1
 		rows[it.key] = &states[i]
-		gi := -1
-		for g := range groups {
-			if groups[g].table == it.c.Table {
-				gi = g
-				break
-			}
-		}
-		if gi < 0 {
-			groups = append(groups, tableKeys{table: it.c.Table})
-			gi = len(groups) - 1
-		}
-		groups[gi].keys = append(groups[gi].keys, it.c.Key)
-		groups[gi].names = append(groups[gi].names, it.key)
+		groups = addKey(groups, it)
 	}
 	for _, g := range groups {
-		vals, err := p.cfg.Target.Lookup(p.opCtx, g.table, g.keys)
+		vals, err := p.lookupAll(p.cfg.Target, p.dir.To, g.table, g.keys)
 		if err != nil {
-			return pl, fmt.Errorf("duplex: %s: look up %d rows of %s: %w", p.dir, len(g.keys), g.table, err)
-		}
-		if len(vals) != len(g.keys) {
-			return pl, Permanent(fmt.Errorf("duplex: %s: lookup of %s returned %d rows for %d keys", p.dir, g.table, len(vals), len(g.keys)))
+			return pl, err
 		}
 		for i, name := range g.names {
 			rs, row := rows[name], vals[i]
-			if t, ok := row[CommitTimeField]; ok {
-				rs.at, _ = t.(time.Time)
-				delete(row, CommitTimeField)
-			}
+			rs.at = stripTime(row)
 			rs.row = row
 		}
 	}
