@@ -105,15 +105,21 @@ func (s *Sync) Resolve(ctx context.Context, dl *DeadLetter, winner string) (Acti
 				ErrNewerData, what, lose.Name, strings.Join(changed, ", "))
 		}
 	}
+	rec, err := s.nextAgreement(ctx, ch.Table, ch.Key, wrow)
+	if err != nil {
+		return ActionResult{}, err
+	}
 	id := "resolve:" + ch.ID + ":" + win.Name
-	fields, err := s.copyRow(ctx, win.Name, lose, ch.Table, ch.Key, wrow, lrow, id)
+	fields, err := s.copyRow(ctx, win.Name, lose, ch.Table, ch.Key, wrow, lrow, id, rec)
 	if errors.Is(err, ErrStale) {
 		return ActionResult{}, fmt.Errorf("%w: %s on %s changed while it was being resolved", ErrNewerData, what, lose.Name)
 	}
 	if err != nil {
 		return ActionResult{}, err
 	}
-	s.agree(ctx, ch.Table, ch.Key, wrow)
+	if err := s.record(ctx, win, ch.Table, ch.Key, rec); err != nil {
+		return ActionResult{}, err
+	}
 	if fields == nil {
 		return ActionResult{Outcome: OutcomeUnchanged, Detail: fmt.Sprintf("%s: %s already holds %s's version", what, lose.Name, win.Name)}, nil
 	}
@@ -152,12 +158,12 @@ func lookupOne(ctx context.Context, e *Endpoint, t Table, k Key) (Values, time.T
 // row cur, in one Apply with compare-and-set expectations. It returns the
 // fields written (nil when nothing differed). id is recorded in the
 // target's ledger; a write whose id is already there is not repeated.
-func (s *Sync) copyRow(ctx context.Context, from string, to *Endpoint, t Table, k Key, want, cur Values, id string) ([]string, error) {
+func (s *Sync) copyRow(ctx context.Context, from string, to *Endpoint, t Table, k Key, want, cur Values, id string, rec Agreement) ([]string, error) {
 	w := Write{Table: t, Key: k}
 	var fields []string
 	switch {
 	case want == nil && cur == nil:
-		return nil, nil
+		return nil, s.record(ctx, to, t, k, rec)
 	case want == nil:
 		w.Op, w.Expect = OpDelete, cur
 		fields = []string{"(row deleted)"}
@@ -178,7 +184,7 @@ func (s *Sync) copyRow(ctx context.Context, from string, to *Endpoint, t Table, 
 			fields = append(fields, f)
 		}
 		if fields == nil {
-			return nil, nil
+			return nil, s.record(ctx, to, t, k, rec)
 		}
 		slices.Sort(fields)
 	}
@@ -193,11 +199,12 @@ func (s *Sync) copyRow(ctx context.Context, from string, to *Endpoint, t Table, 
 			return nil, fmt.Errorf("duplex: ask %s's ledger: %w", to.Name, err)
 		}
 		if len(done) == 1 && done[0] {
-			return fields, nil
+			return fields, s.record(ctx, to, t, k, rec)
 		}
 	}
 	w.Change = &Change{ID: id, Source: from, Table: t, Key: k, Op: w.Op, After: want, CommitTime: time.Now()}
-	if err := to.Applier.Apply(ctx, &Batch{Writes: []Write{w}, Source: from}); err != nil {
+	b := &Batch{Writes: []Write{w}, Agreements: []AgreementWrite{{Table: t, Key: k, Agreement: rec}}, Source: from}
+	if err := s.sideOf(to).apply(ctx, to.Applier, b); err != nil {
 		return nil, fmt.Errorf("duplex: write %s %s to %s: %w", t, k, to.Name, err)
 	}
 	return fields, nil
@@ -230,16 +237,28 @@ func (s *Sync) Reconcile(ctx context.Context, t Table, k Key) (ActionResult, err
 	case arow == nil && brow == nil:
 		return ActionResult{Outcome: OutcomeUnchanged, Detail: what + " exists on neither side"}, nil
 	case brow == nil:
-		if _, err := s.copyRow(ctx, a.Name, b, t, k, arow, nil, "reconcile:"+s.cfg.Name+":"+what); err != nil {
+		rec, err := s.nextAgreement(ctx, t, k, arow)
+		if err != nil {
 			return ActionResult{}, err
 		}
-		s.agree(ctx, t, k, arow)
+		if _, err := s.copyRow(ctx, a.Name, b, t, k, arow, nil, "reconcile:"+s.cfg.Name+":"+what, rec); err != nil {
+			return ActionResult{}, err
+		}
+		if err := s.record(ctx, a, t, k, rec); err != nil {
+			return ActionResult{}, err
+		}
 		return ActionResult{Outcome: OutcomeApplied, Detail: fmt.Sprintf("%s: copied the row from %s to %s", what, a.Name, b.Name)}, nil
 	case arow == nil:
-		if _, err := s.copyRow(ctx, b.Name, a, t, k, brow, nil, "reconcile:"+s.cfg.Name+":"+what); err != nil {
+		rec, err := s.nextAgreement(ctx, t, k, brow)
+		if err != nil {
 			return ActionResult{}, err
 		}
-		s.agree(ctx, t, k, brow)
+		if _, err := s.copyRow(ctx, b.Name, a, t, k, brow, nil, "reconcile:"+s.cfg.Name+":"+what, rec); err != nil {
+			return ActionResult{}, err
+		}
+		if err := s.record(ctx, b, t, k, rec); err != nil {
+			return ActionResult{}, err
+		}
 		return ActionResult{Outcome: OutcomeApplied, Detail: fmt.Sprintf("%s: copied the row from %s to %s", what, b.Name, a.Name)}, nil
 	}
 	dir := Direction{From: a.Name, To: b.Name}
@@ -251,7 +270,15 @@ func (s *Sync) Reconcile(ctx context.Context, t Table, k Key) (ActionResult, err
 	}
 	var c Conflict
 	if !c.detect(dir, ch, brow) {
-		s.agree(ctx, t, k, arow)
+		rec, err := s.nextAgreement(ctx, t, k, arow)
+		if err != nil {
+			return ActionResult{}, err
+		}
+		for _, e := range []*Endpoint{b, a} {
+			if err := s.record(ctx, e, t, k, rec); err != nil {
+				return ActionResult{}, err
+			}
+		}
 		return ActionResult{Outcome: OutcomeUnchanged, Detail: what + " is the same on both sides"}, nil
 	}
 	c.TargetTime = bat
@@ -300,19 +327,22 @@ func (s *Sync) Reconcile(ctx context.Context, t Table, k Key) (ActionResult, err
 			delete(merged, f)
 		}
 	}
-	toB, err := s.copyRow(ctx, a.Name, b, t, k, merged, brow, ch.ID)
-	if err != nil {
-		return ActionResult{}, err
-	}
 	mergedA := arow.Clone()
 	for f, v := range merged {
 		mergedA[f] = v
 	}
-	toA, err := s.copyRow(ctx, b.Name, a, t, k, mergedA, arow, ch.ID)
+	rec, err := s.nextAgreement(ctx, t, k, mergedA)
 	if err != nil {
 		return ActionResult{}, err
 	}
-	s.agree(ctx, t, k, mergedA)
+	toB, err := s.copyRow(ctx, a.Name, b, t, k, merged, brow, ch.ID, rec)
+	if err != nil {
+		return ActionResult{}, err
+	}
+	toA, err := s.copyRow(ctx, b.Name, a, t, k, mergedA, arow, ch.ID, rec)
+	if err != nil {
+		return ActionResult{}, err
+	}
 	if toA == nil && toB == nil {
 		return ActionResult{Outcome: OutcomeUnchanged, Detail: what + " is the same on both sides"}, nil
 	}
@@ -336,11 +366,39 @@ func (s *Sync) lockKey(t Table, k Key) func() {
 	return s.ab.locks.lock([]string{orderKey(&Change{Table: t, Key: k})})
 }
 
-// agree records row as the agreed row of k, after an operator action left
-// both sides holding it (nil: the row exists on neither).
-func (s *Sync) agree(ctx context.Context, t Table, k Key, row Values) {
-	err := s.cfg.Agreements.Save(ctx, t, []Key{k}, []Agreement{{Known: true, Row: row}})
-	if err != nil {
-		s.cfg.Logger.WarnContext(ctx, "could not save the agreed row", "sync", s.cfg.Name, "table", t.String(), "key", k.String(), "err", err)
+// sideOf returns where endpoint e keeps its agreement records.
+func (s *Sync) sideOf(e *Endpoint) agreementSide {
+	if e.Name == s.cfg.A.Name {
+		return s.ab.sourceAgreements
 	}
+	return s.ab.targetAgreements
+}
+
+// nextAgreement returns the record of an operator action that leaves both
+// systems holding row (nil: neither has it): one version past both
+// systems' records of k, so that the next merge takes row as its base. The
+// caller holds the key's lock.
+func (s *Sync) nextAgreement(ctx context.Context, t Table, k Key, row Values) (Agreement, error) {
+	var v uint64
+	for _, e := range []*Endpoint{&s.cfg.A, &s.cfg.B} {
+		as, err := s.sideOf(e).load(ctx, e.Applier, t, []Key{k})
+		if err != nil {
+			return Agreement{}, fmt.Errorf("duplex: read the agreed row of %s %s on %s: %w", t, k, e.Name, err)
+		}
+		if len(as) != 1 {
+			return Agreement{}, fmt.Errorf("duplex: read the agreed row of %s %s on %s: %d records for 1 key", t, k, e.Name, len(as))
+		}
+		v = max(v, as[0].Version)
+	}
+	return Agreement{Known: true, Version: v + 1, Row: row, Peer: row}, nil
+}
+
+// record writes rec as e's agreement record of k, for a system the action
+// did not write to (a system it wrote to gets the record with the write).
+func (s *Sync) record(ctx context.Context, e *Endpoint, t Table, k Key, rec Agreement) error {
+	b := &Batch{Agreements: []AgreementWrite{{Table: t, Key: k, Agreement: rec}}, Source: e.Name}
+	if err := s.sideOf(e).apply(ctx, e.Applier, b); err != nil {
+		return fmt.Errorf("duplex: record the agreed row of %s %s on %s: %w", t, k, e.Name, err)
+	}
+	return nil
 }

@@ -55,14 +55,18 @@ func (ab *actionBed) run(t *testing.T) {
 	<-y.Ready()
 }
 
-// seedBoth writes the same rows on both sides, as if they had been synced.
+// seedBoth writes the same rows on both sides with their agreement
+// records, as if they had been synced.
 func (ab *actionBed) seedBoth(t *testing.T, n int) {
 	for _, db := range []*memdb.DB{ab.a, ab.b} {
+		b := &duplex.Batch{Source: "seed"}
 		for i := 1; i <= n; i++ {
-			require.NoError(t, db.Do("duplex", func(tx *memdb.Tx) error {
-				return tx.Insert(customers, duplex.Values{"id": int64(i), "name": fmt.Sprint("c", i), "n": int64(i)})
-			}))
+			row := duplex.Values{"id": int64(i), "name": fmt.Sprint("c", i), "n": int64(i)}
+			b.Writes = append(b.Writes, duplex.Write{Op: duplex.OpInsert, Table: customers, Key: key(int64(i)), Set: row})
+			b.Agreements = append(b.Agreements, duplex.AgreementWrite{Table: customers, Key: key(int64(i)),
+				Agreement: duplex.Agreement{Known: true, Version: 1, Row: row, Peer: row}})
 		}
+		require.NoError(t, db.Applier("duplex").Apply(t.Context(), b))
 	}
 }
 

@@ -2,45 +2,140 @@ package duplex
 
 import (
 	"context"
+	"fmt"
 	"hash/maphash"
 	"slices"
 	"sync"
 )
 
-// Agreement is what a two-way sync remembers about one row after merging
-// it: the row both systems held when the merge finished. It is the merge
-// base of the next merge of that key: a system changed a field if its
-// current value differs from the agreed one.
+// Agreement is one system's record of what the two systems of a Sync agreed
+// on for one key: the merge base of the next merge. Each system keeps its
+// own record, written in the same transaction as the write the merge made
+// on that system (see AgreementKeeper), so a record never describes a write
+// that did not commit, nor misses one that did.
+//
+// A merge that changes anything writes a record with a new Version to both
+// systems, the target first. When only one of the two commits (a crash in
+// between, a write-back refused because the source changed meanwhile), the
+// records' versions differ, and the newer record's Peer is exactly what the
+// merge took from the lagging system: the next merge uses it as the base,
+// so the lagging system's later edits count as its own, and what the merge
+// already decided counts as the other side's.
 type Agreement struct {
-	// Known is false when nothing is remembered for the key; the merge then
-	// falls back on the triggering change's before image.
+	// Known is false when the system holds no record of the key.
 	Known bool
+	// Version numbers the merges of the key across both systems; a merge
+	// writes one more than the larger version it found.
+	Version uint64
 	// Row is the agreed row; nil (with Known) means both systems agreed the
 	// row does not exist.
 	Row Values
-	// Torn marks a merge whose result may have reached one system only (the
-	// other changed in between, could not be written, or the process died
-	// between the two writes): Row is then the agreement before that merge.
-	// The next merge of the key tells the resolvers (Conflict.BaseUncertain),
-	// so that one adding counter deltas does not count a side twice; a
-	// completed merge clears it.
-	Torn bool
+	// Peer is the other system's row as the merge that wrote this record
+	// read it and took it in (nil: the other system had no row). It is the
+	// merge base when the other system's record is older.
+	Peer Values
+	// Unknown lists the fields whose agreed value is not known (a field
+	// both sides changed while no base was known, and which nobody decided);
+	// Row and Peer omit them, and the next merge treats them as changed on
+	// both sides unless both hold the same value.
+	Unknown []string
 }
 
-// AgreementStore keeps the Agreement of each key of a two-way sync. Both
-// directions of a Sync share one. Load returns the agreements of keys, in
-// their order (the zero Agreement for unknown keys); Save records them.
-// Both must be safe for concurrent use. A store may forget keys (a bounded
-// memory): a forgotten key is merged against the triggering change's before
-// image, which is exact unless changes crossed in flight.
+// AgreementWrite is one Agreement an Applier records with a Batch.
+type AgreementWrite struct {
+	Table     Table
+	Key       Key
+	Agreement Agreement
+}
+
+// AgreementKeeper is implemented by Appliers that keep the agreement records
+// of their system: Apply writes Batch.Agreements in the same transaction as
+// Batch.Writes (the last record of a key given twice wins), and Agreements
+// reads them back, in the order of keys (the zero Agreement for keys
+// without a record). Records are per Applier's sync and system.
+type AgreementKeeper interface {
+	Agreements(ctx context.Context, table Table, keys []Key) ([]Agreement, error)
+}
+
+// AgreementStore keeps agreement records apart from the system's own
+// transactions, for an Endpoint whose Applier is not an AgreementKeeper.
+// Load returns the records of keys, in their order (the zero Agreement for
+// unknown keys); Save records them. Both must be safe for concurrent use.
+// Records then commit after the writes they describe: a crash in between
+// leaves a write without its record, which the next merge takes for an
+// edit of that system (see docs/two-way-merge.md).
 type AgreementStore interface {
 	Load(ctx context.Context, table Table, keys []Key) ([]Agreement, error)
 	Save(ctx context.Context, table Table, keys []Key, agreements []Agreement) error
 }
 
-// MemoryAgreements is an in-process AgreementStore that remembers the last
-// agreements of about capacity keys (the default of a Sync). Agreements are
-// lost on restart: the first merge of a key after it uses the before image.
+// agreementSide is where one system's agreement records live in a two-way
+// Pipeline: in its Applier's own transactions (an AgreementKeeper), or, for
+// an Applier that keeps none, in store, saved once the writes committed.
+type agreementSide struct {
+	store AgreementStore // nil: the Applier is an AgreementKeeper
+}
+
+// agreementsOf returns the agreementSide of a: its own records when it is
+// an AgreementKeeper, else store's (nil: a MemoryAgreements).
+func agreementsOf(a Applier, store AgreementStore) agreementSide {
+	if _, ok := a.(AgreementKeeper); ok {
+		return agreementSide{}
+	}
+	if store == nil {
+		store = NewMemoryAgreements(1 << 16)
+	}
+	return agreementSide{store: store}
+}
+
+// load reads the records of keys.
+func (s agreementSide) load(ctx context.Context, a Applier, t Table, keys []Key) ([]Agreement, error) {
+	if s.store == nil {
+		return a.(AgreementKeeper).Agreements(ctx, t, keys)
+	}
+	return s.store.Load(ctx, t, keys)
+}
+
+// apply applies b through a, with its records.
+func (s agreementSide) apply(ctx context.Context, a Applier, b *Batch) error {
+	if s.store == nil {
+		return a.Apply(ctx, b)
+	}
+	if len(b.Writes) > 0 || b.Checkpoint != "" {
+		if err := a.Apply(ctx, b); err != nil {
+			return err
+		}
+	}
+	byTable := map[Table]*tableAgreements{}
+	var order []Table
+	for _, w := range b.Agreements {
+		ta := byTable[w.Table]
+		if ta == nil {
+			ta = &tableAgreements{}
+			byTable[w.Table] = ta
+			order = append(order, w.Table)
+		}
+		ta.keys = append(ta.keys, w.Key)
+		ta.as = append(ta.as, w.Agreement)
+	}
+	for _, t := range order {
+		ta := byTable[t]
+		if err := s.store.Save(ctx, t, ta.keys, ta.as); err != nil {
+			return fmt.Errorf("duplex: save %d agreed rows of %s: %w", len(ta.keys), t, err)
+		}
+	}
+	return nil
+}
+
+type tableAgreements struct {
+	keys []Key
+	as   []Agreement
+}
+
+// MemoryAgreements is an in-process AgreementStore that remembers the
+// records of about capacity keys. Records are lost on restart and when the
+// store forgets a key; the first merge of such a key has no base (see
+// docs/two-way-merge.md, "an unknown base").
 type MemoryAgreements struct {
 	mu       sync.Mutex
 	cur, old map[string]Agreement
@@ -69,8 +164,7 @@ func (m *MemoryAgreements) Load(_ context.Context, t Table, keys []Key) ([]Agree
 			a, ok = m.old[name]
 		}
 		if ok {
-			a.Row = a.Row.Clone()
-			out[i] = a
+			out[i] = a.clone()
 		}
 	}
 	return out, nil
@@ -78,6 +172,9 @@ func (m *MemoryAgreements) Load(_ context.Context, t Table, keys []Key) ([]Agree
 
 // Save implements AgreementStore.
 func (m *MemoryAgreements) Save(_ context.Context, t Table, keys []Key, as []Agreement) error {
+	if len(keys) != len(as) {
+		return Permanent(fmt.Errorf("duplex: save %d keys of %s with %d agreements", len(keys), t, len(as)))
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for i, k := range keys {
@@ -85,12 +182,16 @@ func (m *MemoryAgreements) Save(_ context.Context, t Table, keys []Key, as []Agr
 		if _, ok := m.cur[name]; !ok && len(m.cur) >= m.half {
 			m.old, m.cur = m.cur, make(map[string]Agreement, m.half)
 		}
-		a := as[i]
-		a.Row = a.Row.Clone()
-		m.cur[name] = a
+		m.cur[name] = as[i].clone()
 		delete(m.old, name)
 	}
 	return nil
+}
+
+func (a Agreement) clone() Agreement {
+	a.Row, a.Peer = a.Row.Clone(), a.Peer.Clone()
+	a.Unknown = slices.Clone(a.Unknown)
+	return a
 }
 
 // keyLocks serialises the merges of a key across the two directions of a

@@ -135,6 +135,9 @@ type Batch struct {
 	Writes []Write
 	// Source names the system the changes come from.
 	Source string
+	// Agreements are the agreement records of a two-way merge, written in
+	// the same transaction as Writes by an AgreementKeeper.
+	Agreements []AgreementWrite
 	// Checkpoint, when not empty, is a position of Source that is safe to
 	// resume after once this batch commits: every change delivered up to it
 	// is then settled. An Applier that implements Checkpointer records it in

@@ -29,12 +29,7 @@ func Example() {
 		_ = db.Insert(customers, duplex.Values{"id": int64(1), "name": "Ada", "plan": "free"})
 		_ = db.Insert(customers, duplex.Values{"id": int64(2), "name": "Bob", "plan": "free"})
 	}
-	// Both sides edit while the sync is down.
 	id1, id2 := duplex.Key{{Name: "id", Value: int64(1)}}, duplex.Key{{Name: "id", Value: int64(2)}}
-	_ = crm.Update(customers, id1, duplex.Values{"name": "Ada Lovelace"}) // CRM renames
-	_ = billing.Update(customers, id1, duplex.Values{"plan": "pro"})      // billing upgrades
-	_ = crm.Update(customers, id2, duplex.Values{"plan": "team"})         // both change Bob's plan
-	_ = billing.Update(customers, id2, duplex.Values{"plan": "pro"})
 
 	endpoint := func(db *memdb.DB) duplex.Endpoint {
 		return duplex.Endpoint{
@@ -58,6 +53,18 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
+	// Both systems held the seed rows before the sync started: Reconcile
+	// records them as agreed, so later edits merge three-way.
+	for _, id := range []duplex.Key{id1, id2} {
+		if _, err := sync.Reconcile(context.Background(), customers, id); err != nil {
+			fmt.Println(err)
+		}
+	}
+	// Both sides edit while the sync is down.
+	_ = crm.Update(customers, id1, duplex.Values{"name": "Ada Lovelace"}) // CRM renames
+	_ = billing.Update(customers, id1, duplex.Values{"plan": "pro"})      // billing upgrades
+	_ = crm.Update(customers, id2, duplex.Values{"plan": "team"})         // both change Bob's plan
+	_ = billing.Update(customers, id2, duplex.Values{"plan": "pro"})
 	if err := sync.Run(context.Background()); err != nil {
 		fmt.Println(err)
 	}

@@ -132,6 +132,10 @@ func (f *faultyApplier) Apply(ctx context.Context, b *duplex.Batch) error {
 	return nil
 }
 
+func (f *faultyApplier) Agreements(ctx context.Context, t duplex.Table, keys []duplex.Key) ([]duplex.Agreement, error) {
+	return f.next.(duplex.AgreementKeeper).Agreements(ctx, t, keys)
+}
+
 func (f *faultyApplier) Checkpoint(ctx context.Context, source string) (duplex.Position, error) {
 	if cp, ok := f.next.(duplex.Checkpointer); ok {
 		return cp.Checkpoint(ctx, source)

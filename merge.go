@@ -3,7 +3,6 @@ package duplex
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 )
 
@@ -24,19 +23,15 @@ import (
 type mergeRow struct {
 	target, source     Values
 	targetAt, sourceAt time.Time
-	base               Agreement
-	first, last        int // indexes of the first and last items of the key in the chunk
+	onTarget, onSource Agreement // each system's agreement record
+	first, last        int       // indexes of the first and last items of the key in the chunk
 }
 
-// agreed is an agreement to save once the plan's writes are done; back is
-// the index of its write-back in plan.back, or -1.
-type agreed struct {
-	table Table
-	key   Key
-	item  int
-	a     Agreement
-	prev  Agreement
-	back  int
+// keyMerge is one merged key whose records the plan writes: its item, its
+// write-back (index in plan.back, or -1) and its record for the source
+// (index in plan.agreeSource).
+type keyMerge struct {
+	item, back, onSource int
 }
 
 // stripTime removes CommitTimeField from row and returns it.
@@ -96,16 +91,17 @@ func (p *Pipeline) makeMergePlan(items []*item) (plan, error) {
 		if err != nil {
 			return pl, err
 		}
-		ag, err := p.cfg.Agreements.Load(p.opCtx, g.table, g.keys)
+		onT, err := p.loadAgreements(p.targetAgreements, p.cfg.Target, p.dir.To, g)
 		if err != nil {
-			return pl, fmt.Errorf("duplex: %s: load the agreed rows of %d keys of %s: %w", p.dir, len(g.keys), g.table, err)
+			return pl, err
 		}
-		if len(ag) != len(g.keys) {
-			return pl, Permanent(fmt.Errorf("duplex: %s: agreement store returned %d rows for %d keys of %s", p.dir, len(ag), len(g.keys), g.table))
+		onS, err := p.loadAgreements(p.sourceAgreements, p.cfg.Peer, p.dir.From, g)
+		if err != nil {
+			return pl, err
 		}
 		for i, name := range g.names {
 			r := rows[name]
-			r.target, r.source, r.base = tv[i], sv[i], ag[i]
+			r.target, r.source, r.onTarget, r.onSource = tv[i], sv[i], onT[i], onS[i]
 			r.targetAt, r.sourceAt = stripTime(r.target), stripTime(r.source)
 		}
 	}
@@ -122,65 +118,71 @@ func (p *Pipeline) makeMergePlan(items []*item) (plan, error) {
 	return pl, nil
 }
 
-// fallbackBase is the merge base of a key the agreement store does not
-// know: the source's row before the change (the target unchanged, when the
-// change carries no before image).
-func fallbackBase(ch *Change, target Values) Values {
-	switch {
-	case ch.Op == OpInsert:
-		return nil
-	case ch.Before != nil:
-		return ch.Before
-	default:
-		return target
+// loadAgreements reads the agreement records of g's keys kept on side.
+func (p *Pipeline) loadAgreements(s agreementSide, a Applier, side string, g tableKeys) ([]Agreement, error) {
+	ag, err := s.load(p.opCtx, a, g.table, g.keys)
+	if err != nil {
+		return nil, fmt.Errorf("duplex: %s: read the agreed rows of %d keys of %s on %s: %w", p.dir, len(g.keys), g.table, side, err)
 	}
+	if len(ag) != len(g.keys) {
+		return nil, Permanent(fmt.Errorf("duplex: %s: %s returned %d agreed rows for %d keys of %s", p.dir, side, len(ag), len(g.keys), g.table))
+	}
+	return ag, nil
 }
 
 // mergeKey merges one key: the source's current row against the target's,
 // with the agreed row as the base. it is the key's last change in the
-// chunk, first its first (whose before image is the fallback base).
+// chunk, first its first (whose before image helps when no base is known).
 func (p *Pipeline) mergeKey(i int, it *item, first *Change, r *mergeRow, pl *plan) error {
 	ch := it.c
 	ip := &pl.items[i]
-	x, y := r.source, r.target
-	x = withNewColumns(x, ch)
-	base := r.base.Row
-	if !r.base.Known {
-		base = fallbackBase(first, y)
-	}
+	x, y := withNewColumns(r.source, ch), r.target
+	b := chooseBase(first, x, y, r.onTarget, r.onSource)
 	syn := *ch
-	syn.Before, syn.After, syn.Unchanged = base, x, nil
+	syn.Before, syn.After, syn.Unchanged = b.row, x, nil
 	if !r.sourceAt.IsZero() {
 		syn.CommitTime = r.sourceAt
 	}
 	switch {
-	case x == nil && base == nil:
+	case x == nil && b.row == nil:
 		syn.Op = OpUpdate // unused: resolveMerge keeps the target's row
 	case x == nil:
 		syn.Op = OpDelete
-	case base == nil:
+	case b.row == nil:
 		syn.Op = OpInsert
 	default:
 		syn.Op = OpUpdate
 	}
 
-	merged, held, stop, err := p.resolveMerge(i, ch, &syn, x, y, r, ip, pl)
+	merged, held, stop, err := p.resolveMerge(i, ch, &syn, x, y, r.targetAt, b.guessed, ip, pl)
 	if err != nil || stop {
 		return err
 	}
 	if ip.out != outWrite && ip.out != outDead {
 		ip.out, ip.resolution = outNoop, "kept_target"
 	}
-	agreedRow := withBase(merged, base, held)
-	// A held field keeps the base, and with it the doubt of a torn one.
-	a := agreed{table: ch.Table, key: ch.Key, item: i, a: Agreement{Known: true, Row: agreedRow, Torn: r.base.Torn && len(held) > 0}, prev: r.base, back: -1}
-	if w, ok := writeBack(ch, base, merged, x, held); ok {
-		w.Change = ch.Clone()
-		w.Change.ID = "" // nothing for the source's ledger: no change of the target is applied
-		a.back = len(pl.back)
-		pl.back = append(pl.back, w)
+	agreedRow, unknown := withBase(merged, b.row, held)
+	back, hasBack := writeBack(ch, b.row, merged, x, held)
+	if !hasBack && ip.out != outWrite && recordsHold(agreedRow, unknown, r.onTarget, r.onSource) {
+		return nil // both records already say it: nothing to write
 	}
-	pl.agreed = append(pl.agreed, a)
+	// Each system's record takes in what the merge read from the other.
+	absorbedX, _ := withBase(x, b.row, held)
+	absorbedY, _ := withBase(y, b.row, held)
+	version := max(r.onTarget.Version, r.onSource.Version) + 1
+	rec := func(peer Values) Agreement {
+		return Agreement{Known: true, Version: version, Row: agreedRow, Peer: peer, Unknown: unknown}
+	}
+	pl.agreeTarget = append(pl.agreeTarget, AgreementWrite{Table: ch.Table, Key: ch.Key, Agreement: rec(absorbedX)})
+	km := keyMerge{item: i, back: -1, onSource: len(pl.agreeSource)}
+	pl.agreeSource = append(pl.agreeSource, AgreementWrite{Table: ch.Table, Key: ch.Key, Agreement: rec(absorbedY)})
+	if hasBack {
+		back.Change = ch.Clone()
+		back.Change.ID = "" // nothing for the source's ledger: no change of the target is applied
+		km.back = len(pl.back)
+		pl.back = append(pl.back, back)
+	}
+	pl.merges = append(pl.merges, km)
 	return nil
 }
 
@@ -189,7 +191,7 @@ func (p *Pipeline) mergeKey(i int, it *item, first *Change, r *mergeRow, pl *pla
 // returns the merged row and the contested fields held on both sides.
 // stop means the whole row is held (a whole-row conflict nobody decided):
 // nothing is written and the agreement stays.
-func (p *Pipeline) resolveMerge(i int, ch, syn *Change, x, y Values, r *mergeRow, ip *itemPlan, pl *plan) (merged Values, held map[string]bool, stop bool, err error) {
+func (p *Pipeline) resolveMerge(i int, ch, syn *Change, x, y Values, targetAt time.Time, guessed bool, ip *itemPlan, pl *plan) (merged Values, held map[string]bool, stop bool, err error) {
 	merged = y
 	if x == nil && syn.Before == nil {
 		return merged, nil, false, nil // nothing on the source: the target's row, if any, stands
@@ -199,7 +201,7 @@ func (p *Pipeline) resolveMerge(i int, ch, syn *Change, x, y Values, r *mergeRow
 	if !c.detect(p.dir, syn, y) || c.Kind == UpdateDelete && len(c.fields) == 0 {
 		return merged, nil, false, nil
 	}
-	c.TargetTime, c.BaseUncertain = r.targetAt, r.base.Torn
+	c.TargetTime, c.BaseUncertain = targetAt, guessed
 	if p.cfg.Resolver != nil {
 		if err := p.cfg.Resolver.Resolve(p.opCtx, c); err != nil {
 			return nil, nil, true, &BatchError{Index: i, Err: fmt.Errorf("resolver on %s: %w", syn, err)}
@@ -228,24 +230,6 @@ func (p *Pipeline) resolveMerge(i int, ch, syn *Change, x, y Values, r *mergeRow
 		merged = afterWrite(y, &w)
 	}
 	return merged, held, false, nil
-}
-
-// withBase returns merged with the held fields set back to their base
-// values: they are not agreed, so the next merge still finds them
-// contested.
-func withBase(merged, base Values, held map[string]bool) Values {
-	if len(held) == 0 {
-		return merged
-	}
-	out := merged.Clone()
-	for f := range held {
-		if v, ok := base[f]; ok {
-			out[f] = v
-		} else {
-			delete(out, f)
-		}
-	}
-	return out
 }
 
 // withNewColumns adds to the source row x the columns ch carries and x
@@ -387,11 +371,11 @@ func (p *Pipeline) lockChunk(items []*item) func() {
 	return p.locks.lock(names)
 }
 
-// finish completes a chunk whose target writes committed: in two-way mode
-// it writes back to the source and saves the agreements, then it unlocks
-// the keys and settles the chunk.
+// finish completes a chunk whose target transaction committed: in two-way
+// mode it commits the source's side of each merge, then it unlocks the
+// keys and settles the chunk.
 func (p *Pipeline) finish(items []*item, pl *plan, unlock func()) error {
-	err := p.writeBackAndAgree(pl)
+	err := p.commitSource(pl)
 	unlock()
 	if err != nil {
 		return err
@@ -399,146 +383,59 @@ func (p *Pipeline) finish(items []*item, pl *plan, unlock func()) error {
 	return p.settle(items, *pl)
 }
 
-// writeBackAndAgree applies pl.back to the source and saves pl.agreed. A
-// write-back the source refuses as stale (its row changed since it was
-// read: that change is on its way and will be merged) keeps the previous
-// agreement, marked torn; one that keeps failing otherwise dead-letters its
-// change, so the key is reviewed rather than left different.
-func (p *Pipeline) writeBackAndAgree(pl *plan) error {
-	if p.cfg.Peer == nil || len(pl.agreed) == 0 {
+// commitSource commits the source's side of the chunk's merges: the
+// write-backs and the source's agreement records, in one transaction. When
+// that fails, each key is tried on its own. A key whose write-back the
+// source refuses as stale (its row changed since it was read) keeps its
+// older record: the change that moved it is on its way, and its merge takes
+// the target's newer record as the base (chooseBase), so nothing the first
+// merge decided is undone and nothing it took is counted twice. A key whose
+// write-back keeps failing otherwise dead-letters its change.
+func (p *Pipeline) commitSource(pl *plan) error {
+	if len(pl.agreeSource) == 0 {
 		return nil
 	}
-	var failed map[int]error
-	if len(pl.back) > 0 {
-		if err := p.cfg.Peer.Apply(p.opCtx, &Batch{Writes: pl.back, Source: p.dir.To}); err != nil {
-			failed = make(map[int]error)
-			for j := range pl.back {
-				if err := p.applyBack(&pl.back[j]); err != nil {
-					if p.ctx.Err() != nil && p.opCtx.Err() != nil {
-						return errAborted
-					}
-					failed[j] = err
-				}
-			}
-		}
+	if err := p.sourceAgreements.apply(p.opCtx, p.cfg.Peer, &Batch{Writes: pl.back, Agreements: pl.agreeSource, Source: p.dir.To}); err == nil {
+		return nil
 	}
-	saves := map[Table]*tableAgreements{}
-	var order []Table
-	for _, a := range pl.agreed {
-		if err := failed[a.back]; a.back >= 0 && err != nil {
-			prev := a.prev
-			prev.Torn = true
-			a.a = prev
-			if !errors.Is(err, ErrStale) {
-				ip := &pl.items[a.item]
-				ip.out, ip.resolution = outDead, "dead_lettered"
-				ip.reason = fmt.Sprintf("merged on %s, but writing the merged row back to %s failed: %v", p.dir.To, p.dir.From, err)
-			} else {
-				p.log.DebugContext(p.opCtx, "source changed under a write-back; its change will be merged",
-					"table", a.table.String(), "key", a.key.String())
-			}
+	for _, km := range pl.merges {
+		b := &Batch{Agreements: pl.agreeSource[km.onSource : km.onSource+1], Source: p.dir.To}
+		if km.back >= 0 {
+			b.Writes = pl.back[km.back : km.back+1]
 		}
-		if a.back < 0 && pl.items[a.item].out != outWrite && unchanged(a.prev, a.a) {
-			continue // nothing written, nothing new agreed: no save
-		}
-		s := saves[a.table]
-		if s == nil {
-			s = &tableAgreements{}
-			saves[a.table] = s
-			order = append(order, a.table)
-		}
-		s.keys = append(s.keys, a.key)
-		s.as = append(s.as, a.a)
-	}
-	for _, t := range order {
-		s := saves[t]
-		if err := p.cfg.Agreements.Save(p.opCtx, t, s.keys, s.as); err != nil {
-			// The previous agreements stay: the next merge of these keys
-			// uses an older base, which resolves again what it must.
-			p.log.WarnContext(p.opCtx, "could not save agreed rows", "table", t.String(), "keys", len(s.keys), slog.Any("err", err))
+		err := p.applyBack(b)
+		switch {
+		case err == nil:
+		case p.ctx.Err() != nil && p.opCtx.Err() != nil:
+			return errAborted
+		case errors.Is(err, ErrStale):
+			w := &pl.agreeSource[km.onSource]
+			p.log.DebugContext(p.opCtx, "source changed under a write-back; its change will be merged",
+				"table", w.Table.String(), "key", w.Key.String())
+		default:
+			ip := &pl.items[km.item]
+			ip.out, ip.resolution = outDead, "dead_lettered"
+			ip.reason = fmt.Sprintf("merged on %s, but writing the merged row back to %s failed: %v", p.dir.To, p.dir.From, err)
 		}
 	}
 	return nil
 }
 
-// applyBack applies one write-back, retrying transient failures.
-func (p *Pipeline) applyBack(w *Write) error {
+// applyBack applies one key's side of a merge to the source: transient
+// failures are retried MaxAttempts times, an unavailable source is waited
+// for as long as it lasts (or until the Pipeline stops).
+func (p *Pipeline) applyBack(b *Batch) error {
 	for attempt := 1; ; attempt++ {
-		err := p.cfg.Peer.Apply(p.opCtx, &Batch{Writes: []Write{*w}, Source: p.dir.To})
-		if err == nil || errors.Is(err, ErrStale) || IsPermanent(err) || attempt >= p.cfg.MaxAttempts {
+		err := p.sourceAgreements.apply(p.opCtx, p.cfg.Peer, b)
+		if err == nil || errors.Is(err, ErrStale) {
 			return err
 		}
-		if !p.wait(attempt, 1, ClassOf(err), err) {
+		class := ClassOf(err)
+		if class == ClassPermanent || (class != ClassUnavailable && attempt >= p.cfg.MaxAttempts) {
+			return err
+		}
+		if !p.wait(attempt, 1, class, err) {
 			return err
 		}
 	}
-}
-
-// intents returns, by table, the keys whose merge writes both systems, with
-// their previous agreements marked torn (torn) or as they were.
-func (pl *plan) intents(torn bool) map[Table]*tableAgreements {
-	var out map[Table]*tableAgreements
-	for _, a := range pl.agreed {
-		if a.back < 0 || pl.items[a.item].out != outWrite {
-			continue
-		}
-		if out == nil {
-			out = make(map[Table]*tableAgreements)
-		}
-		ta := out[a.table]
-		if ta == nil {
-			ta = &tableAgreements{}
-			out[a.table] = ta
-		}
-		prev := a.prev
-		prev.Torn = prev.Torn || torn
-		ta.keys = append(ta.keys, a.key)
-		ta.as = append(ta.as, prev)
-	}
-	return out
-}
-
-type tableAgreements struct {
-	keys []Key
-	as   []Agreement
-}
-
-// markIntents records, before a chunk writes both systems for some keys,
-// that their merge may end half-done: if the process dies between the
-// target's commit and the write-back, the next merge of those keys (after
-// a restart, against a durable AgreementStore) knows the earlier one was
-// interrupted and dead-letters what is still contested instead of merging
-// one side's change twice.
-func (p *Pipeline) markIntents(pl *plan) error {
-	for t, ta := range pl.intents(true) {
-		if err := p.cfg.Agreements.Save(p.opCtx, t, ta.keys, ta.as); err != nil {
-			return fmt.Errorf("duplex: %s: record the merge intent of %d keys of %s: %w", p.dir, len(ta.keys), t, err)
-		}
-	}
-	return nil
-}
-
-// undoIntents restores the agreements markIntents marked, when the chunk's
-// target writes did not commit. If that fails the marks stay, which only
-// makes the next merge of those keys more careful.
-func (p *Pipeline) undoIntents(pl *plan) {
-	for t, ta := range pl.intents(false) {
-		if err := p.cfg.Agreements.Save(p.opCtx, t, ta.keys, ta.as); err != nil {
-			p.log.WarnContext(p.opCtx, "could not clear merge intents", "table", t.String(), "keys", len(ta.keys), slog.Any("err", err))
-		}
-	}
-}
-
-// unchanged reports whether agreement b says what a already says.
-func unchanged(a, b Agreement) bool {
-	if a.Known != b.Known || a.Torn != b.Torn || (a.Row == nil) != (b.Row == nil) || len(a.Row) != len(b.Row) {
-		return false
-	}
-	for f, v := range a.Row {
-		w, ok := b.Row[f]
-		if !ok || !Equal(v, w) {
-			return false
-		}
-	}
-	return true
 }

@@ -13,15 +13,15 @@ import (
 	"github.com/duplexsync/duplex/resolve"
 )
 
-// mergeBed is an actionBed whose agreements the test can read.
-func mergeBed(t *testing.T, resolver duplex.Resolver) (*actionBed, *duplex.MemoryAgreements) {
+// mergeBed is an actionBed for merges (its appliers keep the agreement
+// records, as memdb's do).
+func mergeBed(t *testing.T, resolver duplex.Resolver) *actionBed {
 	t.Helper()
 	ab := &actionBed{a: newDB(t, "a", false), b: newDB(t, "b", false), dlq: &deadLetters{}}
 	ab.fa, ab.fb = newFaulty(ab.a.Applier("duplex")), newFaulty(ab.b.Applier("duplex"))
 	src := func(db *memdb.DB) duplex.ChangeSource {
 		return db.Source(memdb.SourceConfig{Slot: "sync", SkipOrigins: []string{"duplex"}})
 	}
-	store := duplex.NewMemoryAgreements(1 << 10)
 	var err error
 	ab.sync, err = duplex.NewSync(&duplex.SyncConfig{
 		Name:        "pair",
@@ -29,12 +29,11 @@ func mergeBed(t *testing.T, resolver duplex.Resolver) (*actionBed, *duplex.Memor
 		B:           duplex.Endpoint{Name: "b", Source: src(ab.b), Applier: ab.fb},
 		Resolver:    resolver,
 		DeadLetters: ab.dlq,
-		Agreements:  store,
 		Logger:      testLogger(t),
 		Options:     fastOptions(),
 	})
 	require.NoError(t, err)
-	return ab, store
+	return ab
 }
 
 // isWriteBack reports whether b is a two-way merge's write back to the
@@ -59,21 +58,38 @@ func anyDeadLetter(t *testing.T, ab *actionBed, id int64) duplex.DeadLetter {
 	return found
 }
 
-func agreementOf(t *testing.T, s duplex.AgreementStore, id int64) duplex.Agreement {
+// agreementOf returns db's agreement record of key id.
+func agreementOf(t *testing.T, db *memdb.DB, id int64) duplex.Agreement {
 	t.Helper()
-	as, err := s.Load(context.Background(), customers, []duplex.Key{key(id)})
+	as, err := db.Applier("duplex").Agreements(context.Background(), customers, []duplex.Key{key(id)})
 	require.NoError(t, err)
 	return as[0]
 }
 
+// agreedOnBoth reports whether both systems' records of key id are of one
+// version and hold row's fields.
+func agreedOnBoth(t *testing.T, ab *actionBed, id int64, row duplex.Values) bool {
+	t.Helper()
+	ra, rb := agreementOf(t, ab.a, id), agreementOf(t, ab.b, id)
+	if !ra.Known || !rb.Known || ra.Version != rb.Version {
+		return false
+	}
+	for f, v := range row {
+		if !duplex.Equal(ra.Row[f], v) || !duplex.Equal(rb.Row[f], v) {
+			return false
+		}
+	}
+	return true
+}
+
 // Both sides add to a counter while the sync is down; the merge writes the
-// sum to one side, but a user adds again to the other before the write
-// back lands. The write back is refused (stale), the merge is recorded as
-// torn, and the user's change, merged next, is dead-lettered instead of
-// counting the first side's delta twice.
-func TestMergeWriteBackMeetingAUserEditIsTorn(t *testing.T) {
+// sum to the target, but a user adds again to the source before the write
+// back lands. The write back is refused (stale) and the source keeps its
+// older record; the user's change, merged next against the target's newer
+// record, adds only the user's delta: every edit counts once.
+func TestMergeStaleWriteBackKeepsEveryEdit(t *testing.T) {
 	t.Parallel()
-	ab, store := mergeBed(t, resolve.CounterDelta("n"))
+	ab := mergeBed(t, resolve.CounterDelta("n"))
 	ab.seedBoth(t, 1)                                                                // n = 1
 	require.NoError(t, ab.a.Update(customers, key(1), duplex.Values{"n": int64(3)})) // +2
 	require.NoError(t, ab.b.Update(customers, key(1), duplex.Values{"n": int64(6)})) // +5
@@ -92,12 +108,12 @@ func TestMergeWriteBackMeetingAUserEditIsTorn(t *testing.T) {
 	ab.fa.setFail(edit(ab.a))
 	ab.fb.setFail(edit(ab.b))
 	ab.run(t)
-	dl := anyDeadLetter(t, ab, 1)
-	require.Contains(t, dl.Error, "after an interrupted merge of the row")
-	require.True(t, agreementOf(t, store, 1).Torn)
-	for _, db := range []*memdb.DB{ab.a, ab.b} {
-		require.NotEqual(t, int64(11), db.Get(customers, key(1))["n"], "1 + 2 + 5 + 1 is 9: a delta was counted twice")
-	}
+	waitFor(t, func() bool {
+		return ab.a.Get(customers, key(1))["n"] == int64(9) && ab.b.Get(customers, key(1))["n"] == int64(9)
+	})
+	requireSameRows(t, ab.a, ab.b)
+	waitFor(t, func() bool { return agreedOnBoth(t, ab, 1, duplex.Values{"n": int64(9)}) })
+	require.Empty(t, ab.dlq.all(), "1 + 2 + 5 + 1 is 9, decided without a person")
 }
 
 // A write back that keeps failing dead-letters its change with the reason.
@@ -105,7 +121,7 @@ func TestMergeWriteBackMeetingAUserEditIsTorn(t *testing.T) {
 // target write (no write back needed), it then brings both sides together.
 func TestMergeWriteBackFailureDeadLetters(t *testing.T) {
 	t.Parallel()
-	ab, store := mergeBed(t, nil)
+	ab := mergeBed(t, nil)
 	ab.seedBoth(t, 1)
 	require.NoError(t, ab.a.Update(customers, key(1), duplex.Values{"name": "from a"}))
 	require.NoError(t, ab.b.Update(customers, key(1), duplex.Values{"n": int64(42)}))
@@ -121,29 +137,25 @@ func TestMergeWriteBackFailureDeadLetters(t *testing.T) {
 	dl := anyDeadLetter(t, ab, 1)
 	require.Contains(t, dl.Error, "writing the merged row back to")
 	require.Contains(t, dl.Error, "permission denied for table customers")
-	waitFor(t, func() bool {
-		ag := agreementOf(t, store, 1)
-		return ag.Known && !ag.Torn && ag.Row["name"] == "from a" && ag.Row["n"] == int64(42)
-	})
+	waitFor(t, func() bool { return agreedOnBoth(t, ab, 1, duplex.Values{"name": "from a", "n": int64(42)}) })
 	requireSameRows(t, ab.a, ab.b)
 }
 
-// While a merge that writes both systems commits on the target, the key's
-// agreement is marked torn; once the write back is done it holds the
-// merged row.
-func TestMergeMarksItsIntentWhileWritingBothSides(t *testing.T) {
+// A merge that writes both systems commits each system's record with its
+// write: the target's with the target's write, the source's with the
+// write back, both of one version.
+func TestMergeCommitsEachRecordWithItsWrite(t *testing.T) {
 	t.Parallel()
-	ab, store := mergeBed(t, nil)
+	ab := mergeBed(t, nil)
 	ab.seedBoth(t, 1)
 	require.NoError(t, ab.a.Update(customers, key(1), duplex.Values{"name": "from a"}))
 	require.NoError(t, ab.b.Update(customers, key(1), duplex.Values{"n": int64(42)}))
 	var mu sync.Mutex
-	var tornDuringApply []bool
+	var recordsWithWrites int
 	watch := func(_ int, b *duplex.Batch) error {
-		if !isWriteBack(b) && len(b.Writes) > 0 {
-			ag := agreementOf(t, store, 1)
+		if len(b.Writes) > 0 && len(b.Agreements) > 0 {
 			mu.Lock()
-			tornDuringApply = append(tornDuringApply, ag.Torn)
+			recordsWithWrites++
 			mu.Unlock()
 		}
 		return nil
@@ -151,22 +163,19 @@ func TestMergeMarksItsIntentWhileWritingBothSides(t *testing.T) {
 	ab.fa.setFail(watch)
 	ab.fb.setFail(watch)
 	ab.run(t)
-	waitFor(t, func() bool {
-		ag := agreementOf(t, store, 1)
-		return ag.Known && !ag.Torn && ag.Row["name"] == "from a" && ag.Row["n"] == int64(42)
-	})
+	waitFor(t, func() bool { return agreedOnBoth(t, ab, 1, duplex.Values{"name": "from a", "n": int64(42)}) })
 	requireSameRows(t, ab.a, ab.b)
 	mu.Lock()
 	defer mu.Unlock()
-	require.Equal(t, []bool{true}, tornDuringApply, "one merge, which wrote both sides")
+	require.Equal(t, 2, recordsWithWrites, "one merge: the target's write and the write back, each with its record")
 	require.Empty(t, ab.dlq.all())
 }
 
 // Resolving a dead letter by hand records the winner's row as the agreed
-// row, so the next merge of the key starts from it.
+// row on both systems, so the next merge of the key starts from it.
 func TestResolveRecordsTheAgreement(t *testing.T) {
 	t.Parallel()
-	ab, store := mergeBed(t, nil)
+	ab := mergeBed(t, nil)
 	ab.seedBoth(t, 1)
 	require.NoError(t, ab.a.Update(customers, key(1), duplex.Values{"name": "from a"}))
 	require.NoError(t, ab.b.Update(customers, key(1), duplex.Values{"name": "from b"}))
@@ -175,10 +184,7 @@ func TestResolveRecordsTheAgreement(t *testing.T) {
 	res, err := ab.sync.Resolve(t.Context(), &dl, "b")
 	require.NoError(t, err, "%+v", res)
 	requireSameRows(t, ab.a, ab.b)
-	ag := agreementOf(t, store, 1)
-	require.True(t, ag.Known)
-	require.False(t, ag.Torn)
-	require.Equal(t, "from b", ag.Row["name"])
+	require.True(t, agreedOnBoth(t, ab, 1, duplex.Values{"name": "from b"}))
 }
 
 // blockingCheckpoint is an Applier whose Checkpoint waits for ctx.

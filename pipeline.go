@@ -104,10 +104,12 @@ type Config struct {
 	// Both directions then decide a row the same way whatever the order in
 	// which crossing changes arrive. nil: one-way.
 	Peer Applier
-	// Agreements keeps the merge base of each key for Peer; both directions
-	// of a two-way sync must share it. nil: a MemoryAgreements of 65,536
-	// keys (NewSync shares one between its Pipelines).
-	Agreements AgreementStore
+	// Agreements and PeerAgreements keep the agreement records of Target
+	// and Peer in a two-way sync, when those are not AgreementKeepers
+	// (which keep them in their own transactions). nil: a
+	// MemoryAgreements of 65,536 keys. Both directions of a Sync must
+	// share them (NewSync does).
+	Agreements, PeerAgreements AgreementStore
 	// Resolver decides fields (see Conflict). nil: changes only the source
 	// made are applied, and every conflict is dead-lettered.
 	Resolver Resolver
@@ -162,6 +164,9 @@ type Pipeline struct {
 	conflict  Conflict
 	drifted   map[string]bool
 	locks     *keyLocks // shared with the other direction of a Sync
+
+	// two-way: each system's agreement records
+	targetAgreements, sourceAgreements agreementSide
 
 	dedupFailures  int
 	dedupDownUntil time.Time
@@ -242,8 +247,9 @@ func NewPipeline(cfg *Config) (*Pipeline, error) {
 		p.dedup = newRecentIDs(1 << 16)
 	}
 	p.ledger, _ = c.Target.(Ledger)
-	if c.Peer != nil && c.Agreements == nil {
-		p.cfg.Agreements = NewMemoryAgreements(1 << 16)
+	if c.Peer != nil {
+		p.targetAgreements = agreementsOf(c.Target, c.Agreements)
+		p.sourceAgreements = agreementsOf(c.Peer, c.PeerAgreements)
 	}
 	return p, nil
 }
@@ -644,11 +650,8 @@ func (p *Pipeline) runChunk(items []*item) error {
 	for {
 		unlock := p.lockChunk(items)
 		pl, err := p.plan(items)
-		if err == nil && len(pl.writes) > 0 {
-			err = p.markIntents(&pl)
-		}
-		if err == nil && len(pl.writes) > 0 {
-			err = p.cfg.Target.Apply(p.opCtx, &Batch{Writes: pl.writes, Source: p.dir.From, Checkpoint: p.checkpoint(items, pl)})
+		if err == nil && (len(pl.writes) > 0 || len(pl.agreeTarget) > 0) {
+			err = p.targetAgreements.apply(p.opCtx, p.cfg.Target, &Batch{Writes: pl.writes, Agreements: pl.agreeTarget, Source: p.dir.From, Checkpoint: p.checkpoint(items, pl)})
 			if be := (*BatchError)(nil); errors.As(err, &be) && be.Index >= 0 && be.Index < len(pl.writeItem) {
 				err = &BatchError{Index: pl.writeItem[be.Index], Err: be.Err}
 			}
@@ -675,7 +678,6 @@ func (p *Pipeline) runChunk(items []*item) error {
 				return p.finish(items, &pl, unlock)
 			}
 		}
-		p.undoIntents(&pl)
 		unlock()
 		if errors.Is(err, ErrStale) && stale < 10 {
 			stale++

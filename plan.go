@@ -28,8 +28,12 @@ type plan struct {
 	writes    []Write
 	writeItem []int // index in items of each write
 	items     []itemPlan
-	back      []Write  // two-way: writes back to the source
-	agreed    []agreed // two-way: agreements to save after the writes
+	// Two-way: the records committed with writes on the target, and the
+	// source's side of each merge (write-backs and records), committed next.
+	agreeTarget []AgreementWrite
+	back        []Write
+	agreeSource []AgreementWrite
+	merges      []keyMerge
 }
 
 type rowState struct {

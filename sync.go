@@ -23,6 +23,12 @@ type Endpoint struct {
 	// LoopGuard drops, from this system's Source, the writes the sync made.
 	// nil: none (the source may filter by replication origin itself).
 	LoopGuard LoopGuard
+	// Agreements keeps this system's agreement records when its Applier is
+	// not an AgreementKeeper (apply/applypg and memdb are: they write the
+	// records in the transaction of the writes they describe, which is
+	// what makes a merge crash-safe). nil: a MemoryAgreements of 65,536
+	// keys, forgotten on restart. Set only for an Applier that keeps none.
+	Agreements AgreementStore
 }
 
 // SyncConfig configures a two-way Sync.
@@ -42,10 +48,6 @@ type SyncConfig struct {
 	Observer Observer
 	// Logger receives logs. nil: slog.Default().
 	Logger *slog.Logger
-	// Agreements keeps the row both systems last agreed on, per key: the
-	// merge base both directions share. nil: a MemoryAgreements of 65,536
-	// keys (forgotten on restart; see AgreementStore).
-	Agreements AgreementStore
 	// Options tunes both Pipelines.
 	Options
 }
@@ -62,32 +64,38 @@ func NewSync(cfg *SyncConfig) (*Sync, error) {
 	if cfg.A.Name == "" || cfg.B.Name == "" {
 		errs = append(errs, &ConfigError{"A.Name/B.Name", "both endpoints need a name"})
 	}
-	agreements := cfg.Agreements
-	if agreements == nil {
-		agreements = NewMemoryAgreements(1 << 16)
+	a, b := cfg.A, cfg.B
+	for _, e := range []*Endpoint{&a, &b} {
+		if _, keeps := e.Applier.(AgreementKeeper); keeps && e.Agreements != nil {
+			errs = append(errs, &ConfigError{e.Name + ".Agreements", "the Applier keeps the agreement records in its own transactions; an AgreementStore would bypass them"})
+		}
+		if _, keeps := e.Applier.(AgreementKeeper); !keeps && e.Agreements == nil {
+			e.Agreements = NewMemoryAgreements(1 << 16)
+		}
 	}
 	mk := func(from, to Endpoint) (*Pipeline, error) {
 		return NewPipeline(&Config{
-			Name:        cfg.Name,
-			Direction:   Direction{From: from.Name, To: to.Name},
-			Source:      from.Source,
-			Target:      to.Applier,
-			Peer:        from.Applier,
-			Agreements:  agreements,
-			Resolver:    cfg.Resolver,
-			Deduper:     to.Deduper,
-			LoopGuard:   from.LoopGuard,
-			DeadLetters: cfg.DeadLetters,
-			Observer:    cfg.Observer,
-			Logger:      cfg.Logger,
-			Options:     cfg.Options,
+			Name:           cfg.Name,
+			Direction:      Direction{From: from.Name, To: to.Name},
+			Source:         from.Source,
+			Target:         to.Applier,
+			Peer:           from.Applier,
+			Agreements:     to.Agreements,
+			PeerAgreements: from.Agreements,
+			Resolver:       cfg.Resolver,
+			Deduper:        to.Deduper,
+			LoopGuard:      from.LoopGuard,
+			DeadLetters:    cfg.DeadLetters,
+			Observer:       cfg.Observer,
+			Logger:         cfg.Logger,
+			Options:        cfg.Options,
 		})
 	}
-	ab, err := mk(cfg.A, cfg.B)
+	ab, err := mk(a, b)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("%s -> %s: %w", cfg.A.Name, cfg.B.Name, err))
 	}
-	ba, err := mk(cfg.B, cfg.A)
+	ba, err := mk(b, a)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("%s -> %s: %w", cfg.B.Name, cfg.A.Name, err))
 	}
@@ -97,7 +105,7 @@ func NewSync(cfg *SyncConfig) (*Sync, error) {
 	locks := newKeyLocks()
 	ab.locks, ba.locks = locks, locks
 	c := *cfg
-	c.Agreements = agreements
+	c.A, c.B = a, b
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

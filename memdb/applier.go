@@ -3,14 +3,17 @@ package memdb
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/duplexsync/duplex"
 )
 
-// Applier writes to a DB as the sync would. It implements duplex.Applier and
-// duplex.Checkpointer: each Apply is one transaction made under the
-// Applier's replication origin, and records the position of the last
-// change of each source it applied in that same transaction.
+// Applier writes to a DB as the sync would. It implements duplex.Applier,
+// duplex.Checkpointer, duplex.Ledger and duplex.AgreementKeeper: each Apply
+// is one transaction made under the Applier's replication origin, and
+// records in that same transaction the position of the last change of each
+// source it applied, the IDs of the changes it wrote and the batch's
+// agreement records.
 type Applier struct {
 	db     *DB
 	origin string
@@ -19,7 +22,8 @@ type Applier struct {
 var (
 	_ duplex.Applier      = (*Applier)(nil)
 	_ duplex.Checkpointer = (*Applier)(nil)
-	_ duplex.Ledger       = (*Applier)(nil)
+	_ duplex.Ledger          = (*Applier)(nil)
+	_ duplex.AgreementKeeper = (*Applier)(nil)
 )
 
 // Applier returns an Applier whose writes carry origin (use a name the
@@ -60,6 +64,22 @@ func (a *Applier) Apply(ctx context.Context, b *duplex.Batch) error {
 					tx.db.applied[id] = struct{}{}
 					tx.undo = append(tx.undo, func() { delete(tx.db.applied, id) })
 				}
+			}
+		}
+		for _, w := range b.Agreements {
+			k := w.Table.String() + "\x00" + w.Key.String()
+			old, had := tx.db.agreed[k]
+			tx.undo = append(tx.undo, func() {
+				if had {
+					tx.db.agreed[k] = old
+				} else {
+					delete(tx.db.agreed, k)
+				}
+			})
+			if w.Agreement.Known {
+				tx.db.agreed[k] = cloneAgreement(w.Agreement)
+			} else {
+				delete(tx.db.agreed, k)
 			}
 		}
 		if b.Checkpoint != "" {
@@ -141,4 +161,23 @@ func (a *Applier) Checkpoint(_ context.Context, source string) (duplex.Position,
 	a.db.mu.Lock()
 	defer a.db.mu.Unlock()
 	return a.db.checkpoints[source], nil
+}
+
+// Agreements implements duplex.AgreementKeeper.
+func (a *Applier) Agreements(_ context.Context, t duplex.Table, keys []duplex.Key) ([]duplex.Agreement, error) {
+	a.db.mu.Lock()
+	defer a.db.mu.Unlock()
+	out := make([]duplex.Agreement, len(keys))
+	for i, k := range keys {
+		if r, ok := a.db.agreed[t.String()+"\x00"+k.String()]; ok {
+			out[i] = cloneAgreement(r)
+		}
+	}
+	return out, nil
+}
+
+func cloneAgreement(a duplex.Agreement) duplex.Agreement {
+	a.Row, a.Peer = a.Row.Clone(), a.Peer.Clone()
+	a.Unknown = slices.Clone(a.Unknown)
+	return a
 }

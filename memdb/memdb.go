@@ -41,6 +41,7 @@ type DB struct {
 	slots       map[string]int
 	checkpoints map[string]duplex.Position
 	applied     map[string]struct{}
+	agreed      map[string]duplex.Agreement // agreement records, by table and key
 }
 
 // New returns an empty database; name becomes the Source of its changes.
@@ -53,6 +54,7 @@ func New(name string) *DB {
 		slots:       make(map[string]int),
 		checkpoints: make(map[string]duplex.Position),
 		applied:     make(map[string]struct{}),
+		agreed:      make(map[string]duplex.Agreement),
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/duplexsync/duplex"
@@ -24,6 +25,9 @@ type Config struct {
 	// Sync names the sync whose agreements the Store keeps: the rows are
 	// per sync. Required.
 	Sync string
+	// System names the system whose records the Store keeps (each system of
+	// a two-way sync has its own).
+	System string
 	// Schema is the schema holding the sync's state tables. "":
 	// pgstate.DefaultSchema ("duplex").
 	Schema string
@@ -32,14 +36,13 @@ type Config struct {
 	Cache int
 }
 
-// Store is a [duplex.AgreementStore] in the table <schema>.agreed. It is
-// safe for concurrent use. It does not own the pool.
+// Store is a [duplex.AgreementStore] over the records of one sync and
+// system in <schema>.agreements, for an Applier that does not keep them in
+// its own transactions (apply/applypg does: prefer it). It is safe for
+// concurrent use. It does not own the pool.
 type Store struct {
-	pool    *pgxpool.Pool
-	sync    string // as stored (dbText)
-	table   string // quoted <schema>.agreed
-	loadSQL string
-	saveSQL string
+	pool *pgxpool.Pool
+	rec  *Records
 
 	mu      sync.Mutex
 	cache   *cache // nil: none
@@ -48,8 +51,8 @@ type Store struct {
 
 var _ duplex.AgreementStore = (*Store)(nil)
 
-// New creates the agreed table in cfg.Schema when it is missing and returns
-// a Store. Concurrent callers are fine: the DDL runs under the same
+// New creates the agreements table in cfg.Schema when it is missing and
+// returns a Store. Concurrent callers are fine: the DDL runs under the same
 // transaction-level advisory lock as pgstate.Ensure. Errors are classified
 // (internal/pgutil.Classify).
 func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
@@ -59,28 +62,10 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	if cfg.Sync == "" {
 		return nil, &duplex.ConfigError{Field: "agreepg: Sync", Reason: "is required"}
 	}
-	if cfg.Schema == "" {
-		cfg.Schema = pgstate.DefaultSchema
+	if err := Ensure(ctx, pool, cfg.Schema); err != nil {
+		return nil, err
 	}
-	t := tableName(cfg.Schema)
-	err := pgstate.EnsureDDL(ctx, pool, cfg.Schema, DDL(cfg.Schema))
-	if err != nil {
-		return nil, fmt.Errorf("agreepg: create table %s: %w", t, pgutil.Classify(err))
-	}
-	s := &Store{
-		pool:  pool,
-		sync:  dbText(cfg.Sync),
-		table: t,
-		loadSQL: `SELECT k.i, a.known, a."row", a.torn
-			FROM unnest($3::text[]) WITH ORDINALITY AS k(key, i)
-			JOIN LATERAL (SELECT d.known, d."row", d.torn FROM ` + t + ` d
-				WHERE d.sync = $1 AND d.tbl = $2 AND d.key = k.key LIMIT 1) a ON true`,
-		saveSQL: `INSERT INTO ` + t + ` AS d (sync, tbl, key, known, "row", torn)
-			SELECT $1, $2, u.key, u.known, u."row", u.torn
-			FROM unnest($3::text[], $4::boolean[], $5::jsonb[], $6::boolean[]) AS u(key, known, "row", torn)
-			ON CONFLICT (sync, tbl, key) DO UPDATE SET
-				known = EXCLUDED.known, "row" = EXCLUDED."row", torn = EXCLUDED.torn, updated_at = now()`,
-	}
+	s := &Store{pool: pool, rec: NewRecords(cfg.Schema, cfg.Sync, cfg.System)}
 	if cfg.Cache >= 0 {
 		if cfg.Cache == 0 {
 			cfg.Cache = DefaultCache
@@ -91,17 +76,35 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	return s, nil
 }
 
-func tableName(schema string) string {
-	return pgutil.QuoteIdent(schema) + "." + pgutil.QuoteIdent("agreed")
+// Ensure creates the agreements table of schema ("": the default) when it
+// is missing.
+func Ensure(ctx context.Context, db interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}, schema string) error {
+	if schema == "" {
+		schema = pgstate.DefaultSchema
+	}
+	if err := pgstate.EnsureDDL(ctx, db, schema, DDL(schema)); err != nil {
+		return fmt.Errorf("agreepg: create table %s: %w", tableName(schema), pgutil.Classify(err))
+	}
+	return nil
 }
 
-// DDL returns the statements that create the agreed table of schema
-// (idempotent), for migration tools and least-privilege set-ups; New runs
-// them.
+func tableName(schema string) string {
+	if schema == "" {
+		schema = pgstate.DefaultSchema
+	}
+	return pgutil.QuoteIdent(schema) + "." + pgutil.QuoteIdent("agreements")
+}
+
+// DDL returns the statements that create the agreements table of schema
+// (idempotent), for migration tools and least-privilege set-ups; New and
+// apply/applypg run them.
 //
-// One row per sync, table and key; "row" is the agreed row in the typed
-// jsonb format of internal/valuecodec, NULL when both systems agreed the
-// row does not exist.
+// One row per sync, system, table and key: the duplex.Agreement of that
+// key on that system. "row" and peer are rows in the typed jsonb format of
+// internal/valuecodec (absent and peer_absent mark a row that does not
+// exist); unknown is a JSON array of field names, NULL for none.
 func DDL(schema string) []string {
 	if schema == "" {
 		schema = pgstate.DefaultSchema
@@ -110,13 +113,17 @@ func DDL(schema string) []string {
 		"CREATE SCHEMA IF NOT EXISTS " + pgutil.QuoteIdent(schema),
 		`CREATE TABLE IF NOT EXISTS ` + tableName(schema) + ` (
 			sync text NOT NULL,
+			system text NOT NULL,
 			tbl text NOT NULL,
 			key text NOT NULL,
-			known boolean NOT NULL,
+			version bigint NOT NULL,
 			"row" jsonb,
-			torn boolean NOT NULL,
+			absent boolean NOT NULL,
+			peer jsonb,
+			peer_absent boolean NOT NULL,
+			unknown jsonb,
 			updated_at timestamptz NOT NULL DEFAULT now(),
-			PRIMARY KEY (sync, tbl, key))`,
+			PRIMARY KEY (sync, system, tbl, key))`,
 	}
 }
 
@@ -139,19 +146,6 @@ func tableText(t duplex.Table) string {
 	}
 	q := func(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 	return dbText(q(t.Schema) + "." + q(t.Name))
-}
-
-// entry is an agreement as stored: row is its encoded form, nil for none.
-type entry struct {
-	known, torn bool
-	row         []byte
-}
-
-func (e entry) agreement() (duplex.Agreement, error) {
-	a := duplex.Agreement{Known: e.known, Torn: e.torn}
-	var err error
-	a.Row, err = valuecodec.UnmarshalValues(e.row)
-	return a, err
 }
 
 // cache remembers the entries of about 2*half keys: two generations, the
@@ -285,14 +279,14 @@ func (s *Store) Load(ctx context.Context, t duplex.Table, keys []duplex.Key) ([]
 	s.mu.Unlock()
 
 	if len(miss) > 0 {
-		found, err := s.query(ctx, tbl, miss)
+		found, err := s.rec.query(ctx, s.pool, tbl, miss)
 		if s.cache != nil {
 			s.mu.Lock()
 			s.end(cks, vers, false, found, err == nil)
 			s.mu.Unlock()
 		}
 		if err != nil {
-			return nil, fmt.Errorf("agreepg: load %d keys of %s from %s: %w", len(miss), t.String(), s.table, err)
+			return nil, fmt.Errorf("agreepg: load %d keys of %s from %s: %w", len(miss), t.String(), s.rec.table, err)
 		}
 		for i, j := range missFor {
 			if j >= 0 {
@@ -303,44 +297,17 @@ func (s *Store) Load(ctx context.Context, t duplex.Table, keys []duplex.Key) ([]
 	for i, e := range es {
 		a, err := e.agreement()
 		if err != nil {
-			return nil, duplex.Permanent(fmt.Errorf("agreepg: load %s %s from %s: %w", t.String(), keys[i].String(), s.table, err))
+			return nil, duplex.Permanent(fmt.Errorf("agreepg: load %s %s from %s: %w", t.String(), keys[i].String(), s.rec.table, err))
 		}
 		out[i] = a
 	}
 	return out, nil
 }
 
-// query reads the entries of names (distinct), in their order; the zero
-// entry for those without a row.
-func (s *Store) query(ctx context.Context, tbl string, names []string) ([]entry, error) {
-	found := make([]entry, len(names))
-	rows, err := s.pool.Query(ctx, s.loadSQL, s.sync, tbl, names)
-	if err != nil {
-		return nil, pgutil.Classify(err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			i int64
-			e entry
-		)
-		if err := rows.Scan(&i, &e.known, &e.row, &e.torn); err != nil {
-			return nil, pgutil.Classify(err)
-		}
-		if i < 1 || int(i) > len(found) {
-			return nil, duplex.Permanent(fmt.Errorf("row for key %d of %d", i, len(found)))
-		}
-		found[i-1] = e
-	}
-	if err := rows.Err(); err != nil {
-		return nil, pgutil.Classify(err)
-	}
-	return found, nil
-}
-
-// Save implements [duplex.AgreementStore] with one statement (an upsert);
-// of a key given twice, the last agreement wins. The cache takes the
-// agreements once the statement succeeded.
+// Save implements [duplex.AgreementStore] with one statement (an upsert;
+// and a delete for records that are not Known); of a key given twice, the
+// last agreement wins. The cache takes the records once the statements
+// succeeded.
 func (s *Store) Save(ctx context.Context, t duplex.Table, keys []duplex.Key, as []duplex.Agreement) error {
 	if len(keys) != len(as) {
 		return duplex.Permanent(fmt.Errorf("agreepg: save %d keys of %s with %d agreements", len(keys), t.String(), len(as)))
@@ -348,56 +315,52 @@ func (s *Store) Save(ctx context.Context, t duplex.Table, keys []duplex.Key, as 
 	if len(keys) == 0 {
 		return nil
 	}
-	tbl := tableText(t)
-	var (
-		names []string
-		es    []entry
-		at    = make(map[string]int, len(keys))
-	)
+	ws := make([]duplex.AgreementWrite, len(keys))
 	for i, k := range keys {
-		name := dbText(k.String())
-		e := entry{known: as[i].Known, torn: as[i].Torn}
-		if as[i].Row != nil {
-			b, err := valuecodec.MarshalValues(as[i].Row)
-			if err != nil {
-				return duplex.Permanent(fmt.Errorf("agreepg: save %s %s: %w", t.String(), k.String(), err))
-			}
-			e.row = b
-		}
-		if j, ok := at[name]; ok {
-			es[j] = e
-			continue
-		}
-		at[name] = len(names)
-		names = append(names, name)
-		es = append(es, e)
+		ws[i] = duplex.AgreementWrite{Table: t, Key: k, Agreement: as[i]}
 	}
-	known := make([]bool, len(es))
-	torn := make([]bool, len(es))
-	rows := make([][]byte, len(es))
-	for i, e := range es {
-		known[i], torn[i], rows[i] = e.known, e.torn, e.row
+	ss, err := saves(ws)
+	if err != nil {
+		return err
 	}
-
 	var cks []string
+	var es []entry
+	for _, ts := range ss {
+		for i, name := range ts.names {
+			cks = append(cks, ts.tbl+"\x00"+name)
+			es = append(es, ts.es[i])
+		}
+		for _, name := range ts.deletes {
+			cks = append(cks, ts.tbl+"\x00"+name)
+			es = append(es, entry{})
+		}
+	}
 	var vers []uint64
 	if s.cache != nil {
-		cks = make([]string, len(names))
-		for i, name := range names {
-			cks[i] = tbl + "\x00" + name
-		}
 		s.mu.Lock()
 		vers = s.begin(cks, true)
 		s.mu.Unlock()
 	}
-	_, err := s.pool.Exec(ctx, s.saveSQL, s.sync, tbl, names, known, rows, torn)
+	b := &pgx.Batch{}
+	n, err := s.rec.QueueSave(b, ws)
+	if err == nil {
+		br := s.pool.SendBatch(ctx, b)
+		for range n {
+			if _, err = br.Exec(); err != nil {
+				break
+			}
+		}
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+	}
 	if s.cache != nil {
 		s.mu.Lock()
 		s.end(cks, vers, true, es, err == nil)
 		s.mu.Unlock()
 	}
 	if err != nil {
-		return fmt.Errorf("agreepg: save %d keys of %s to %s: %w", len(names), t.String(), s.table, pgutil.Classify(err))
+		return fmt.Errorf("agreepg: save %d keys of %s to %s: %w", len(keys), t.String(), s.rec.table, pgutil.Classify(err))
 	}
 	return nil
 }
@@ -405,8 +368,8 @@ func (s *Store) Save(ctx context.Context, t duplex.Table, keys []duplex.Key, as 
 // Forget deletes every agreement of the Store's sync, and empties the
 // cache: for tests and teardown.
 func (s *Store) Forget(ctx context.Context) error {
-	if _, err := s.pool.Exec(ctx, `DELETE FROM `+s.table+` WHERE sync = $1`, s.sync); err != nil {
-		return fmt.Errorf("agreepg: forget the agreements in %s: %w", s.table, pgutil.Classify(err))
+	if _, err := s.pool.Exec(ctx, `DELETE FROM `+s.rec.table+` WHERE sync = $1 AND system = $2`, s.rec.sync, s.rec.system); err != nil {
+		return fmt.Errorf("agreepg: forget the agreements in %s: %w", s.rec.table, pgutil.Classify(err))
 	}
 	if s.cache != nil {
 		s.mu.Lock()

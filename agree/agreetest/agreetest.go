@@ -1,8 +1,10 @@
 // Package agreetest is the conformance suite of [duplex.AgreementStore]
-// implementations: every store runs [Run].
+// implementations and of the records an [duplex.AgreementKeeper] keeps:
+// every store runs [Run], every keeper runs it through [KeeperStore].
 package agreetest
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -45,11 +47,21 @@ func known(row duplex.Values) duplex.Agreement { return duplex.Agreement{Known: 
 func RequireAgreement(t testing.TB, want, got duplex.Agreement, what string) {
 	t.Helper()
 	require.Equal(t, want.Known, got.Known, "%s: Known", what)
-	require.Equal(t, want.Torn, got.Torn, "%s: Torn", what)
-	require.Equal(t, want.Row == nil, got.Row == nil, "%s: nil Row", what)
-	require.Len(t, got.Row, len(want.Row), "%s: Row %v", what, got.Row)
-	for f, w := range want.Row {
-		g, ok := got.Row[f]
+	require.Equal(t, want.Version, got.Version, "%s: Version", what)
+	require.Equal(t, len(want.Unknown), len(got.Unknown), "%s: Unknown %v", what, got.Unknown)
+	for i := range want.Unknown {
+		require.Equal(t, want.Unknown[i], got.Unknown[i], "%s: Unknown", what)
+	}
+	requireRow(t, want.Row, got.Row, what+": Row")
+	requireRow(t, want.Peer, got.Peer, what+": Peer")
+}
+
+func requireRow(t testing.TB, want, got duplex.Values, what string) {
+	t.Helper()
+	require.Equal(t, want == nil, got == nil, "%s: nil", what)
+	require.Len(t, got, len(want), "%s: %v", what, got)
+	for f, w := range want {
+		g, ok := got[f]
 		require.True(t, ok, "%s: field %q missing", what, f)
 		requireValue(t, w, g, what+"."+f)
 	}
@@ -136,11 +148,11 @@ var cases = []suite.Case[store]{
 		RequireAgreement(t, known(nil), as[0], "agreed absent")
 		RequireAgreement(t, duplex.Agreement{}, as[1], "unknown")
 	}},
-	{Name: "Torn", Run: func(t *testing.T, s store) {
+	{Name: "VersionPeerUnknown", Run: func(t *testing.T, s store) {
 		want := []duplex.Agreement{
-			{Known: true, Row: duplex.Values{"id": int64(1), "n": "x"}, Torn: true},
-			{Known: true, Torn: true},
-			{Torn: true}, // a torn merge with no agreement before it
+			{Known: true, Version: 7, Row: duplex.Values{"id": int64(1), "n": "x"}, Peer: duplex.Values{"id": int64(1), "n": "y", "m": nil}, Unknown: []string{"a", "b"}},
+			{Known: true, Version: 1 << 40, Peer: duplex.Values{"id": int64(2)}},
+			{Known: true, Version: 2, Row: duplex.Values{"id": int64(3)}},
 		}
 		keys := []duplex.Key{id(1), id(2), id(3)}
 		save(t, s, customers, keys, want...)
@@ -152,7 +164,7 @@ var cases = []suite.Case[store]{
 		for i, a := range []duplex.Agreement{
 			known(duplex.Values{"id": int64(1), "a": "x", "b": int64(1)}),
 			known(duplex.Values{"id": int64(1), "a": nil}),
-			{Known: true, Row: duplex.Values{"id": int64(1)}, Torn: true},
+			{Known: true, Version: 3, Row: duplex.Values{"id": int64(1)}, Peer: duplex.Values{"id": int64(1), "p": "q"}, Unknown: []string{"z"}},
 			known(nil),
 			known(duplex.Values{"id": int64(1), "c": []byte("z")}),
 			{},
@@ -275,4 +287,33 @@ var cases = []suite.Case[store]{
 		}
 		RequireAgreement(t, duplex.Agreement{}, got[n], "unknown")
 	}},
+}
+
+// KeeperStore returns an AgreementStore over an Applier that keeps
+// agreement records: Load reads them, Save writes them with an Apply of a
+// Batch holding nothing else. The conformance suite of a keeper's records.
+func KeeperStore(a interface {
+	duplex.Applier
+	duplex.AgreementKeeper
+}) duplex.AgreementStore {
+	return keeperStore{a}
+}
+
+type keeperStore struct {
+	a interface {
+		duplex.Applier
+		duplex.AgreementKeeper
+	}
+}
+
+func (k keeperStore) Load(ctx context.Context, t duplex.Table, keys []duplex.Key) ([]duplex.Agreement, error) {
+	return k.a.Agreements(ctx, t, keys)
+}
+
+func (k keeperStore) Save(ctx context.Context, t duplex.Table, keys []duplex.Key, as []duplex.Agreement) error {
+	b := &duplex.Batch{Source: "agreetest"}
+	for i, key := range keys {
+		b.Agreements = append(b.Agreements, duplex.AgreementWrite{Table: t, Key: key, Agreement: as[i]})
+	}
+	return k.a.Apply(ctx, b)
 }

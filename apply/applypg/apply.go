@@ -124,7 +124,7 @@ type plan struct {
 // warning (once per table and field). Errors are classified
 // (internal/pgutil.Classify).
 func (a *Applier) Apply(ctx context.Context, b *duplex.Batch) error {
-	if len(b.Writes) == 0 && b.Checkpoint == "" {
+	if len(b.Writes) == 0 && b.Checkpoint == "" && len(b.Agreements) == 0 {
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -602,7 +602,7 @@ type batchReader struct {
 	stale int // smallest stale write index, -1: none
 }
 
-func (a *Applier) queueState(b *pgx.Batch, q *[]queued, batch *duplex.Batch, p *plan) {
+func (a *Applier) queueState(b *pgx.Batch, q *[]queued, batch *duplex.Batch, p *plan) error {
 	if len(p.ids) > 0 {
 		sql := "INSERT INTO " + a.state.Applied + " (sync, target, change_id) SELECT $1, $2, unnest($3::text[])"
 		kind := resLedger
@@ -619,6 +619,14 @@ func (a *Applier) queueState(b *pgx.Batch, q *[]queued, batch *duplex.Batch, p *
 			a.cfg.Sync, a.cfg.Target, batch.Source, string(batch.Checkpoint))
 		*q = append(*q, queued{kind: resStateOK})
 	}
+	n, err := a.agreements.QueueSave(b, batch.Agreements)
+	if err != nil {
+		return fmt.Errorf("applypg: %s: %w", a.cfg.Target, err)
+	}
+	for range n {
+		*q = append(*q, queued{kind: resStateOK})
+	}
+	return nil
 }
 
 // customPlans makes the transaction plan each statement for its own
@@ -717,7 +725,9 @@ func (a *Applier) fast(ctx context.Context, s *session, batch *duplex.Batch, p *
 			}
 		}
 	}
-	a.queueState(b, &q, batch, p)
+	if err := a.queueState(b, &q, batch, p); err != nil {
+		return err
+	}
 	stale := -1
 	if err := a.readBatch(ctx, s, conn.SendBatch(ctx, b), q, &stale); err != nil {
 		return err
@@ -916,7 +926,9 @@ func (a *Applier) sequential(ctx context.Context, s *session, batch *duplex.Batc
 	}
 	b := &pgx.Batch{}
 	var q []queued
-	a.queueState(b, &q, batch, p)
+	if err := a.queueState(b, &q, batch, p); err != nil {
+		return err
+	}
 	if len(q) > 0 {
 		if err := a.readBatch(ctx, s, conn.SendBatch(ctx, b), q, nil); err != nil {
 			return err

@@ -15,6 +15,7 @@ import (
 
 	"github.com/duplexsync/duplex"
 	"github.com/duplexsync/duplex/cdc/pglogical"
+	"github.com/duplexsync/duplex/agree/agreepg"
 	"github.com/duplexsync/duplex/internal/pgstate"
 	"github.com/duplexsync/duplex/internal/pgutil"
 )
@@ -43,13 +44,16 @@ type Config struct {
 }
 
 // Applier writes a sync's decisions into a PostgreSQL database. It
-// implements duplex.Applier, duplex.Checkpointer, duplex.Ledger and
-// duplex.Truncater, and is safe for concurrent use.
+// implements duplex.Applier, duplex.Checkpointer, duplex.Ledger,
+// duplex.Truncater and duplex.AgreementKeeper (the agreement records of a
+// two-way merge, in <schema>.agreements, written in the transaction of the
+// writes they describe), and is safe for concurrent use.
 type Applier struct {
 	cfg        Config
 	pool       *pgxpool.Pool
 	log        *slog.Logger
 	state      pgstate.Tables
+	agreements *agreepg.Records
 	commitTime bool // track_commit_timestamp is on: Lookup reports CommitTimeField
 	// driftRefresh is the shortest time between two catalog reads of a
 	// table caused by a field its cached metadata lacks.
@@ -68,7 +72,8 @@ var (
 	_ duplex.Applier      = (*Applier)(nil)
 	_ duplex.Checkpointer = (*Applier)(nil)
 	_ duplex.Ledger       = (*Applier)(nil)
-	_ duplex.Truncater    = (*Applier)(nil)
+	_ duplex.Truncater       = (*Applier)(nil)
+	_ duplex.AgreementKeeper = (*Applier)(nil)
 )
 
 // New checks cfg, creates the sync's state tables and replication origin
@@ -113,12 +118,16 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Applier, error) 
 		pool:         pool,
 		log:          cfg.Logger.With("component", "applypg", "sync", cfg.Sync, "target", cfg.Target),
 		state:        pgstate.Names(cfg.Schema),
+		agreements:   agreepg.NewRecords(cfg.Schema, cfg.Sync, cfg.Target),
 		origins:      &originPool{base: cfg.Origin},
 		driftRefresh: driftRefresh,
 		tables:       make(map[duplex.Table]*tableMeta),
 	}
 	if err := pgstate.Ensure(ctx, pool, cfg.Schema); err != nil {
 		return nil, pgutil.Classify(fmt.Errorf("applypg: %s: %w", cfg.Target, err))
+	}
+	if err := agreepg.Ensure(ctx, pool, cfg.Schema); err != nil {
+		return nil, fmt.Errorf("applypg: %s: %w", cfg.Target, err)
 	}
 	var track string
 	if err := pool.QueryRow(ctx, "SHOW track_commit_timestamp").Scan(&track); err != nil {
@@ -385,4 +394,14 @@ func (a *Applier) lookup(ctx context.Context, m *tableMeta, keys []duplex.Key, o
 		return pgutil.Classify(fmt.Errorf("applypg: look up %d rows of %s: %w", len(keys), m.table, err))
 	}
 	return nil
+}
+
+// Agreements implements duplex.AgreementKeeper: one statement, an index
+// probe per key.
+func (a *Applier) Agreements(ctx context.Context, t duplex.Table, keys []duplex.Key) ([]duplex.Agreement, error) {
+	as, err := a.agreements.Load(ctx, a.pool, t, keys)
+	if err != nil {
+		return nil, fmt.Errorf("applypg: %s: %w", a.cfg.Target, err)
+	}
+	return as, nil
 }

@@ -43,7 +43,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/duplexsync/duplex"
-	"github.com/duplexsync/duplex/agree/agreepg"
 	"github.com/duplexsync/duplex/apply/applypg"
 	"github.com/duplexsync/duplex/cdc/pglogical"
 	"github.com/duplexsync/duplex/dedup/dedupredis"
@@ -247,15 +246,10 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	agreements, err := agreepg.New(ctx, crm.pool, agreepg.Config{Sync: syncName})
-	if err != nil {
-		return err
-	}
 	pair, err := duplex.NewSync(&duplex.SyncConfig{
 		Name: syncName, A: a, B: b,
 		Resolver:    duplex.Chain(authority, lww),
 		DeadLetters: deadLetters,
-		Agreements:  agreements,
 		Observer:    m,
 		Logger:      logger,
 	})

@@ -90,7 +90,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/duplexsync/duplex"
-	"github.com/duplexsync/duplex/agree/agreepg"
 	"github.com/duplexsync/duplex/apply/applypg"
 	"github.com/duplexsync/duplex/cdc/pglogical"
 	"github.com/duplexsync/duplex/dedup/dedupredis"
@@ -375,13 +374,9 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 			s.endpoint.Deduper = d
 		}
 	}
-	agreements, err := agreepg.New(ctx, sides[0].pool, agreepg.Config{Sync: cfg.name})
-	if err != nil {
-		return fmt.Errorf("-a: agreed rows: %w", err)
-	}
 	pair, err := duplex.NewSync(&duplex.SyncConfig{
 		Name: cfg.name, A: sides[0].endpoint, B: sides[1].endpoint,
-		Resolver: res, DeadLetters: deadLetters, Agreements: agreements, Observer: m, Logger: logger,
+		Resolver: res, DeadLetters: deadLetters, Observer: m, Logger: logger,
 		Options: duplex.Options{BatchSize: cfg.batch},
 	})
 	if err != nil {

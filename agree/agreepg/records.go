@@ -1,0 +1,255 @@
+package agreepg
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/internal/pgutil"
+	"github.com/duplexsync/duplex/internal/valuecodec"
+)
+
+// Records is the SQL of one system's agreement records in
+// <schema>.agreements: the statements a [Store] runs on its pool, and that
+// apply/applypg queues in its apply transactions. It holds no connection
+// and is safe for concurrent use.
+type Records struct {
+	sync, system string // as stored (dbText)
+	table        string // quoted <schema>.agreements
+	loadSQL      string
+	saveSQL      string
+	deleteSQL    string
+}
+
+// NewRecords returns the Records of sync and system in schema ("":
+// pgstate.DefaultSchema). The table must exist (DDL).
+func NewRecords(schema, sync, system string) *Records {
+	t := tableName(schema)
+	return &Records{
+		sync:   dbText(sync),
+		system: dbText(system),
+		table:  t,
+		loadSQL: `SELECT k.i, a.version, a."row", a.absent, a.peer, a.peer_absent, a.unknown
+			FROM unnest($4::text[]) WITH ORDINALITY AS k(key, i)
+			JOIN LATERAL (SELECT d.version, d."row", d.absent, d.peer, d.peer_absent, d.unknown FROM ` + t + ` d
+				WHERE d.sync = $1 AND d.system = $2 AND d.tbl = $3 AND d.key = k.key LIMIT 1) a ON true`,
+		saveSQL: `INSERT INTO ` + t + ` AS d (sync, system, tbl, key, version, "row", absent, peer, peer_absent, unknown)
+			SELECT $1, $2, $3, u.key, u.version, u."row", u."row" IS NULL, u.peer, u.peer IS NULL, u.unknown
+			FROM unnest($4::text[], $5::bigint[], $6::jsonb[], $7::jsonb[], $8::jsonb[]) AS u(key, version, "row", peer, unknown)
+			ON CONFLICT (sync, system, tbl, key) DO UPDATE SET
+				version = EXCLUDED.version, "row" = EXCLUDED."row", absent = EXCLUDED.absent,
+				peer = EXCLUDED.peer, peer_absent = EXCLUDED.peer_absent, unknown = EXCLUDED.unknown, updated_at = now()`,
+		deleteSQL: `DELETE FROM ` + t + ` WHERE sync = $1 AND system = $2 AND tbl = $3 AND key = ANY($4::text[])`,
+	}
+}
+
+// Table returns the quoted name of the records' table.
+func (r *Records) Table() string { return r.table }
+
+// entry is a record as stored: row and peer encoded, nil for none.
+type entry struct {
+	known     bool
+	version   int64
+	row, peer []byte
+	unknown   []string
+}
+
+func (e entry) agreement() (duplex.Agreement, error) {
+	if !e.known {
+		return duplex.Agreement{}, nil
+	}
+	a := duplex.Agreement{Known: true, Version: uint64(e.version), Unknown: e.unknown}
+	var err error
+	if a.Row, err = valuecodec.UnmarshalValues(e.row); err != nil {
+		return a, err
+	}
+	a.Peer, err = valuecodec.UnmarshalValues(e.peer)
+	return a, err
+}
+
+func encode(a duplex.Agreement) (entry, error) {
+	e := entry{known: a.Known, version: int64(a.Version), unknown: a.Unknown}
+	var err error
+	if a.Row != nil {
+		if e.row, err = valuecodec.MarshalValues(a.Row); err != nil {
+			return e, err
+		}
+	}
+	if a.Peer != nil {
+		e.peer, err = valuecodec.MarshalValues(a.Peer)
+	}
+	return e, err
+}
+
+// Querier runs a query: a pool, a connection or a transaction.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// Load reads the records of keys of t through q, in the order of keys
+// (the zero Agreement for keys without one). Errors are classified.
+func (r *Records) Load(ctx context.Context, q Querier, t duplex.Table, keys []duplex.Key) ([]duplex.Agreement, error) {
+	out := make([]duplex.Agreement, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		names[i] = dbText(k.String())
+	}
+	es, err := r.query(ctx, q, tableText(t), names)
+	if err != nil {
+		return nil, fmt.Errorf("agreepg: load %d agreed rows of %s from %s: %w", len(keys), t, r.table, err)
+	}
+	for i, e := range es {
+		if out[i], err = e.agreement(); err != nil {
+			return nil, duplex.Permanent(fmt.Errorf("agreepg: load %s %s from %s: %w", t, keys[i], r.table, err))
+		}
+	}
+	return out, nil
+}
+
+// query reads the entries of names, in their order.
+func (r *Records) query(ctx context.Context, q Querier, tbl string, names []string) ([]entry, error) {
+	found := make([]entry, len(names))
+	rows, err := q.Query(ctx, r.loadSQL, r.sync, r.system, tbl, names)
+	if err != nil {
+		return nil, pgutil.Classify(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			i                  int64
+			e                  entry
+			absent, peerAbsent bool
+			rowJSON, peerJSON  []byte
+			unknown            []byte
+		)
+		if err := rows.Scan(&i, &e.version, &rowJSON, &absent, &peerJSON, &peerAbsent, &unknown); err != nil {
+			return nil, pgutil.Classify(err)
+		}
+		if unknown != nil {
+			if err := json.Unmarshal(unknown, &e.unknown); err != nil {
+				return nil, duplex.Permanent(fmt.Errorf("unknown fields %s: %w", unknown, err))
+			}
+		}
+		if i < 1 || int(i) > len(found) {
+			return nil, duplex.Permanent(fmt.Errorf("row for key %d of %d", i, len(found)))
+		}
+		e.known = true
+		if !absent {
+			e.row = rowJSON
+		}
+		if !peerAbsent {
+			e.peer = peerJSON
+		}
+		if len(e.unknown) == 0 {
+			e.unknown = nil
+		}
+		found[i-1] = e
+	}
+	if err := rows.Err(); err != nil {
+		return nil, pgutil.Classify(err)
+	}
+	return found, nil
+}
+
+// saveArgs groups ws by table into the arguments of saveSQL and deleteSQL
+// (records that are not Known delete the key's record); of a key given
+// twice, the last wins.
+type tableSave struct {
+	tbl      string
+	names    []string
+	versions []int64
+	rows     [][]byte
+	peers    [][]byte
+	unknown  [][]byte
+	deletes  []string
+	es       []entry // per name, for a cache
+}
+
+func saves(ws []duplex.AgreementWrite) ([]*tableSave, error) {
+	var out []*tableSave
+	byTable := map[string]*tableSave{}
+	type at struct {
+		s *tableSave
+		i int
+	}
+	seen := map[string]at{}
+	for _, w := range ws {
+		tbl := tableText(w.Table)
+		s := byTable[tbl]
+		if s == nil {
+			s = &tableSave{tbl: tbl}
+			byTable[tbl] = s
+			out = append(out, s)
+		}
+		e, err := encode(w.Agreement)
+		if err != nil {
+			return nil, duplex.Permanent(fmt.Errorf("agreepg: save %s %s: %w", w.Table, w.Key, err))
+		}
+		name := dbText(w.Key.String())
+		if prev, ok := seen[tbl+"\x00"+name]; ok {
+			prev.s.es[prev.i] = e
+			prev.s.versions[prev.i], prev.s.rows[prev.i], prev.s.peers[prev.i] = e.version, e.row, e.peer
+			prev.s.unknown[prev.i] = joinUnknown(e.unknown)
+			continue
+		}
+		seen[tbl+"\x00"+name] = at{s, len(s.names)}
+		s.names = append(s.names, name)
+		s.es = append(s.es, e)
+		s.versions = append(s.versions, e.version)
+		s.rows = append(s.rows, e.row)
+		s.peers = append(s.peers, e.peer)
+		s.unknown = append(s.unknown, joinUnknown(e.unknown))
+	}
+	// A record that is not Known deletes: split them out.
+	for _, s := range out {
+		keep := 0
+		for i := range s.names {
+			if !s.es[i].known {
+				s.deletes = append(s.deletes, s.names[i])
+				continue
+			}
+			s.names[keep], s.es[keep], s.versions[keep], s.rows[keep], s.peers[keep], s.unknown[keep] =
+				s.names[i], s.es[i], s.versions[i], s.rows[i], s.peers[i], s.unknown[i]
+			keep++
+		}
+		s.names, s.es, s.versions, s.rows, s.peers, s.unknown = s.names[:keep], s.es[:keep], s.versions[:keep], s.rows[:keep], s.peers[:keep], s.unknown[:keep]
+	}
+	return out, nil
+}
+
+// joinUnknown encodes field names as a JSON array (nil for none).
+func joinUnknown(fs []string) []byte {
+	if len(fs) == 0 {
+		return nil
+	}
+	b, _ := json.Marshal(fs) // strings always marshal
+	return b
+}
+
+// QueueSave queues on b the statements that write ws (one upsert per table,
+// and one delete per table for records that are not Known), and returns how
+// many it queued. The caller reads their results in order.
+func (r *Records) QueueSave(b *pgx.Batch, ws []duplex.AgreementWrite) (int, error) {
+	ss, err := saves(ws)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, s := range ss {
+		if len(s.names) > 0 {
+			b.Queue(r.saveSQL, r.sync, r.system, s.tbl, s.names, s.versions, s.rows, s.peers, s.unknown)
+			n++
+		}
+		if len(s.deletes) > 0 {
+			b.Queue(r.deleteSQL, r.sync, r.system, s.tbl, s.deletes)
+			n++
+		}
+	}
+	return n, nil
+}
