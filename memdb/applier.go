@@ -20,8 +20,8 @@ type Applier struct {
 }
 
 var (
-	_ duplex.Applier      = (*Applier)(nil)
-	_ duplex.Checkpointer = (*Applier)(nil)
+	_ duplex.Applier         = (*Applier)(nil)
+	_ duplex.Checkpointer    = (*Applier)(nil)
 	_ duplex.Ledger          = (*Applier)(nil)
 	_ duplex.AgreementKeeper = (*Applier)(nil)
 )
@@ -180,4 +180,24 @@ func cloneAgreement(a duplex.Agreement) duplex.Agreement {
 	a.Row, a.Peer = a.Row.Clone(), a.Peer.Clone()
 	a.Unknown = slices.Clone(a.Unknown)
 	return a
+}
+
+// AgreeRows records every row of table t as agreed in the DB's agreement
+// records (the records its Appliers keep), as if a two-way sync had
+// synced them: for tests and examples that start from two replicas already
+// in agreement. Rows that already have a record keep it.
+func (db *DB) AgreeRows(t duplex.Table) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	tb, ok := db.tables[t]
+	if !ok {
+		return fmt.Errorf("memdb: no table %s", t)
+	}
+	for k, row := range tb.rows {
+		name := t.String() + "\x00" + k
+		if _, ok := db.agreed[name]; !ok {
+			db.agreed[name] = duplex.Agreement{Known: true, Version: 1, Row: row.Clone(), Peer: row.Clone()}
+		}
+	}
+	return nil
 }

@@ -23,6 +23,7 @@ func replicas(columns []string, rows ...duplex.Values) (crm, billing *memdb.DB) 
 		}
 		log := db.Changes()
 		_ = db.Source(memdb.SourceConfig{Slot: "sync"}).Ack(context.Background(), log[len(log)-1].Position)
+		_ = db.AgreeRows(customers) // as if synced: later edits merge three-way
 	}
 	return crm, billing
 }

@@ -352,6 +352,7 @@ func (p *pair) seed(rows ...duplex.Values) {
 		if log := db.Changes(); len(log) > 0 {
 			require.NoError(p.t, db.Source(memdb.SourceConfig{Slot: "sync"}).Ack(context.Background(), log[len(log)-1].Position))
 		}
+		require.NoError(p.t, db.AgreeRows(items))
 	}
 	p.clock.Advance(time.Second)
 }

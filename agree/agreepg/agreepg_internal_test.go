@@ -24,13 +24,13 @@ func TestLoadProbesTheIndex(t *testing.T) {
 	names := make([]string, 0, 3)
 	for i := range keys {
 		keys[i] = duplex.Key{{Name: "id", Value: int64(i)}}
-		as[i] = duplex.Agreement{Known: true}
+		as[i] = duplex.Agreement{Known: true, Version: 1}
 	}
 	require.NoError(t, s.Save(t.Context(), tbl, keys, as))
 	for _, k := range keys[:3] {
 		names = append(names, dbText(k.String()))
 	}
-	rows, err := db.Pool.Query(t.Context(), "EXPLAIN "+s.loadSQL, s.sync, tableText(tbl), names)
+	rows, err := db.Pool.Query(t.Context(), "EXPLAIN "+s.rec.loadSQL, s.rec.sync, s.rec.system, tableText(tbl), names)
 	require.NoError(t, err)
 	var plan []string
 	for rows.Next() {
@@ -52,9 +52,9 @@ func TestLoadProbesTheIndex(t *testing.T) {
 	defer func() { _ = tx.Rollback(t.Context()) }()
 	_, err = tx.Exec(t.Context(), "SET LOCAL plan_cache_mode = force_generic_plan")
 	require.NoError(t, err)
-	_, err = tx.Exec(t.Context(), "PREPARE agreed_load(text, text, text[]) AS "+s.loadSQL)
+	_, err = tx.Exec(t.Context(), "PREPARE agreed_load(text, text, text, text[]) AS "+s.rec.loadSQL)
 	require.NoError(t, err)
-	rows, err = tx.Query(t.Context(), "EXPLAIN EXECUTE agreed_load('s', 'public.t', '{a,b,c}')", pgx.QueryExecModeSimpleProtocol)
+	rows, err = tx.Query(t.Context(), "EXPLAIN EXECUTE agreed_load('s', '', 'public.t', '{a,b,c}')", pgx.QueryExecModeSimpleProtocol)
 	require.NoError(t, err)
 	plan = plan[:0]
 	for rows.Next() {

@@ -21,7 +21,7 @@ var customers = duplex.Table{Schema: "public", Name: "customers"}
 func id(i int) duplex.Key { return duplex.Key{{Name: "id", Value: int64(i)}} }
 
 func row(v string) duplex.Agreement {
-	return duplex.Agreement{Known: true, Row: duplex.Values{"v": v}}
+	return duplex.Agreement{Known: true, Version: 1, Row: duplex.Values{"v": v}}
 }
 
 // newStore returns a store for a sync of its own in the database of pool.
@@ -83,7 +83,7 @@ func TestPersistence(t *testing.T) {
 	want := []duplex.Agreement{
 		{Known: true, Row: duplex.Values{"id": int64(1), "blob": []byte{0, 1}, "n": nil}},
 		{Known: true},
-		{Known: true, Row: duplex.Values{"id": int64(3)}, Torn: true},
+		{Known: true, Version: 9, Row: duplex.Values{"id": int64(3)}, Peer: duplex.Values{"id": int64(3), "x": "y"}, Unknown: []string{"x"}},
 	}
 	require.NoError(t, first.Save(t.Context(), customers, keys, want))
 
@@ -118,9 +118,9 @@ func TestNewConcurrentAndAgain(t *testing.T) {
 	s := newStore(t, db.Pool, agreepg.Config{Sync: "s0"})
 	require.NoError(t, s.Save(t.Context(), customers, []duplex.Key{id(1)}, []duplex.Agreement{row("x")}))
 	var reg *string
-	require.NoError(t, db.Pool.QueryRow(t.Context(), "SELECT to_regclass('duplex.agreed')::text").Scan(&reg))
+	require.NoError(t, db.Pool.QueryRow(t.Context(), "SELECT to_regclass('duplex.agreements')::text").Scan(&reg))
 	require.NotNil(t, reg)
-	require.Equal(t, "duplex.agreed", *reg)
+	require.Equal(t, "duplex.agreements", *reg)
 }
 
 func TestOddSchemaAndDDL(t *testing.T) {
@@ -134,7 +134,7 @@ func TestOddSchemaAndDDL(t *testing.T) {
 	s := newStore(t, db.Pool, agreepg.Config{Sync: "s", Schema: schema})
 	require.NoError(t, s.Save(t.Context(), customers, []duplex.Key{id(1)}, []duplex.Agreement{row("x")}))
 	var n int
-	require.NoError(t, db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM "Odd ""Schema"".x".agreed`).Scan(&n))
+	require.NoError(t, db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM "Odd ""Schema"".x".agreements`).Scan(&n))
 	require.Equal(t, 1, n)
 	require.Contains(t, agreepg.DDL("")[0], `"duplex"`)
 }
@@ -171,7 +171,7 @@ func TestCacheAndErrors(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []duplex.Agreement{row("1"), row("2")}, as, "the canceled Save changed nothing")
 
-	_, err = db.Pool.Exec(t.Context(), "DROP TABLE "+schema+".agreed")
+	_, err = db.Pool.Exec(t.Context(), "DROP TABLE "+schema+".agreements")
 	require.NoError(t, err)
 	as, err = s.Load(t.Context(), customers, []duplex.Key{id(2), id(2)})
 	require.NoError(t, err, "cache hits need no query")
@@ -181,7 +181,7 @@ func TestCacheAndErrors(t *testing.T) {
 	require.Error(t, err)
 	require.Equal(t, duplex.ClassPermanent, duplex.ClassOf(err), "%v", err)
 	require.Contains(t, err.Error(), "load 2 keys of public.customers")
-	require.Contains(t, err.Error(), "agreed")
+	require.Contains(t, err.Error(), "agreements")
 
 	err = s.Save(t.Context(), customers, []duplex.Key{id(2)}, []duplex.Agreement{row("y")})
 	require.Equal(t, duplex.ClassPermanent, duplex.ClassOf(err), "%v", err)

@@ -10,18 +10,20 @@ import (
 	"github.com/duplexsync/duplex/agree/agreepg"
 )
 
-// A two-way sync keeps its agreed rows in one of its databases, so a
-// restart merges against the same base as before it.
+// An endpoint whose Applier does not keep agreement records itself (a
+// custom Applier over a PostgreSQL database) keeps them in that database
+// with a Store, so a restart merges against the same base as before it.
+// (apply/applypg keeps them in its own transactions: use it where you can.)
 func Example() {
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, "postgres://sync@crm-db/crm")
 	if err != nil {
 		log.Fatal(err)
 	}
-	agreements, err := agreepg.New(ctx, pool, agreepg.Config{Sync: "crm-billing"})
+	agreements, err := agreepg.New(ctx, pool, agreepg.Config{Sync: "crm-billing", System: "crm"})
 	if err != nil {
 		log.Fatal(err)
 	}
-	cfg := duplex.SyncConfig{Name: "crm-billing", Agreements: agreements /* A, B, Resolver, DeadLetters... */}
-	_ = cfg
+	crm := duplex.Endpoint{Name: "crm", Agreements: agreements /* Source, Applier, ... */}
+	_ = crm
 }

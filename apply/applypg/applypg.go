@@ -14,8 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/duplexsync/duplex"
-	"github.com/duplexsync/duplex/cdc/pglogical"
 	"github.com/duplexsync/duplex/agree/agreepg"
+	"github.com/duplexsync/duplex/cdc/pglogical"
 	"github.com/duplexsync/duplex/internal/pgstate"
 	"github.com/duplexsync/duplex/internal/pgutil"
 )
@@ -69,9 +69,9 @@ type Applier struct {
 }
 
 var (
-	_ duplex.Applier      = (*Applier)(nil)
-	_ duplex.Checkpointer = (*Applier)(nil)
-	_ duplex.Ledger       = (*Applier)(nil)
+	_ duplex.Applier         = (*Applier)(nil)
+	_ duplex.Checkpointer    = (*Applier)(nil)
+	_ duplex.Ledger          = (*Applier)(nil)
 	_ duplex.Truncater       = (*Applier)(nil)
 	_ duplex.AgreementKeeper = (*Applier)(nil)
 )

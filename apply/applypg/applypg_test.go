@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/agree/agreetest"
 	"github.com/duplexsync/duplex/apply/applypg"
 	"github.com/duplexsync/duplex/apply/applytest"
 	"github.com/duplexsync/duplex/internal/pgutil"
@@ -66,7 +67,7 @@ func TestConformance(t *testing.T) {
 	for _, m := range []applypg.Method{applypg.MethodUnnest, applypg.MethodRows, applypg.MethodValues, applypg.MethodCopy} {
 		t.Run(m.String(), func(t *testing.T) {
 			t.Parallel()
-			applytest.Run(t, applytest.Features{Checkpoints: true, Expectations: true, Ledger: true}, func(t *testing.T) applytest.Harness {
+			applytest.Run(t, applytest.Features{Checkpoints: true, Expectations: true, Ledger: true, Agreements: true}, func(t *testing.T) applytest.Harness {
 				return newHarness(t, db, m)
 			})
 		})
@@ -322,4 +323,13 @@ func TestRepeatedIDs(t *testing.T) {
 			require.Equal(t, duplex.Position("0/2"), cp)
 		})
 	}
+}
+
+// The agreement records an Applier keeps pass the agreement conformance suite.
+func TestAgreementRecordsConformance(t *testing.T) {
+	t.Parallel()
+	db := testenv.Postgres(t)
+	agreetest.Run(t, func(t *testing.T) duplex.AgreementStore {
+		return agreetest.KeeperStore(newApplier(t, db, testenv.UniqueName(t, "s")))
+	})
 }

@@ -29,6 +29,9 @@ type Features struct {
 	// Ledger: the applier implements duplex.Ledger and records the IDs of
 	// the changes it wrote in the batch's transaction.
 	Ledger bool
+	// Agreements: the applier implements duplex.AgreementKeeper and writes
+	// Batch.Agreements in the batch's transaction.
+	Agreements bool
 }
 
 // Harness pairs an applier with direct access to the table it writes.
@@ -72,6 +75,7 @@ func Run(t *testing.T, f Features, newFunc NewFunc) {
 		{Name: "StaleExpectation", Run: testStaleExpectation, Skip: suite.Unless(f.Expectations, "applier", "Features.Expectations")},
 		{Name: "Checkpoint", Run: testCheckpoint, Skip: suite.Unless(f.Checkpoints, "applier", "Features.Checkpoints")},
 		{Name: "Ledger", Run: testLedger, Skip: suite.Unless(f.Ledger, "applier", "Features.Ledger")},
+		{Name: "AgreementsCommitWithWrites", Run: testAgreements, Skip: suite.Unless(f.Agreements, "applier", "Features.Agreements")},
 		{Name: "NullValues", Run: testNullValues},
 		{Name: "RepeatSafe", Run: testRepeatSafe},
 		{Name: "CanceledContext", Run: testCanceledContext},

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/agree/agreetest"
 	"github.com/duplexsync/duplex/apply/applytest"
 	"github.com/duplexsync/duplex/memdb"
 )
@@ -19,7 +20,7 @@ func TestMain(m *testing.M) {
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	applytest.Run(t, applytest.Features{Checkpoints: true, Expectations: true, Ledger: true}, func(t *testing.T) applytest.Harness {
+	applytest.Run(t, applytest.Features{Checkpoints: true, Expectations: true, Ledger: true, Agreements: true}, func(t *testing.T) applytest.Harness {
 		return newHarness(t)
 	})
 }
@@ -62,3 +63,12 @@ func (h *harness) UserUpdate(_ context.Context, id int64, set duplex.Values) err
 }
 
 func key(id int64) duplex.Key { return duplex.Key{{Name: "id", Value: id}} }
+
+// The agreement records a memdb Applier keeps pass the agreement
+// conformance suite.
+func TestMemdbAgreementRecordsConformance(t *testing.T) {
+	t.Parallel()
+	agreetest.Run(t, func(t *testing.T) duplex.AgreementStore {
+		return agreetest.KeeperStore(memdb.New("m").Applier("duplex"))
+	})
+}

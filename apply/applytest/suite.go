@@ -380,3 +380,46 @@ func testConcurrent(t *testing.T, b *bundle) {
 		}
 	}
 }
+
+// testAgreements: a batch's agreement records commit with its writes, and
+// only with them: a batch that fails writes no record; a batch of records
+// alone commits them.
+func testAgreements(t *testing.T, b *bundle) {
+	k, ok := b.a.(duplex.AgreementKeeper)
+	require.True(t, ok, "the applier must implement duplex.AgreementKeeper")
+	rec := func(v uint64, n int64) []duplex.AgreementWrite {
+		r := row(1, "a", n, nil)
+		return []duplex.AgreementWrite{{Table: b.table, Key: key(1), Agreement: duplex.Agreement{Known: true, Version: v, Row: r, Peer: r}}}
+	}
+	load := func(what string) duplex.Agreement {
+		as, err := k.Agreements(t.Context(), b.table, []duplex.Key{key(1)})
+		require.NoError(t, err, what)
+		require.Len(t, as, 1, what)
+		return as[0]
+	}
+	require.False(t, load("before any batch").Known)
+
+	batch := b.batch(b.insert(1, "a", 1, nil))
+	batch.Agreements = rec(1, 1)
+	require.NoError(t, b.a.Apply(t.Context(), batch))
+	got := load("after the insert")
+	require.True(t, got.Known)
+	require.Equal(t, uint64(1), got.Version)
+	requireValues(t, row(1, "a", 1, nil), got.Row, "agreed row")
+
+	// The second write violates CHECK (n >= 0): nothing commits, records included.
+	batch = b.batch(b.update(1, duplex.Values{"n": int64(2)}, nil), b.insert(2, "two", -1, nil))
+	batch.Agreements = rec(2, 2)
+	require.Error(t, b.a.Apply(t.Context(), batch))
+	require.Equal(t, uint64(1), load("after a failed batch").Version, "a failed batch writes no record")
+	b.requireRow(t, 1, row(1, "a", 1, nil), "a failed batch writes nothing")
+
+	// Records alone.
+	require.NoError(t, b.a.Apply(t.Context(), &duplex.Batch{Source: b.source, Agreements: rec(3, 1)}))
+	require.Equal(t, uint64(3), load("after a batch of records").Version)
+
+	// A record that is not Known removes the key's record.
+	require.NoError(t, b.a.Apply(t.Context(), &duplex.Batch{Source: b.source,
+		Agreements: []duplex.AgreementWrite{{Table: b.table, Key: key(1)}}}))
+	require.False(t, load("after removing the record").Known)
+}
