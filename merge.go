@@ -406,7 +406,9 @@ func (p *Pipeline) commitSource(pl *plan) error {
 		err := p.applyBack(b)
 		switch {
 		case err == nil:
-		case p.ctx.Err() != nil && p.opCtx.Err() != nil:
+		case p.ctx.Err() != nil && ClassOf(err) != ClassPermanent:
+			// Stopped while waiting for the source: the chunk stays
+			// unsettled and is merged again after the restart.
 			return errAborted
 		case errors.Is(err, ErrStale):
 			w := &pl.agreeSource[km.onSource]

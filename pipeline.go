@@ -282,7 +282,10 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	p.ctx, p.opCtx = ctx, opCtx
 
 	var from Position
-	if cp, ok := p.cfg.Target.(Checkpointer); ok {
+	// A two-way Pipeline resumes where its source acknowledged: a target's
+	// checkpoint commits before the merge's other half (the source's), so
+	// resuming after it could skip a merge a crash left half-done.
+	if cp, ok := p.cfg.Target.(Checkpointer); ok && p.cfg.Peer == nil {
 		pos, err := cp.Checkpoint(ctx, p.dir.From)
 		if err != nil && ctx.Err() != nil {
 			return nil // stopped while starting: nothing was delivered
@@ -727,8 +730,8 @@ func (p *Pipeline) runChunk(items []*item) error {
 // unsettled (parked for a retry, or about to be dead-lettered).
 func (p *Pipeline) checkpoint(items []*item, pl plan) Position {
 	last := items[len(items)-1]
-	if last.replay {
-		return ""
+	if last.replay || p.cfg.Peer != nil {
+		return "" // see Run: a two-way Pipeline resumes where its source acknowledged
 	}
 	var first *item
 	for i := range pl.items {
