@@ -30,6 +30,19 @@
 // [Authority.Validate] and [LWW.ValidateColumn]: their errors name the
 // rule or table at fault.
 //
+// Policies can differ by table with [ByTable]. Last-write-wins on an
+// updated_at column where a table has one and on commit timestamps where
+// it does not:
+//
+//	column, err := resolve.NewLWW("updated_at", 2*time.Second)
+//	without, err := column.TablesWithoutColumn(schema) // a column that is not a timestamp is an error
+//	commit := &resolve.LWW{Skew: 2 * time.Second}
+//	tables := map[duplex.Table]duplex.Resolver{}
+//	for _, t := range without {
+//		tables[t] = commit
+//	}
+//	resolver := duplex.Chain(authority, resolve.ByTable{Tables: tables, Default: column})
+//
 // # Resolvers
 //
 //   - [Authority]: each field is owned by one system. The owner's change
@@ -43,6 +56,7 @@
 //     (NULL, missing, a target that does not report commit times) and
 //     clocks running ahead send the change to the DLQ with both versions.
 //   - [SideWins]: one system wins every conflict.
+//   - [ByTable]: each table's conflicts go to that table's resolver.
 //   - [DeadLetterAll]: every conflict goes to the DLQ for a person.
 //   - [CounterDelta] and [UnionTags]: merges written in a few lines with
 //     [duplex.ResolverFunc], as examples of custom resolvers: counters add

@@ -99,28 +99,53 @@ var timestampTypes = []string{
 // -> column -> SQL type name) and is a timestamp, and returns every problem
 // joined, each naming the table and column. Precision suffixes such as
 // "timestamp(3) with time zone" are accepted. Without Column there is
-// nothing to check.
+// nothing to check. To compare commit timestamps on the tables that lack
+// Column instead, see [LWW.TablesWithoutColumn].
 func (l *LWW) ValidateColumn(schema map[duplex.Table]map[string]string) error {
-	if l.Column == "" {
-		return nil
-	}
+	_, errs := l.checkColumn(schema, true)
+	return errors.Join(errs...)
+}
+
+// TablesWithoutColumn is [LWW.ValidateColumn] for a policy that compares
+// Column where a table has it and commit timestamps where it does not
+// (an LWW without Column, dispatched per table with [ByTable]): it returns
+// the tables of schema lacking Column, sorted by name, and every table
+// whose Column is not a timestamp as an error, joined, each naming the
+// table and column. Without Column every table is returned.
+func (l *LWW) TablesWithoutColumn(schema map[duplex.Table]map[string]string) ([]duplex.Table, error) {
+	missing, errs := l.checkColumn(schema, false)
+	return missing, errors.Join(errs...)
+}
+
+// checkColumn returns, in table order, the tables of schema without
+// Column and the problems found: a Column that is not a timestamp, and,
+// with requireColumn, a missing one.
+func (l *LWW) checkColumn(schema map[duplex.Table]map[string]string, requireColumn bool) (missing []duplex.Table, errs []error) {
 	tables := make([]duplex.Table, 0, len(schema))
 	for t := range schema {
 		tables = append(tables, t)
 	}
 	slices.SortFunc(tables, func(a, b duplex.Table) int { return strings.Compare(a.String(), b.String()) })
-	var errs []error
+	if l.Column == "" {
+		if requireColumn {
+			return nil, nil
+		}
+		return tables, nil
+	}
 	for _, t := range tables {
 		typ, ok := schema[t][l.Column]
 		if !ok {
-			errs = append(errs, fmt.Errorf("resolve: LWW column %q: table %s has no such column", l.Column, t))
+			if requireColumn {
+				errs = append(errs, fmt.Errorf("resolve: LWW column %q: table %s has no such column", l.Column, t))
+			}
+			missing = append(missing, t)
 			continue
 		}
 		if !isTimestampType(typ) {
 			errs = append(errs, fmt.Errorf("resolve: LWW column %q: %s.%s is %s, not a timestamp", l.Column, t, l.Column, typ))
 		}
 	}
-	return errors.Join(errs...)
+	return missing, errs
 }
 
 func isTimestampType(typ string) bool {

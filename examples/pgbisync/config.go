@@ -71,7 +71,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.authority, "authority", "", "field authority: comma-separated table.field=a|b|both rules, e.g. customers.name=a,customers.payment_status=b")
 	fs.StringVar(&c.conflict, "conflict", conflictLWW, "how conflicts on fields the authority map does not cover are decided: lww, dlq, a-wins or b-wins")
 	fs.DurationVar(&c.skew, "skew", 500*time.Millisecond, "clock-skew tolerance of -conflict lww: writes closer than this go to the DLQ")
-	fs.StringVar(&c.lwwColumn, "lww-column", "updated_at", "timestamp column -conflict lww compares (every listed table needs it)")
+	fs.StringVar(&c.lwwColumn, "lww-column", "updated_at", "timestamp column -conflict lww compares; tables without it compare commit timestamps (which need track_commit_timestamp = on, else their conflicts go to the DLQ)")
 	fs.StringVar(&c.cdc, "cdc", cdcLogical, "change capture: logical (replication slots) or poll")
 	fs.DurationVar(&c.pollInterval, "poll-interval", 200*time.Millisecond, "pause between passes of -cdc poll")
 	fs.StringVar(&c.pollColumn, "poll-column", "updated_at", "timestamp column -cdc poll finds changed rows by (every write must set it)")

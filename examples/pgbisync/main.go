@@ -13,10 +13,23 @@
 //
 // The endpoints are called "a" and "b" (directions a_to_b and b_to_a).
 // Primary keys come from the catalog. Conflicts on fields the -authority map
-// does not cover are decided by -conflict: lww (the later -lww-column wins;
+// does not cover are decided by -conflict: lww (the later write wins;
 // writes closer than -skew go to the dead-letter queue), dlq (every such
 // conflict goes to the DLQ), a-wins or b-wins. -redis adds a Redis front
 // cache to the PostgreSQL dedup ledger.
+//
+// -conflict lww compares, table by table, the -lww-column (updated_at) where
+// the table has it on both sides, and the rows' commit timestamps where it
+// does not; the start-up log says which for each table ("conflict policy"
+// ... policy="lww on column updated_at" or "lww on commit timestamps (no
+// updated_at column)"). Commit timestamps are known only on servers with
+// track_commit_timestamp = on: when a side lacks it, pgbisync warns at
+// start-up, naming the tables and the fix (ALTER SYSTEM SET
+// track_commit_timestamp = on, then restart PostgreSQL), and those tables'
+// conflicts go to the DLQ with that reason rather than being guessed. An
+// -lww-column that exists but is not a timestamp is an error naming the
+// table and column. The choice is made at start-up: restart pgbisync after
+// adding the column to a table.
 //
 // -name names the sync's replication slots, publications, replication
 // origins and state (checkpoints, ledger, DLQ in database A's duplex
@@ -64,8 +77,9 @@
 //
 // SIGINT and SIGTERM stop it gracefully (exit status 0). Errors (bad flags,
 // an unreachable database, a table without a primary key, wal_level not
-// logical, another instance running) exit with status 1 (2 for flag syntax)
-// and a message naming the flag, table or field at fault.
+// logical, an -lww-column that is not a timestamp, another instance
+// running) exit with status 1 (2 for flag syntax) and a message naming the
+// flag, table or field at fault.
 package main
 
 import (
@@ -153,6 +167,11 @@ type side struct {
 	close    func()          // releases the source
 	slot     string          // the replication slot (-cdc logical)
 	retained metrics.RetainedFunc
+
+	// commitTimes: the server records commit timestamps
+	// (track_commit_timestamp), for -conflict lww on the tables without
+	// -lww-column.
+	commitTimes bool
 }
 
 // connect opens a side's pool and checks that the database answers.
@@ -176,7 +195,7 @@ func connect(ctx context.Context, cfg *config, s *side) error {
 }
 
 // resolver builds the resolver chain: field authority, then -conflict.
-func resolver(cfg *config, sides [2]*side) (duplex.Resolver, string, error) {
+func resolver(cfg *config, sides [2]*side, logger *slog.Logger) (duplex.Resolver, string, error) {
 	var chain []duplex.Resolver
 	var errs []error
 	if strings.TrimSpace(cfg.authority) != "" {
@@ -196,22 +215,13 @@ func resolver(cfg *config, sides [2]*side) (duplex.Resolver, string, error) {
 		chain = append(chain, auth)
 	}
 	var policy duplex.Resolver
+	desc := cfg.conflict
 	switch cfg.conflict {
 	case conflictLWW:
-		lww, err := resolve.NewLWW(cfg.lwwColumn, cfg.skew)
-		if err != nil {
-			return nil, "", fmt.Errorf("-skew: %w", err)
+		var err error
+		if policy, desc, err = lwwPolicy(cfg, sides, logger); err != nil {
+			errs = append(errs, err)
 		}
-		for _, s := range sides {
-			types := make(map[duplex.Table]map[string]string, len(s.tables))
-			for t, info := range s.tables {
-				types[t] = info.types
-			}
-			if err := lww.ValidateColumn(types); err != nil {
-				errs = append(errs, fmt.Errorf("-conflict lww -lww-column %s (on -%s): %w", cfg.lwwColumn, s.name, err))
-			}
-		}
-		policy = lww
 	case conflictDLQ:
 		policy = resolve.DeadLetterAll()
 	case conflictAWins:
@@ -221,10 +231,6 @@ func resolver(cfg *config, sides [2]*side) (duplex.Resolver, string, error) {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, "", err
-	}
-	desc := cfg.conflict
-	if cfg.conflict == conflictLWW {
-		desc = fmt.Sprintf("lww(%s, skew %s)", cfg.lwwColumn, cfg.skew)
 	}
 	// The chain ends with the policy; anything it leaves undecided is
 	// dead-lettered by the Pipeline.
@@ -274,6 +280,9 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		if cfg.cdc == cdcLogical && cfg.noReplicaIdentity {
 			errs = append(errs, checkReplicaIdentity(s.name, cfg.tables, s.tables))
 		}
+		if s.commitTimes, err = trackCommitTimes(ctx, s.pool, s.name); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -281,7 +290,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	if err := compareKeys(cfg.tables, sides[0].tables, sides[1].tables); err != nil {
 		return err
 	}
-	res, resDesc, err := resolver(cfg, sides)
+	res, resDesc, err := resolver(cfg, sides, logger)
 	if err != nil {
 		return err
 	}

@@ -413,7 +413,11 @@ type dlqEntry struct {
 			Name   string `json:"name"`
 		} `json:"table"`
 	} `json:"change"`
-	Status string `json:"status"`
+	Status   string `json:"status"`
+	Error    string `json:"error"`
+	Conflict *struct {
+		Source map[string]any `json:"source"`
+	} `json:"conflict"`
 }
 
 // dlqList calls GET /dlq?query.
@@ -657,7 +661,8 @@ func TestRefusesBadConfiguration(t *testing.T) {
 	p := newPair(t)
 	ctx := t.Context()
 	for _, db := range []*testenv.DB{p.a, p.b} {
-		_, err := db.Pool.Exec(ctx, `CREATE TABLE "NoKey" (x int, y text); CREATE TABLE stamps (id int PRIMARY KEY, v text)`)
+		_, err := db.Pool.Exec(ctx, `CREATE TABLE "NoKey" (x int, y text); CREATE TABLE stamps (id int PRIMARY KEY, v text);
+			CREATE TABLE texts (id int PRIMARY KEY, updated_at text)`)
 		require.NoError(t, err)
 	}
 	const password = "Zq-4411-hunter2"
@@ -683,7 +688,9 @@ func TestRefusesBadConfiguration(t *testing.T) {
 		{"no replica identity", base("-tables", "customers,stamps", "-no-replica-identity", "-conflict", "dlq"), []string{
 			"-a: table public.customers is not REPLICA IDENTITY FULL", "-b: table public.stamps is not REPLICA IDENTITY FULL"}},
 		{"negative skew", base("-skew", "-1s"), []string{"-skew -1s: the clock-skew tolerance must not be negative"}},
-		{"lww column missing", base("-tables", "customers,stamps"), []string{`table public.stamps has no such column`, `"updated_at"`}},
+		{"lww column not a timestamp", base("-tables", "customers,stamps,texts"), []string{
+			`-conflict lww -lww-column updated_at (on -a): resolve: LWW column "updated_at": public.texts.updated_at is text, not a timestamp`,
+			`-conflict lww -lww-column updated_at (on -b): resolve: LWW column "updated_at": public.texts.updated_at is text, not a timestamp`}},
 		{"unknown authority field", base("-authority", "customers.emial=a"), []string{`customers.emial=a`, `no column "emial"`}},
 		{"unknown authority system", base("-authority", "customers.email=crm"), []string{`unknown system "crm"`}},
 		{"bad conflict", base("-conflict", "newest"), []string{`-conflict "newest": want lww, dlq, a-wins or b-wins`}},
