@@ -41,6 +41,27 @@
 // them); an application clock behind the database's needs Config.Overlap.
 // Rows whose timestamp is NULL are not captured until it is set.
 //
+// # Timestamp without time zone
+//
+// The column may be timestamptz (recommended) or timestamp without time
+// zone. A timestamp column set by now() (a default, a trigger) holds the
+// wall-clock time of the writing session's TimeZone, so the source reads
+// it in that zone: Config.ColumnTimeZone, by default the TimeZone a new
+// session of Config.ConnString gets (the database's, the role's or the
+// server's setting: what SHOW timezone says without the override of the
+// source's own sessions, which are in UTC). The safe point of each pass (the
+// clock, open transactions, the xid fallback, Config.Overlap: all instants)
+// becomes a wall-clock time of that zone, which the column's values are
+// compared with; CommitTime is the instant a value stands for. The source
+// logs the zone it uses, and warns about the column type: the values are
+// right only if every writer's session is in that zone, and they are
+// ambiguous in the hour when clocks go back (01:30 comes twice in New York
+// on the first Sunday of November), where CommitTime may be an hour off
+// and the watermark is held back by the step (a pass reads that hour
+// again; the rows it already emitted are skipped). The stored watermark
+// of such a column is the safe point's instant (or a row's own value), so
+// a corrected zone applies to it at the next start.
+//
 // # Last-emitted state, before images and IDs
 //
 // The source keeps, in the sync's own schema of the polled database
@@ -56,10 +77,11 @@
 // the before and after images (the after image includes the timestamp
 // column, which changes at every write), so a re-delivery after a crash
 // or restart carries the same ID and the Pipeline's dedup recognises it.
-// CommitTime is the row's timestamp column: the application's clock (or
-// the database's, when a default or trigger sets it), not a commit
-// timestamp. For deletes it is the time the delete was detected. Origin is
-// always empty.
+// CommitTime is the row's timestamp column (for timestamp without time
+// zone, the instant it stands for in the writers' zone): the application's
+// clock (or the database's, when a default or trigger sets it), not a
+// commit timestamp. For deletes it is the time the delete was detected.
+// Origin is always empty.
 //
 // # Positions and acknowledgements
 //

@@ -57,11 +57,28 @@ func ComparePositions(a, b duplex.Position) int {
 
 // mark is a table's watermark: the next pass starts after (ts, key), or at
 // ts (inclusive) when key is nil. The zero mark starts at the beginning.
+//
+// ts is in the column's own terms: an instant for timestamptz, the
+// wall-clock time of the writers' zone (as a time.Time in UTC) for
+// timestamp without time zone.
 type mark struct {
 	set    bool
 	ts     time.Time
 	tsText string   // in the column's text form, cast back in SQL
 	key    []string // primary-key columns cast to text
+	// at is, for the safe point of a timestamp (without time zone)
+	// column, the instant it stands for, in tsLayout; poll_watermark
+	// stores it rather than tsText, which is derived from it in the
+	// writers' zone (see Source.wallMark). "" otherwise.
+	at string
+}
+
+// stored returns the text poll_watermark stores for m.
+func (m mark) stored() string {
+	if m.at != "" {
+		return m.at
+	}
+	return m.tsText
 }
 
 // tsLayout renders a safe point like PostgreSQL renders a timestamptz in
@@ -74,16 +91,16 @@ func safeMark(ts time.Time) mark {
 }
 
 // capped returns the watermark after a pass that started at start, with
-// safe point safe, scanned every row up to c: c when it is before safe,
-// else safe; never before start (which was safe when it was computed, and
-// stays so).
-func capped(start mark, safe time.Time, c mark) mark {
+// safe point safe (a mark of the same column; unset: unknown), scanned
+// every row up to c: c when it is before safe, else safe; never before
+// start (which was safe when it was computed, and stays so).
+func capped(start, safe, c mark) mark {
 	x := c
-	if safe.IsZero() { // unknown: do not advance
+	if !safe.set { // unknown: do not advance
 		return start
 	}
-	if !c.set || !c.ts.Before(safe) {
-		x = safeMark(safe)
+	if !c.set || !c.ts.Before(safe.ts) {
+		x = safe
 	}
 	if !start.set {
 		return x
@@ -97,8 +114,16 @@ func capped(start mark, safe time.Time, c mark) mark {
 	return start
 }
 
+// hasOffset reports whether s, a timestamp in PostgreSQL's ISO text form,
+// has a UTC offset (a timestamptz, or an instant in tsLayout).
+func hasOffset(s string) bool {
+	i := strings.IndexByte(s, ' ')
+	return i >= 0 && strings.ContainsAny(s[i:], "+-")
+}
+
 // parseTS parses a timestamp or timestamptz in PostgreSQL's ISO text form
-// (with TimeZone UTC); infinities map to the extremes of time.Time.
+// (with TimeZone UTC); infinities map to the extremes of time.Time. A
+// timestamp without time zone parses to its wall-clock time, in UTC.
 func parseTS(s string) (time.Time, error) {
 	switch s {
 	case "infinity":

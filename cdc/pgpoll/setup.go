@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/duplexsync/duplex"
@@ -63,8 +64,19 @@ type Config struct {
 	Tables []duplex.Table
 	// Column is the timestamp column (timestamp or timestamptz) that every
 	// write sets. "": "updated_at". An index on (Column, primary key)
-	// keeps passes cheap.
+	// keeps passes cheap. timestamptz is recommended: see ColumnTimeZone
+	// for timestamp (without time zone).
 	Column string
+	// ColumnTimeZone is the TimeZone of the sessions that write a Column
+	// of type timestamp without time zone (now() stores the wall-clock
+	// time of the writer's zone): a name PostgreSQL knows, such as an IANA
+	// name ("America/New_York"). The source reads such columns in this
+	// zone. "": the TimeZone a new session of ConnString gets, that is the
+	// database's, the role's or the server's default, or one set by
+	// ConnString itself (timezone, options, PGTZ); set it when the writers
+	// set their zone per session. Unused for timestamptz columns. See the
+	// package documentation, "Timestamp without time zone".
+	ColumnTimeZone string
 	// PageSize is the most rows read per query, and so the most changes
 	// delivered per batch. 0: 1000.
 	PageSize int
@@ -97,9 +109,12 @@ type Source struct {
 	retry backoff.Policy
 	names stateNames
 
+	connZone *string // the connection string's TimeZone, if it sets one
+
 	setupMu sync.Mutex
 	tables  []*tableMeta // set by Setup
 	byName  map[string]*tableMeta
+	zone    string // the writers' TimeZone, for timestamp columns; set by Setup
 
 	ackMu sync.Mutex // serialises Acks
 	mu    sync.Mutex
@@ -145,6 +160,20 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	}
 	// Timestamps travel as text: one time zone and date style for every
 	// connection, so a watermark read back parses to the same instant.
+	// Parameter names are case-insensitive: drop the connection string's
+	// spellings, or the server may apply either. The connection string's
+	// TimeZone stays what the zone of the writers defaults to (see
+	// writersZone).
+	var connZone *string
+	for k, v := range pcfg.ConnConfig.RuntimeParams {
+		switch strings.ToLower(k) {
+		case "timezone":
+			connZone = &v
+			delete(pcfg.ConnConfig.RuntimeParams, k)
+		case "datestyle":
+			delete(pcfg.ConnConfig.RuntimeParams, k)
+		}
+	}
 	pcfg.ConnConfig.RuntimeParams["timezone"] = "UTC"
 	pcfg.ConnConfig.RuntimeParams["datestyle"] = "ISO, YMD"
 	// Page queries must use the index on (timestamp, key) for the cursor at
@@ -157,11 +186,12 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 		return nil, fmt.Errorf("pgpoll: %s: connect: %w", cfg.System, err)
 	}
 	return &Source{
-		cfg:   cfg,
-		log:   cfg.Logger.With("component", "cdc", "source", "pgpoll", "system", cfg.System),
-		pool:  pool,
-		retry: backoff.Policy{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax},
-		names: newStateNames(cfg.StateSchema),
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "cdc", "source", "pgpoll", "system", cfg.System),
+		pool:     pool,
+		retry:    backoff.Policy{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax},
+		names:    newStateNames(cfg.StateSchema),
+		connZone: connZone,
 	}, nil
 }
 
@@ -271,6 +301,7 @@ type tableMeta struct {
 	cols   []column
 	key    []int // indices of the primary-key columns in cols
 	ts     int   // index of the timestamp column in cols
+	wall   bool  // the timestamp column is timestamp without time zone
 }
 
 // Setup checks every table (it exists, has a primary key and the
@@ -297,7 +328,11 @@ func (s *Source) Setup(ctx context.Context) error {
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	zone, err := s.columnZone(ctx, metas)
+	if err != nil {
+		return err
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('duplex pgpoll ' || $1))", s.cfg.StateSchema); err != nil {
 			return err
 		}
@@ -352,7 +387,7 @@ func (s *Source) Setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.tables = metas
+	s.tables, s.zone = metas, zone
 	s.byName = make(map[string]*tableMeta, len(metas))
 	for _, m := range metas {
 		s.byName[m.name] = m
@@ -423,5 +458,72 @@ func (s *Source) inspect(ctx context.Context, t duplex.Table) (*tableMeta, error
 	if baseTS != oidTimestamp && baseTS != oidTimestamptz {
 		return nil, duplex.Permanent(fmt.Errorf("pgpoll: table %s column %s is %s, want timestamp or timestamptz", t, s.cfg.Column, m.cols[m.ts].typ))
 	}
+	m.wall = baseTS == oidTimestamp
 	return m, nil
+}
+
+// columnZone returns the zone that the timestamp (without time zone)
+// columns of metas are read in, "" when there are none, and says which
+// zone it is and warns about the columns' type.
+func (s *Source) columnZone(ctx context.Context, metas []*tableMeta) (string, error) {
+	var wall []string
+	for _, m := range metas {
+		if m.wall {
+			wall = append(wall, m.name)
+		}
+	}
+	if len(wall) == 0 {
+		if s.cfg.ColumnTimeZone != "" {
+			s.log.InfoContext(ctx, "ColumnTimeZone unused: every poll column is timestamptz", "column", s.cfg.Column)
+		}
+		return "", nil
+	}
+	zone, from := s.cfg.ColumnTimeZone, "Config.ColumnTimeZone"
+	if zone == "" {
+		var err error
+		if zone, err = s.writersZone(ctx); err != nil {
+			return "", err
+		}
+		from = "database"
+		if s.connZone != nil {
+			from = "ConnString"
+		}
+	}
+	// The zone is used in AT TIME ZONE: check that PostgreSQL reads it so
+	// (22023, invalid_parameter_value: an unknown zone).
+	if _, err := s.pool.Exec(ctx, "SELECT now() AT TIME ZONE $1::text", zone); err != nil {
+		if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == "22023" && from == "Config.ColumnTimeZone" {
+			return "", &duplex.ConfigError{Field: "ColumnTimeZone", Reason: fmt.Sprintf("PostgreSQL does not know the time zone %q (%s)", zone, pgErr.Message)}
+		}
+		return "", fmt.Errorf("pgpoll: %s: check time zone %q (from %s): %w", s.cfg.System, zone, from, err)
+	}
+	s.log.InfoContext(ctx, "reading timestamp without time zone poll columns in the writers' zone",
+		"time_zone", zone, "from", from, "column", s.cfg.Column, "tables", strings.Join(wall, ","))
+	for _, t := range wall {
+		s.log.WarnContext(ctx, "poll column is timestamp without time zone: its values are ambiguous in the hour when clocks go back, "+
+			"and right only if every writer's session is in time_zone; timestamptz is recommended",
+			"table", t, "column", s.cfg.Column, "time_zone", zone)
+	}
+	return zone, nil
+}
+
+// writersZone returns the TimeZone of a new session of the connection
+// string without the source's override (UTC): the database's, role's or
+// server's default, or the connection string's own.
+func (s *Source) writersZone(ctx context.Context) (string, error) {
+	cc := s.pool.Config().ConnConfig
+	delete(cc.RuntimeParams, "timezone")
+	if s.connZone != nil {
+		cc.RuntimeParams["timezone"] = *s.connZone
+	}
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return "", fmt.Errorf("pgpoll: %s: connect to read the database's TimeZone: %w", s.cfg.System, err)
+	}
+	defer conn.Close(ctx)
+	var zone string
+	if err := conn.QueryRow(ctx, "SHOW timezone").Scan(&zone); err != nil {
+		return "", fmt.Errorf("pgpoll: %s: read the database's TimeZone: %w", s.cfg.System, err)
+	}
+	return zone, nil
 }

@@ -153,33 +153,36 @@ func (s *Source) start(ctx context.Context, from pos, fn func(context.Context, [
 	if err != nil {
 		return nil, fmt.Errorf("pgpoll: %s: read watermarks: %w", s.cfg.System, err)
 	}
-	for rows.Next() {
-		var tbl, ts, key string
-		if err := rows.Scan(&tbl, &ts, &key); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		m, ok := s.byName[tbl]
+	type storedMark struct{ Tbl, TS, Key string }
+	marks, err := pgx.CollectRows(rows, pgx.RowToStructByPos[storedMark])
+	if err != nil {
+		return nil, fmt.Errorf("pgpoll: %s: read watermarks: %w", s.cfg.System, err)
+	}
+	for _, sm := range marks {
+		m, ok := s.byName[sm.Tbl]
 		if !ok {
 			continue // a table no longer polled
 		}
-		t, err := parseTS(ts)
-		if err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("pgpoll: watermark of %s: %w", tbl, err)
+		var wm mark
+		if m.wall && hasOffset(sm.TS) {
+			// A safe point, stored as the instant: on the wall clock
+			// of the writers' zone (as they are today).
+			if wm, err = s.wallMark(ctx, sm.TS); err != nil {
+				return nil, err
+			}
+		} else {
+			t, err := parseTS(sm.TS)
+			if err != nil {
+				return nil, fmt.Errorf("pgpoll: watermark of %s: %w", sm.Tbl, err)
+			}
+			wm = mark{set: true, ts: t, tsText: sm.TS}
 		}
-		wm := mark{set: true, ts: t, tsText: ts}
-		if key != "" {
-			if err := json.Unmarshal([]byte(key), &wm.key); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("pgpoll: watermark key of %s: %w", tbl, err)
+		if sm.Key != "" {
+			if err := json.Unmarshal([]byte(sm.Key), &wm.key); err != nil {
+				return nil, fmt.Errorf("pgpoll: watermark key of %s: %w", sm.Tbl, err)
 			}
 		}
 		r.wm[m.idx] = wm
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pgpoll: %s: read watermarks: %w", s.cfg.System, err)
 	}
 	if from.seq > stored.seq {
 		r.replaying, r.target = true, from
@@ -216,6 +219,39 @@ func (r *run) pruneOverlay() {
 type safePoint struct {
 	now  time.Time // statement_timestamp(), CommitTime of detected deletes
 	safe time.Time // no row committed later has an earlier timestamp; zero: unknown
+	inst mark      // safe, for timestamptz columns; unset when unknown
+	wall mark      // safe, for timestamp columns (Source.wallMark); unset when unknown or none is polled
+}
+
+// mark returns the safe point in the terms of m's timestamp column.
+func (sp safePoint) mark(m *tableMeta) mark {
+	if m.wall {
+		return sp.wall
+	}
+	return sp.inst
+}
+
+// wallMark returns the safe point at (an instant, in tsLayout) as a mark of
+// a timestamp (without time zone) column that the writers set in the zone
+// s.zone: the wall-clock time there, held back so that no row written
+// later reads earlier. When clocks go back, wall-clock times repeat: at
+// 05:30 UTC on 2025-11-02 New York reads 01:30, and half an hour later
+// 01:00 again. So the mark is the earlier of the wall-clock time at at and
+// the one 3 hours later minus 3 hours: the same when clocks do not go back
+// in between, and as far back as they go when they do (by up to 3 hours).
+// The conversion is PostgreSQL's, as the writers' now() was.
+func (s *Source) wallMark(ctx context.Context, at string) (mark, error) {
+	var text string
+	err := s.pool.QueryRow(ctx, `SELECT least($1::timestamptz AT TIME ZONE $2::text,
+		($1::timestamptz + interval '3 hours') AT TIME ZONE $2::text - interval '3 hours')::text`, at, s.zone).Scan(&text)
+	if err != nil {
+		return mark{}, fmt.Errorf("pgpoll: %s: safe point %s in time zone %s: %w", s.cfg.System, at, s.zone, err)
+	}
+	ts, err := parseTS(text)
+	if err != nil {
+		return mark{}, err
+	}
+	return mark{set: true, ts: ts, tsText: text, at: at}, nil
 }
 
 // safePoint reads the clock, the open transactions and the snapshot, before
@@ -272,7 +308,13 @@ func (r *run) safePoint(ctx context.Context) (safePoint, error) {
 		}
 	}
 	if !sp.safe.IsZero() {
-		sp.safe = sp.safe.Add(-r.s.cfg.Overlap)
+		sp.safe = sp.safe.Add(-r.s.cfg.Overlap).Truncate(time.Microsecond)
+		sp.inst = safeMark(sp.safe)
+		if r.s.zone != "" {
+			if sp.wall, err = r.s.wallMark(ctx, sp.inst.tsText); err != nil {
+				return sp, err
+			}
+		}
 	}
 	if held := sp.now.Sub(sp.safe); !sp.safe.IsZero() && held > heldWarn && time.Since(r.warned) > heldWarn {
 		r.warned = time.Now()
@@ -321,8 +363,15 @@ func (r *run) pass(ctx context.Context) error {
 	return nil
 }
 
-// pageSQL returns the query for the page after cursor c.
-func (m *tableMeta) pageSQL(names stateNames, c mark, limit int) (string, []any) {
+// pageSQL returns the query for the page after cursor c; zone is the
+// writers' zone of a timestamp (without time zone) column.
+func (m *tableMeta) pageSQL(names stateNames, zone string, c mark, limit int) (string, []any) {
+	args := []any{nil, nil, m.name} // $1, $2: sync and system, set by the caller
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	ts := "t." + pgutil.QuoteIdent(m.cols[m.ts].name)
 	var b strings.Builder
 	b.WriteString("SELECT ")
 	for i, col := range m.cols {
@@ -341,24 +390,24 @@ func (m *tableMeta) pageSQL(names stateNames, c mark, limit int) (string, []any)
 	// A lateral lookup per row (LIMIT 1 keeps the planner from flattening
 	// it): a join may scan poll_rows whole per row while its statistics
 	// lag behind its growth.
-	b.WriteString(", r.hash, r.image::text FROM " + m.quoted + " t LEFT JOIN LATERAL (SELECT hash, image FROM " + names.rows +
+	b.WriteString(", r.hash, r.image::text")
+	if m.wall {
+		// The instant the wall-clock time stands for, for CommitTime.
+		b.WriteString(", (" + ts + " AT TIME ZONE " + arg(zone) + "::text)::text")
+	}
+	b.WriteString(" FROM " + m.quoted + " t LEFT JOIN LATERAL (SELECT hash, image FROM " + names.rows +
 		" WHERE sync = $1 AND system = $2 AND tbl = $3 AND key = jsonb_build_array(" + strings.Join(keyText, ", ") + ") LIMIT 1) r ON true")
-	ts := "t." + pgutil.QuoteIdent(m.cols[m.ts].name)
 	b.WriteString(" WHERE " + ts + " IS NOT NULL")
-	args := []any{nil, nil, m.name}
 	switch {
 	case !c.set:
 	case c.key == nil:
-		args = append(args, c.tsText)
-		fmt.Fprintf(&b, " AND %s >= $4::%s", ts, m.cols[m.ts].typ)
+		fmt.Fprintf(&b, " AND %s >= %s::%s", ts, arg(c.tsText), m.cols[m.ts].typ)
 	default:
 		lhs := []string{ts}
-		args = append(args, c.tsText)
-		rhs := []string{fmt.Sprintf("$4::%s", m.cols[m.ts].typ)}
+		rhs := []string{arg(c.tsText) + "::" + m.cols[m.ts].typ}
 		for i, k := range m.key {
 			lhs = append(lhs, "t."+pgutil.QuoteIdent(m.cols[k].name))
-			args = append(args, c.key[i])
-			rhs = append(rhs, fmt.Sprintf("$%d::%s", len(args), m.cols[k].typ))
+			rhs = append(rhs, arg(c.key[i])+"::"+m.cols[k].typ)
 		}
 		fmt.Fprintf(&b, " AND (%s) > (%s)", strings.Join(lhs, ", "), strings.Join(rhs, ", "))
 	}
@@ -383,7 +432,7 @@ func (r *run) scan(ctx context.Context, m *tableMeta, sp safePoint) error {
 	for {
 		r.pruneOverlay()
 		t0 := time.Now()
-		sql, args := m.pageSQL(r.s.names, cur, r.s.cfg.PageSize)
+		sql, args := m.pageSQL(r.s.names, r.s.zone, cur, r.s.cfg.PageSize)
 		args[0], args[1] = r.s.cfg.Sync, r.s.cfg.System
 		rows, err := r.s.pool.Query(ctx, sql, append([]any{textFormat}, args...)...)
 		if err != nil {
@@ -416,6 +465,13 @@ func (r *run) scan(ctx context.Context, m *tableMeta, sp safePoint) error {
 				return fmt.Errorf("pgpoll: %s column %s: %w", m.table, m.cols[m.ts].name, err)
 			}
 			cur = mark{set: true, ts: ts, tsText: *texts[m.ts], key: keyTexts}
+			commit := ts
+			if m.wall {
+				if commit, err = parseTS(string(raw[ncol+len(m.key)+2])); err != nil {
+					rows.Close()
+					return fmt.Errorf("pgpoll: %s column %s in time zone %s: %w", m.table, m.cols[m.ts].name, r.s.zone, err)
+				}
+			}
 			key := keyJSON(keyTexts)
 			hash := m.hash(texts)
 			prev := r.overlay[m.idx][key]
@@ -430,7 +486,7 @@ func (r *run) scan(ctx context.Context, m *tableMeta, sp safePoint) error {
 				rows.Close()
 				return err
 			}
-			c := duplex.Change{Source: r.s.cfg.System, Table: m.table, Op: duplex.OpInsert, CommitTime: ts}
+			c := duplex.Change{Source: r.s.cfg.System, Table: m.table, Op: duplex.OpInsert, CommitTime: commit}
 			if c.After, err = m.decode(texts); err != nil {
 				rows.Close()
 				return err
@@ -449,7 +505,7 @@ func (r *run) scan(ctx context.Context, m *tableMeta, sp safePoint) error {
 			c.Position = last.Position()
 			changes = append(changes, c)
 			ems = append(ems, emitted{pos: last, tbl: m, key: key, entry: entry{seq: last.seq, hash: hash, image: image},
-				wm: capped(start, sp.safe, cur)})
+				wm: capped(start, sp.mark(m), cur)})
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -466,7 +522,7 @@ func (r *run) scan(ctx context.Context, m *tableMeta, sp safePoint) error {
 	}
 	// Every row visible now was read: later commits have timestamps from
 	// the safe point on.
-	r.wm[m.idx] = capped(start, sp.safe, mark{})
+	r.wm[m.idx] = capped(start, sp.mark(m), mark{})
 	return nil
 }
 
@@ -860,7 +916,7 @@ func (s *Source) store(ctx context.Context, q pos, batch []emitted, prune []int6
 			}
 			if _, err := tx.Exec(ctx, "INSERT INTO "+s.names.watermark+` (sync, system, tbl, ts, key) VALUES ($1, $2, $3, $4, $5::jsonb)
 				ON CONFLICT (sync, system, tbl) DO UPDATE SET ts = excluded.ts, key = excluded.key, updated_at = now()`,
-				s.cfg.Sync, s.cfg.System, tbl, wm.tsText, key); err != nil {
+				s.cfg.Sync, s.cfg.System, tbl, wm.stored(), key); err != nil {
 				return fmt.Errorf("store watermark of %s: %w", tbl, err)
 			}
 		}

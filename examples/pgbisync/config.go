@@ -42,6 +42,7 @@ type config struct {
 	cdc               string
 	pollInterval      time.Duration
 	pollColumn        string
+	pollTimeZone      string
 	pollDeletes       string
 	redisURL          string
 	redisPrefix       string
@@ -75,6 +76,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.cdc, "cdc", cdcLogical, "change capture: logical (replication slots) or poll")
 	fs.DurationVar(&c.pollInterval, "poll-interval", 200*time.Millisecond, "pause between passes of -cdc poll")
 	fs.StringVar(&c.pollColumn, "poll-column", "updated_at", "timestamp column -cdc poll finds changed rows by (every write must set it)")
+	fs.StringVar(&c.pollTimeZone, "poll-time-zone", "", "time zone (IANA name, e.g. America/New_York) of the sessions that write a timestamp-without-time-zone -poll-column, on both sides; empty: each database's TimeZone setting (timestamptz columns need none)")
 	fs.StringVar(&c.pollDeletes, "poll-deletes", "keydiff", "how -cdc poll sees deletes: keydiff (compare keys periodically), tombstones (an AFTER DELETE trigger on each table) or none")
 	fs.StringVar(&c.redisURL, "redis", "", "Redis URL for the dedup front cache (empty: PostgreSQL ledger only)")
 	fs.StringVar(&c.redisPrefix, "redis-prefix", "duplex:", "start of the Redis keys; the sync's are <prefix><name>:<side>:<change id>")

@@ -24,7 +24,7 @@ var pollDeletes = map[string]pgpoll.DeleteDetection{
 func pollSource(ctx context.Context, cfg *config, s *side, logger *slog.Logger) error {
 	src, err := pgpoll.New(ctx, pgpoll.Config{
 		ConnString: s.dsn, Sync: cfg.name, System: s.name, Tables: cfg.tables,
-		Column: cfg.pollColumn, Interval: cfg.pollInterval, DeleteDetection: pollDeletes[cfg.pollDeletes],
+		Column: cfg.pollColumn, ColumnTimeZone: cfg.pollTimeZone, Interval: cfg.pollInterval, DeleteDetection: pollDeletes[cfg.pollDeletes],
 		Logger: logger,
 	})
 	if err != nil {
