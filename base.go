@@ -56,12 +56,13 @@ func chooseBase(first *Change, x, y Values, onT, onS Agreement) mergeBase {
 // guessBase builds a base for a key neither system holds a record of (a row
 // both held before the sync started, or records a MemoryAgreements forgot).
 // Where both rows exist it decides field by field: a field both hold alike
-// is agreed; a field the change moved away from its before image while the
-// target still holds that before value changed on the source only; any
-// other difference is unknown (a conflict for the resolvers, never a base
-// for a delta). Where a row is missing, the change's before image (or, for
-// an insert, no row) is the base, and resolvers are told it is a guess
-// (Conflict.BaseUncertain).
+// is agreed; a field the triggering change's before image covers takes
+// that value (the source changed the field if it moved away from it, the
+// target if it holds another value); any other difference is unknown (a
+// conflict, never a base for a delta). Where a row is missing, the change's
+// before image (or, for an insert, no row) is the base. Resolvers are told
+// the base is a guess (Conflict.BaseUncertain): those that pick a side
+// decide as usual, those that add deltas refuse.
 func guessBase(first *Change, x, y Values) Values {
 	switch {
 	case first.Op == OpInsert:
@@ -80,7 +81,7 @@ func guessBase(first *Change, x, y Values) Values {
 			base[f] = yv
 			continue
 		}
-		if bv, ok := before[f]; ok && Equal(yv, bv) && !Equal(xv, bv) {
+		if bv, ok := before[f]; ok {
 			base[f] = bv
 			continue
 		}

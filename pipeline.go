@@ -282,10 +282,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	p.ctx, p.opCtx = ctx, opCtx
 
 	var from Position
-	// A two-way Pipeline resumes where its source acknowledged: a target's
-	// checkpoint commits before the merge's other half (the source's), so
-	// resuming after it could skip a merge a crash left half-done.
-	if cp, ok := p.cfg.Target.(Checkpointer); ok && p.cfg.Peer == nil {
+	if cp, ok := p.cfg.Target.(Checkpointer); ok {
 		pos, err := cp.Checkpoint(ctx, p.dir.From)
 		if err != nil && ctx.Err() != nil {
 			return nil // stopped while starting: nothing was delivered
@@ -730,8 +727,15 @@ func (p *Pipeline) runChunk(items []*item) error {
 // unsettled (parked for a retry, or about to be dead-lettered).
 func (p *Pipeline) checkpoint(items []*item, pl plan) Position {
 	last := items[len(items)-1]
-	if last.replay || p.cfg.Peer != nil {
-		return "" // see Run: a two-way Pipeline resumes where its source acknowledged
+	if last.replay {
+		return ""
+	}
+	if p.cfg.Peer != nil {
+		// A merge commits on the target before its source half: the chunk
+		// is settled only once both committed. The checkpoint trails at
+		// what was acknowledged, so a restart merges again what a crash
+		// left half-done.
+		return p.acked
 	}
 	var first *item
 	for i := range pl.items {

@@ -67,6 +67,10 @@ func run(out io.Writer) error {
 		if err := db.Source(memdb.SourceConfig{Slot: "sync"}).Ack(ctx, last); err != nil {
 			return err
 		}
+		// Both hold it as agreed, as if an earlier sync had copied it.
+		if err := db.AgreeRows(products); err != nil {
+			return err
+		}
 	}
 	sku := duplex.Key{{Name: "sku", Value: "A-1"}}
 	// While the sync is down: the shop sells 3, the warehouse receives 20;

@@ -49,6 +49,9 @@ type pair struct {
 	running  bool
 	// wrap, when set, wraps each side's source (fault injection).
 	wrap func(duplex.ChangeSource) duplex.ChangeSource
+	// seeded is the number of rows both sides held before the first start;
+	// the first start records them as agreed (Sync.Reconcile).
+	seeded int
 }
 
 // counter counts events for the tests and passes them on to a Prometheus
@@ -124,7 +127,7 @@ func startPairWith(t *testing.T, rows int, resolver duplex.Resolver, wrap func(d
 	t.Helper()
 	p := &pair{a: testenv.Postgres(t), b: testenv.Postgres(t), dlq: dlq.NewMemory(dlq.MemoryConfig{}),
 		events:   &counter{applied: map[string]int{}, noop: map[string]int{}, conflicts: map[string]int{}},
-		syncName: testenv.UniqueName(t, "e2e"), resolver: resolver, wrap: wrap,
+		syncName: testenv.UniqueName(t, "e2e"), resolver: resolver, wrap: wrap, seeded: rows,
 		logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if testing.Verbose() {
 		p.logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -177,6 +180,12 @@ func (p *pair) start(t *testing.T) {
 		Options: duplex.Options{MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
 	})
 	require.NoError(t, err)
+	for id := 1; id <= p.seeded; id++ {
+		res, err := s.Reconcile(t.Context(), customers, duplex.Key{{Name: "id", Value: int64(id)}})
+		require.NoError(t, err)
+		require.Equal(t, duplex.OutcomeUnchanged, res.Outcome, "seeded row %d: %s", id, res.Detail)
+	}
+	p.seeded = 0
 	ctx, cancel := context.WithCancel(context.Background())
 	p.stop, p.done, p.running = cancel, make(chan error, 1), true
 	go func() { p.done <- s.Run(ctx) }()
