@@ -167,8 +167,9 @@ func appendValue(b *strings.Builder, v any) {
 
 // Values holds field values of a row by column name. Values are the Go
 // values a source decoded (string, int64, float64, bool, []byte, time.Time,
-// json.RawMessage, nested slices, ...). A column absent from the map is
-// unknown, which is different from a column present with a nil value (NULL).
+// json.RawMessage for json, [JSONB] for jsonb, nested slices, ...). A
+// column absent from the map is unknown, which is different from a column
+// present with a nil value (NULL).
 type Values map[string]any
 
 // Clone returns a shallow copy.
@@ -237,8 +238,12 @@ func (c *Change) String() string {
 
 // Equal reports whether two field values are equal. It understands the
 // value shapes sources produce: byte slices compare by content, times by
-// instant, numbers across integer widths, json.RawMessage by JSON meaning,
-// and everything else by reflect.DeepEqual.
+// instant, numbers across integer widths, json.RawMessage (a json column's
+// text, kept as written) byte for byte, [JSONB] by jsonb value (key order,
+// whitespace and duplicate keys aside, numbers by exact value, 1.0 equal
+// to 1; see [JSONB.Canonical]; also against a json.RawMessage), and
+// everything else by reflect.DeepEqual. JSON text that does not parse
+// equals only the same bytes.
 func Equal(a, b any) bool {
 	switch x := a.(type) {
 	case nil:
@@ -299,18 +304,21 @@ func Equal(a, b any) bool {
 		y, ok := b.(time.Time)
 		return ok && x.Equal(y)
 	case json.RawMessage:
-		y, ok := b.(json.RawMessage)
-		if !ok {
-			return false
+		switch y := b.(type) {
+		case json.RawMessage:
+			return jsonEqual(x, y, false)
+		case JSONB:
+			return jsonEqual(x, y, true)
 		}
-		if bytes.Equal(x, y) {
-			return true
+		return false
+	case JSONB:
+		switch y := b.(type) {
+		case JSONB:
+			return jsonEqual(x, y, true)
+		case json.RawMessage:
+			return jsonEqual(x, y, true)
 		}
-		var xv, yv any
-		if json.Unmarshal(x, &xv) != nil || json.Unmarshal(y, &yv) != nil {
-			return false
-		}
-		return reflect.DeepEqual(xv, yv)
+		return false
 	case *big.Int:
 		y, ok := b.(*big.Int)
 		return ok && x.Cmp(y) == 0

@@ -105,9 +105,9 @@ func TestDetect(t *testing.T) {
 			need:    true, kind: DeleteUpdate, fields: []field{{"a", true}},
 		},
 		{
-			name:    "values compare by meaning: int widths, bytes, times, json",
-			change:  Change{Op: OpInsert, After: Values{"id": int64(1), "i": int32(5), "b": []byte("ab"), "t": time.Unix(5, 0).UTC(), "j": json.RawMessage(`{"a": 1, "b": 2}`)}},
-			current: Values{"id": int64(1), "i": int64(5), "b": []byte("ab"), "t": time.Unix(5, 0).In(time.FixedZone("x", 3600)), "j": json.RawMessage(`{"b":2,"a":1}`)},
+			name:    "values compare by meaning: int widths, bytes, times, jsonb (json by text)",
+			change:  Change{Op: OpInsert, After: Values{"id": int64(1), "i": int32(5), "b": []byte("ab"), "t": time.Unix(5, 0).UTC(), "j": JSONB(`{"a": 1, "b": 2}`), "jt": json.RawMessage(`{"a": 1}`)}},
+			current: Values{"id": int64(1), "i": int64(5), "b": []byte("ab"), "t": time.Unix(5, 0).In(time.FixedZone("x", 3600)), "j": JSONB(`{"b":2,"a":1.0}`), "jt": json.RawMessage(`{"a": 1}`)},
 		},
 	}
 	for _, tc := range cases {

@@ -907,6 +907,8 @@ func formatValue(v any) string {
 		return `\x` + hex.EncodeToString(x)
 	case json.RawMessage:
 		return string(x)
+	case duplex.JSONB:
+		return string(x)
 	case time.Time:
 		return x.Format(time.RFC3339Nano)
 	case fmt.Stringer:

@@ -61,6 +61,8 @@ func copyValue(x any) any {
 		return bytes.Clone(v)
 	case json.RawMessage:
 		return json.RawMessage(bytes.Clone(v))
+	case duplex.JSONB:
+		return duplex.JSONB(bytes.Clone(v))
 	case duplex.Values:
 		return copyValues(v)
 	case map[string]any:

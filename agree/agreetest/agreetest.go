@@ -119,6 +119,7 @@ func typed() duplex.Values {
 		"nil strings": []string(nil),
 		"int64s":      []int64{1, math.MaxInt64},
 		"json":        json.RawMessage(`{"b":[1,2,{"c":null}],"a":"x"}`),
+		"jsonb":       duplex.JSONB(`{"a": "x", "n": 12345678901234567891, "b": [1.0, 2]}`),
 		"bigint":      new(big.Int).Lsh(big.NewInt(-3), 200),
 		"list":        []any{"a", int64(1), nil, []byte("x")},
 		"map":         map[string]any{"n": int64(3), "deep": map[string]any{"f": false}},

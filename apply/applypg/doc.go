@@ -55,8 +55,8 @@
 // Lookup reads every column in PostgreSQL's text output form and decodes it
 // with internal/pgvalue, exactly as the logical replication source decodes
 // pgoutput's text, so a value read either way has one Go representation
-// (int64, float64, bool, string, []byte, time.Time, json.RawMessage,
-// []string, or the text form for numeric, uuid, intervals, enums, domains,
+// (int64, float64, bool, string, []byte, time.Time, json.RawMessage for
+// json, duplex.JSONB for jsonb, []string, or the text form for numeric, uuid, intervals, enums, domains,
 // ranges and other types). Apply renders values back to text and casts them
 // to the column's type on the server, so any type round-trips, including
 // NaN, ±Infinity, -0, infinite timestamps, years before 1 AD, char(n)

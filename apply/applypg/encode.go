@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/duplexsync/duplex"
 )
 
 // Base type OIDs that change how a Go value is rendered.
@@ -30,8 +32,8 @@ const (
 // textOf renders v in the text input form of PostgreSQL for a column whose
 // base type is base (domains resolved). The server casts the text to the
 // column's type, so every Go value pgvalue produces (int64, float64, bool,
-// string text forms, []byte, time.Time, json.RawMessage, []string) goes back
-// exactly. null reports SQL NULL.
+// string text forms, []byte, time.Time, json.RawMessage, duplex.JSONB,
+// []string) goes back exactly. null reports SQL NULL.
 func textOf(v any, base uint32) (s string, null bool, err error) {
 	switch x := v.(type) {
 	case nil:
@@ -39,6 +41,11 @@ func textOf(v any, base uint32) (s string, null bool, err error) {
 	case string:
 		return x, false, nil
 	case json.RawMessage:
+		if x == nil {
+			return "", true, nil
+		}
+		return string(x), false, nil
+	case duplex.JSONB:
 		if x == nil {
 			return "", true, nil
 		}

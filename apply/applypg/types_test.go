@@ -198,7 +198,7 @@ var wrongValues = map[string]any{
 	"dt": time.Date(1999, 1, 1, 0, 0, 0, 0, time.UTC), "ts": time.Date(1999, 1, 1, 0, 0, 0, 0, time.UTC),
 	"tstz": time.Date(1999, 1, 1, 0, 0, 0, 0, time.UTC), "tm": "01:02:03", "iv": "5 days",
 	"u": "11111111-1111-1111-1111-111111111111", "j": json.RawMessage(`{"different": true}`),
-	"jb": json.RawMessage(`{"different": true}`), "ta": []string{"zz"}, "ia": "{9}", "e": "happy", "dom": int64(99),
+	"jb": duplex.JSONB(`{"different": true}`), "ta": []string{"zz"}, "ia": "{9}", "e": "happy", "dom": int64(99),
 	"ip": "10.1.2.3",
 }
 
@@ -216,7 +216,7 @@ func checkTypes(t *testing.T, rows []duplex.Values) {
 	for col, want := range map[string]string{
 		"id": "int64", "i2": "int64", "i4": "int64", "i8": "int64", "num": "string", "r": "float64", "d": "float64",
 		"b": "bool", "t": "string", "vc": "string", "ch": "string", "ba": "[]uint8", "dt": "time.Time", "ts": "time.Time",
-		"tstz": "time.Time", "tm": "string", "iv": "string", "u": "string", "j": "json.RawMessage", "jb": "json.RawMessage",
+		"tstz": "time.Time", "tm": "string", "iv": "string", "u": "string", "j": "json.RawMessage", "jb": "duplex.JSONB",
 		"ta": "[]string", "ia": "string", "e": "string", "dom": "int64", "ip": "string",
 	} {
 		require.Equal(t, want, fmt.Sprintf("%T", r[col]), "Go type of column %s", col)

@@ -114,7 +114,7 @@ func typeRows() []typeRow {
 			"vc": "", "ch": "     ", "by": []byte{}, "d": date(1, 1, 1), "ts": date(1, 1, 1),
 			"tstz": date(1, 1, 1), "tm": "00:00:00", "tmtz": "00:00:00+15:59", "iv": "-178000000 years",
 			"u": "00000000-0000-0000-0000-000000000000",
-			"j": json.RawMessage(`{"a":1,  "a" : 2 }`), "jb": json.RawMessage(`{"a": 2}`),
+			"j": json.RawMessage(`{"a":1,  "a" : 2 }`), "jb": duplex.JSONB(`{"a": 2}`),
 			"ta": []string{}, "vca": []string{}, "ia": "{}", "e": "sad", "dom": int64(1),
 			"m": "-$92,233,720,368,547,758.08", "vb": "", "tsv": "",
 		}},
@@ -137,7 +137,7 @@ func typeRows() []typeRow {
 			"vc": "ñññññññññ🎉", "ch": "ab   ", "by": []byte{0, 0, 0, 0, 0},
 			"d": date(5874897, 12, 31), "ts": time.Date(294276, 12, 31, 23, 59, 59, 999999000, time.UTC),
 			"tstz": time.Date(294276, 12, 31, 23, 59, 59, 999999000, time.UTC), "tm": "24:00:00",
-			"j": json.RawMessage("  [1, 2 ,3]  "), "jb": json.RawMessage(`[1, "2", null, true, {"x": {}}]`),
+			"j": json.RawMessage("  [1, 2 ,3]  "), "jb": duplex.JSONB(`[1, "2", null, true, {"x": {}}]`),
 			"ta": `{"a,b","c\"d","e\\f",NULL," ",""}`, "vca": `{"a b",NULL}`, "ia": "{{1,2},{3,4}}",
 			"e": "happy", "dom": int64(2147483647), "ip": "2001:db8::1/64", "cidr": "2001:db8::/32",
 		}},
@@ -154,7 +154,7 @@ func typeRows() []typeRow {
 			"i2": int64(0), "i4": int64(0), "i8": int64(0), "b": true, "num": "NaN", "num_s": "1.5000", "f4": math.Copysign(0, -1), "f8": math.Copysign(0, -1),
 			"t": "it's \"quoted\" \\ back\\slash\n\ttab\r", "t_long": long2, "vc": `a'b\c`, "ch": "abcde",
 			"by": bin, "d": "infinity", "ts": "-infinity", "tstz": "infinity",
-			"iv": "1 year 2 mons 3 days 04:05:06.789", "j": json.RawMessage("null"), "jb": json.RawMessage(`"str"`),
+			"iv": "1 year 2 mons 3 days 04:05:06.789", "j": json.RawMessage("null"), "jb": duplex.JSONB(`"str"`),
 			"ta": "{{a,b},{c,d}}", "vca": []string{"NULL", "x"}, "ia": "[0:2]={1,2,3}", "dom": int64(42),
 		}},
 		{id: 4, sql: map[string]string{}}, // NULL in every column
@@ -171,7 +171,7 @@ func typeRows() []typeRow {
 			"d": date(-43, 3, 15), "ts": date(-4712, 11, 24), "tstz": time.Date(-43, 3, 15, 12, 0, 0, 0, time.UTC),
 			"ta": "[0:1]={x,y}", "ia": "{1,NULL,3}",
 			"j":  json.RawMessage(`{"nested": {"deep": [1, {"x": "\u00e9"}]}, "esc": "\"\n"}`),
-			"jb": json.RawMessage(`{"a": [{}], "b": 1}`),
+			"jb": duplex.JSONB(`{"a": [{}], "b": 1}`),
 		}},
 		{id: 6, sql: map[string]string{ // values whose shortest form needs every digit
 			"f4": "'0.1'", "f8": "0.1::float8 + 0.2::float8", "num": "'1e-30'", "num_s": "'-0.0000'",
@@ -312,7 +312,7 @@ func requireRow(t *testing.T, r typeRow, got duplex.Values, texts map[string]*st
 			require.Failf(t, "no expectation", "%s: decoded %T %v, add it to want", msg, v, trunc(v))
 		}
 		switch v.(type) {
-		case int64, float64, bool, string, []byte, time.Time, json.RawMessage, []string:
+		case int64, float64, bool, string, []byte, time.Time, json.RawMessage, duplex.JSONB, []string:
 		default:
 			require.Failf(t, "unexpected Go type", "%s: %T", msg, v)
 		}

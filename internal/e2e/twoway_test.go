@@ -42,6 +42,7 @@ type pair struct {
 	dlq      *dlq.Memory
 	events   *counter
 	syncName string
+	tables   []duplex.Table
 	resolver duplex.Resolver
 	logger   *slog.Logger
 	stop     func()
@@ -125,20 +126,29 @@ func startPair(t *testing.T, rows int, resolver duplex.Resolver) *pair {
 // startPairWith is startPair with each side's source wrapped by wrap.
 func startPairWith(t *testing.T, rows int, resolver duplex.Resolver, wrap func(duplex.ChangeSource) duplex.ChangeSource) *pair {
 	t.Helper()
+	return startPairOf(t, []duplex.Table{customers}, resolver, wrap, rows, func(pool *pgxpool.Pool) {
+		exec(t, pool, ddl)
+		exec(t, pool, `INSERT INTO customers (id, name, email, status, updated_at)
+			SELECT i, 'n' || i, 'e' || i, 'new', '2026-01-01' FROM generate_series(1, $1) i`, rows)
+	})
+}
+
+// startPairOf creates two databases, runs schema on each (it creates
+// tables and seeds their rows) and runs a two-way sync of tables between
+// them with resolver, each side's source wrapped by wrap when not nil;
+// customers 1..seeded, seeded alike on both, are recorded as agreed.
+func startPairOf(t *testing.T, tables []duplex.Table, resolver duplex.Resolver, wrap func(duplex.ChangeSource) duplex.ChangeSource, seeded int, schema func(*pgxpool.Pool)) *pair {
+	t.Helper()
 	p := &pair{a: testenv.Postgres(t), b: testenv.Postgres(t), dlq: dlq.NewMemory(dlq.MemoryConfig{}),
 		events:   &counter{applied: map[string]int{}, noop: map[string]int{}, conflicts: map[string]int{}},
-		syncName: testenv.UniqueName(t, "e2e"), resolver: resolver, wrap: wrap, seeded: rows,
+		syncName: testenv.UniqueName(t, "e2e"), tables: tables, resolver: resolver, wrap: wrap, seeded: seeded,
 		logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if testing.Verbose() {
 		p.logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	for _, db := range []*testenv.DB{p.a, p.b} {
 		testenv.RequireLogical(t, db)
-		_, err := db.Pool.Exec(t.Context(), ddl)
-		require.NoError(t, err)
-		_, err = db.Pool.Exec(t.Context(), `INSERT INTO customers (id, name, email, status, updated_at)
-			SELECT i, 'n' || i, 'e' || i, 'new', '2026-01-01' FROM generate_series(1, $1) i`, rows)
-		require.NoError(t, err)
+		schema(db.Pool)
 	}
 	p.events.Prometheus = metrics.New(metrics.Config{Depth: func(ctx context.Context) ([]metrics.DepthRow, error) {
 		rows, err := p.dlq.Depth(ctx)
@@ -159,7 +169,7 @@ func (p *pair) start(t *testing.T) {
 	t.Helper()
 	endpoint := func(name string, db *testenv.DB) duplex.Endpoint {
 		src, err := pglogical.New(t.Context(), pglogical.Config{
-			ConnString: db.URL, Sync: p.syncName, System: name, Tables: []duplex.Table{customers},
+			ConnString: db.URL, Sync: p.syncName, System: name, Tables: p.tables,
 			SetReplicaIdentity: true, StatusInterval: 100 * time.Millisecond, Logger: p.logger,
 		})
 		require.NoError(t, err)

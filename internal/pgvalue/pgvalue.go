@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/duplexsync/duplex"
 )
 
 var (
@@ -56,10 +58,13 @@ const (
 // Decoder returns the function decoding a column's text value. Values
 // are decoded to plain Go types where that is exact (integers to int64,
 // floats to float64, text to string, bytea to []byte, timestamps to
-// time.Time, json to json.RawMessage, text arrays to []string); every other
-// type (numeric, uuid, intervals, enums, domains, arrays of other types,
-// ranges, geometric types, ...) keeps PostgreSQL's own text form, which
-// round-trips exactly when written back to a column of the same type.
+// time.Time, json to json.RawMessage, jsonb to duplex.JSONB, text arrays
+// to []string); every other type (numeric, uuid, intervals, enums,
+// domains, arrays of other types, ranges, geometric types, ...) keeps
+// PostgreSQL's own text form, which round-trips exactly when written back
+// to a column of the same type. json and jsonb get different Go types
+// because duplex.Equal compares them differently: json by its text, jsonb
+// by its value.
 func Decoder(oid uint32) func([]byte) (any, error) {
 	types := typeMap()
 	switch oid {
@@ -93,8 +98,10 @@ func Decoder(oid uint32) func([]byte) (any, error) {
 			_, err := hex.Decode(out, b[2:])
 			return out, err
 		}
-	case oidJSON, oidJSONB:
+	case oidJSON:
 		return func(b []byte) (any, error) { return json.RawMessage(append([]byte(nil), b...)), nil }
+	case oidJSONB:
+		return func(b []byte) (any, error) { return duplex.JSONB(append([]byte(nil), b...)), nil }
 	case oidTimestamptz, oidTimestamp, oidDate:
 		return func(b []byte) (any, error) {
 			v, err := pgtypeDecode(types, oid, b)

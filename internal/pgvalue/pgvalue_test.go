@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/duplexsync/duplex"
 	"github.com/duplexsync/duplex/internal/pgvalue"
 )
 
@@ -30,6 +31,7 @@ func TestDecoder(t *testing.T) {
 		{17, `\x`, []byte{}},
 		{17, `\x00ff`, []byte{0, 0xff}},
 		{114, ` {"a":1, "a":2} `, json.RawMessage(` {"a":1, "a":2} `)},
+		{3802, `{"n": 12345678901234567890}`, duplex.JSONB(`{"n": 12345678901234567890}`)},
 		{1082, "0044-03-15 BC", time.Date(-43, 3, 15, 0, 0, 0, 0, time.UTC)},
 		{1082, "infinity", "infinity"},
 		{1114, "-infinity", "-infinity"},

@@ -16,6 +16,7 @@
 //	{"t":"time","bin":"..."}              time.Time the RFC 3339 text cannot hold exactly (years
 //	                                      outside 0-9999, offsets with seconds): MarshalBinary, base64
 //	{"t":"json","v":"{\"a\":1}"}          json.RawMessage, its exact bytes as a string; no "v": nil
+//	{"t":"jsonb","v":"{\"a\": 1}"}        duplex.JSONB, likewise
 //	{"t":"bigint","v":"123"}              *big.Int; no "v": nil
 //	{"t":"list","v":[...]}                []any; no "v": nil
 //	{"t":"map","v":{"k":...}}             map[string]any; no "v": nil
@@ -131,6 +132,7 @@ var (
 		"bytes":  reflect.TypeFor[[]byte](),
 		"time":   reflect.TypeFor[time.Time](),
 		"json":   reflect.TypeFor[json.RawMessage](),
+		"jsonb":  reflect.TypeFor[duplex.JSONB](),
 		"bigint": reflect.TypeFor[*big.Int](),
 		"list":   reflect.TypeFor[[]any](),
 		"map":    reflect.TypeFor[map[string]any](),
@@ -187,6 +189,12 @@ func encodeValue(x any) node {
 		return n
 	case json.RawMessage:
 		n := node{"t": "json"}
+		if v != nil {
+			withStr(n, string(v))
+		}
+		return n
+	case duplex.JSONB:
+		n := node{"t": "jsonb"}
 		if v != nil {
 			withStr(n, string(v))
 		}
@@ -397,6 +405,12 @@ func (n *rawNode) decode() (any, error) {
 		}
 		s, err := n.str()
 		return json.RawMessage(s), err
+	case "jsonb":
+		if !n.has() {
+			return duplex.JSONB(nil), nil
+		}
+		s, err := n.str()
+		return duplex.JSONB(s), err
 	case "time":
 		return n.decodeTime()
 	case "bigint":
