@@ -50,6 +50,8 @@ type pair struct {
 	running  bool
 	// wrap, when set, wraps each side's source (fault injection).
 	wrap func(duplex.ChangeSource) duplex.ChangeSource
+	// applier, when set, wraps each side's Applier (fault injection).
+	applier func(name string, a *applypg.Applier) duplex.Applier
 	// seeded is the number of rows both sides held before the first start;
 	// the first start records them as agreed (Sync.Reconcile).
 	seeded int
@@ -137,7 +139,7 @@ func startPairWith(t *testing.T, rows int, resolver duplex.Resolver, wrap func(d
 // tables and seeds their rows) and runs a two-way sync of tables between
 // them with resolver, each side's source wrapped by wrap when not nil;
 // customers 1..seeded, seeded alike on both, are recorded as agreed.
-func startPairOf(t *testing.T, tables []duplex.Table, resolver duplex.Resolver, wrap func(duplex.ChangeSource) duplex.ChangeSource, seeded int, schema func(*pgxpool.Pool)) *pair {
+func startPairOf(t *testing.T, tables []duplex.Table, resolver duplex.Resolver, wrap func(duplex.ChangeSource) duplex.ChangeSource, seeded int, schema func(*pgxpool.Pool), opts ...func(*pair)) *pair {
 	t.Helper()
 	p := &pair{a: testenv.Postgres(t), b: testenv.Postgres(t), dlq: dlq.NewMemory(dlq.MemoryConfig{}),
 		events:   &counter{applied: map[string]int{}, noop: map[string]int{}, conflicts: map[string]int{}},
@@ -158,6 +160,9 @@ func startPairOf(t *testing.T, tables []duplex.Table, resolver duplex.Resolver, 
 		}
 		return out, err
 	}})
+	for _, o := range opts {
+		o(p)
+	}
 	p.start(t)
 	t.Cleanup(func() { p.halt(t) })
 	return p
@@ -182,7 +187,11 @@ func (p *pair) start(t *testing.T) {
 		if p.wrap != nil {
 			source = p.wrap(src)
 		}
-		return duplex.Endpoint{Name: name, Source: source, Applier: app}
+		var applier duplex.Applier = app
+		if p.applier != nil {
+			applier = p.applier(name, app)
+		}
+		return duplex.Endpoint{Name: name, Source: source, Applier: applier}
 	}
 	s, err := duplex.NewSync(&duplex.SyncConfig{
 		Name: p.syncName, A: endpoint("a", p.a), B: endpoint("b", p.b),
