@@ -165,6 +165,8 @@ type Pipeline struct {
 	drifted   map[string]bool
 	locks     *keyLocks // shared with the other direction of a Sync
 
+	checkpointAt time.Time // two-way: when recordSettled last stored a checkpoint
+
 	// two-way: each system's agreement records
 	targetAgreements, sourceAgreements agreementSide
 
@@ -902,6 +904,26 @@ func (p *Pipeline) ack() {
 	p.ackFailed = false
 	p.acked = pos
 	p.obs.Acked(p.opCtx, AckEvent{Direction: p.dir, Position: pos})
+	p.recordSettled(pos)
+}
+
+// recordSettled stores, in a two-way Pipeline, the settled position pos as
+// the target's checkpoint when the chunks' own batches have not carried it
+// for a second (they carry the position settled before them, see
+// checkpoint): a restart then knows it resumes, so a lost slot is refused
+// rather than created again. A failure only leaves the checkpoint further
+// behind.
+func (p *Pipeline) recordSettled(pos Position) {
+	if p.cfg.Peer == nil {
+		return
+	}
+	if _, ok := p.cfg.Target.(Checkpointer); !ok || p.cfg.Now().Sub(p.checkpointAt) < time.Second {
+		return
+	}
+	p.checkpointAt = p.cfg.Now()
+	if err := p.cfg.Target.Apply(p.opCtx, &Batch{Source: p.dir.From, Checkpoint: pos}); err != nil {
+		p.log.DebugContext(p.opCtx, "could not record the settled position", "position", string(pos), slog.Any("err", err))
+	}
 }
 
 // deadLetter puts one change into the DLQ, retrying while the sink is
