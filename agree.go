@@ -164,7 +164,7 @@ func (m *MemoryAgreements) Load(_ context.Context, t Table, keys []Key) ([]Agree
 			a, ok = m.old[name]
 		}
 		if ok {
-			out[i] = a.clone()
+			out[i] = a.Clone()
 		}
 	}
 	return out, nil
@@ -182,13 +182,14 @@ func (m *MemoryAgreements) Save(_ context.Context, t Table, keys []Key, as []Agr
 		if _, ok := m.cur[name]; !ok && len(m.cur) >= m.half {
 			m.old, m.cur = m.cur, make(map[string]Agreement, m.half)
 		}
-		m.cur[name] = as[i].clone()
+		m.cur[name] = as[i].Clone()
 		delete(m.old, name)
 	}
 	return nil
 }
 
-func (a Agreement) clone() Agreement {
+// Clone returns a copy of a that shares no map or slice with it.
+func (a Agreement) Clone() Agreement {
 	a.Row, a.Peer = a.Row.Clone(), a.Peer.Clone()
 	a.Unknown = slices.Clone(a.Unknown)
 	return a

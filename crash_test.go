@@ -2,10 +2,8 @@ package duplex_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/internal/crashpoint"
 	"github.com/duplexsync/duplex/memdb"
 	"github.com/duplexsync/duplex/resolve"
 )
@@ -21,46 +20,6 @@ import (
 // of its merges (before it, or right after it, with nothing of the process
 // going on), edited further, restarted, and checked against an oracle that
 // replays every user edit exactly once.
-
-var errCrashed = errors.New("crash point: the process is dead")
-
-// crasher counts the Apply calls of both systems and kills the run at call
-// at: before it commits (after == false) or right after (after == true).
-// From then on every Apply fails, as nothing of a dead process writes.
-type crasher struct {
-	mu     sync.Mutex
-	calls  int
-	at     int
-	after  bool
-	dead   bool
-	cancel context.CancelFunc
-}
-
-type crashApplier struct {
-	*memdb.Applier
-	c *crasher
-}
-
-func (a crashApplier) Apply(ctx context.Context, b *duplex.Batch) error {
-	c := a.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.dead {
-		return duplex.Unavailable(errCrashed)
-	}
-	c.calls++
-	if c.calls != c.at {
-		return a.Applier.Apply(ctx, b)
-	}
-	c.dead = true
-	c.cancel()
-	if c.after {
-		if err := a.Applier.Apply(ctx, b); err != nil {
-			return err
-		}
-	}
-	return duplex.Unavailable(errCrashed)
-}
 
 // crashWorld is two systems and the edits users made to them, with the
 // oracle of what both must hold once everything is synced.
@@ -145,12 +104,15 @@ func (w *crashWorld) run(t *testing.T, at int, after bool) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c := &crasher{at: at, after: after, cancel: cancel}
+	c := crashpoint.New()
+	if at > 0 {
+		c.Arm(at, after, cancel)
+	}
 	endpoint := func(db *memdb.DB) duplex.Endpoint {
 		return duplex.Endpoint{
 			Name:    db.Name(),
 			Source:  db.Source(memdb.SourceConfig{Slot: "sync", SkipOrigins: []string{"duplex"}, StopWhenIdle: true}),
-			Applier: crashApplier{db.Applier("duplex"), c},
+			Applier: c.Wrap(db.Applier("duplex")),
 		}
 	}
 	opts := fastOptions()
@@ -162,13 +124,13 @@ func (w *crashWorld) run(t *testing.T, at int, after bool) int {
 	})
 	require.NoError(t, err)
 	err = s.Run(ctx)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.dead {
+	select {
+	case <-c.Dead():
+	default:
 		require.NoError(t, err)
 		require.NoError(t, ctx.Err(), "the sync did not finish in time")
 	}
-	return c.calls
+	return c.Calls()
 }
 
 // check is the oracle: both systems hold exactly the rows the users' edits

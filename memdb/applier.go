@@ -3,7 +3,6 @@ package memdb
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/duplexsync/duplex"
 )
@@ -77,7 +76,7 @@ func (a *Applier) Apply(ctx context.Context, b *duplex.Batch) error {
 				}
 			})
 			if w.Agreement.Known {
-				tx.db.agreed[k] = cloneAgreement(w.Agreement)
+				tx.db.agreed[k] = w.Agreement.Clone()
 			} else {
 				delete(tx.db.agreed, k)
 			}
@@ -170,16 +169,10 @@ func (a *Applier) Agreements(_ context.Context, t duplex.Table, keys []duplex.Ke
 	out := make([]duplex.Agreement, len(keys))
 	for i, k := range keys {
 		if r, ok := a.db.agreed[t.String()+"\x00"+k.String()]; ok {
-			out[i] = cloneAgreement(r)
+			out[i] = r.Clone()
 		}
 	}
 	return out, nil
-}
-
-func cloneAgreement(a duplex.Agreement) duplex.Agreement {
-	a.Row, a.Peer = a.Row.Clone(), a.Peer.Clone()
-	a.Unknown = slices.Clone(a.Unknown)
-	return a
 }
 
 // AgreeRows records every row of table t as agreed in the DB's agreement

@@ -1,12 +1,9 @@
 package e2e
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +13,7 @@ import (
 	"github.com/duplexsync/duplex"
 	"github.com/duplexsync/duplex/apply/applypg"
 	"github.com/duplexsync/duplex/dlq"
+	"github.com/duplexsync/duplex/internal/crashpoint"
 	"github.com/duplexsync/duplex/resolve"
 )
 
@@ -23,45 +21,6 @@ import (
 // PostgreSQL databases: pglogical sources, applypg Appliers (records in the
 // apply transaction), the sync killed at one Apply, before or after its
 // commit, then restarted.
-
-var errCrashed = errors.New("crash point: the process is dead")
-
-type crasher struct {
-	mu    sync.Mutex
-	calls int
-	at    int
-	after bool
-	dead  chan struct{}
-	stop  func()
-}
-
-type crashApplier struct {
-	*applypg.Applier
-	c *crasher
-}
-
-func (a crashApplier) Apply(ctx context.Context, b *duplex.Batch) error {
-	c := a.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	select {
-	case <-c.dead:
-		return duplex.Unavailable(errCrashed)
-	default:
-	}
-	c.calls++
-	if c.calls != c.at {
-		return a.Applier.Apply(ctx, b)
-	}
-	close(c.dead)
-	c.stop()
-	if c.after {
-		if err := a.Applier.Apply(ctx, b); err != nil {
-			return err
-		}
-	}
-	return duplex.Unavailable(errCrashed)
-}
 
 // crashEdits makes user edits on both databases: odd ids are edited by one
 // side only (id%4 == 1: a, 3: b: names, statuses, visits), even ids get
@@ -106,33 +65,28 @@ func (s *crashState) want(rows int) map[int64]string {
 func crashOnPostgres(t *testing.T, seed uint64, at int, after bool) {
 	const rows = 12
 	rnd := rand.New(rand.NewPCG(seed, 11))
-	c := &crasher{at: -1, after: after, dead: make(chan struct{})} // armed once started
+	c := crashpoint.New() // armed once started: the seeded rows' records are written first
 	p := startPairOf(t, []duplex.Table{customers}, resolve.CounterDelta("visits"), nil, rows, func(pool *pgxpool.Pool) {
 		exec(t, pool, ddl)
 		exec(t, pool, `INSERT INTO customers (id, name, email, status, updated_at)
 			SELECT i, 'n' || i, 'e' || i, 'new', '2026-01-01' FROM generate_series(1, $1) i`, rows)
 	}, func(p *pair) {
-		p.applier = func(_ string, a *applypg.Applier) duplex.Applier { return crashApplier{a, c} }
+		p.applier = func(_ string, a *applypg.Applier) duplex.Applier { return c.Wrap(a) }
 	})
-	c.mu.Lock()
-	c.stop, c.at, c.calls = p.stop, at, 0
-	c.mu.Unlock()
+	c.Arm(at, after, p.stop)
 	s := &crashState{name: map[int64]string{}, status: map[int64]string{}, visits: map[int64]int64{}}
 	for id := int64(1); id <= rows; id++ {
 		s.name[id], s.status[id] = fmt.Sprint("n", id), "new"
 	}
 	s.edits(t, p, rnd, 30, rows)
 	select {
-	case <-c.dead:
+	case <-c.Dead():
 	case <-time.After(20 * time.Second):
-		t.Fatalf("seed %d: no crash at apply %d in 20s (%d applies)", seed, at, c.calls)
+		t.Fatalf("seed %d: no crash at apply %d in 20s (%d applies)", seed, at, c.Calls())
 	}
 	p.halt(t)
 	s.edits(t, p, rnd, 10, rows)
-	c.mu.Lock()
-	c.at = -1 // no more crashes
-	c.dead = make(chan struct{})
-	c.mu.Unlock()
+	c.Disarm()
 	p.start(t)
 	want := s.want(rows)
 	deadline := time.Now().Add(60 * time.Second)
