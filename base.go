@@ -95,16 +95,27 @@ func guessBase(first *Change, x, y Values) Values {
 	return base
 }
 
-// recordsHold reports whether both records already say what a merge found: the
-// same version on both systems, the same agreed row and unknown fields.
-func recordsHold(row Values, unknown []string, onT, onS Agreement) bool {
-	if !onT.Known || !onS.Known || onT.Version != onS.Version || !slices.Equal(onT.Unknown, unknown) {
+// recordsHold reports whether a merge that writes no row needs no record
+// either: the record the next merge would take its base from (the newer
+// one, the target's when equal) already holds the agreed row and unknown
+// fields, and, when the versions differ, takes in the source's row
+// absorbedX as a new target record would (so the next merge's base is the
+// same whether the record is written or not).
+func recordsHold(row, absorbedX Values, unknown []string, onT, onS Agreement) bool {
+	if !onT.Known && !onS.Known {
 		return false
 	}
-	if (row == nil) != (onT.Row == nil) {
+	r := onT
+	if onS.Version > onT.Version {
+		r = onS
+	}
+	if !slices.Equal(r.Unknown, unknown) || (row == nil) != (r.Row == nil) || !valuesEqual(row, r.Row) {
 		return false
 	}
-	return valuesEqual(row, onT.Row)
+	if onT.Version == onS.Version {
+		return true
+	}
+	return (absorbedX == nil) == (r.Peer == nil) && valuesEqual(absorbedX, r.Peer)
 }
 
 // withBase returns row with the held fields set back to their base values

@@ -27,9 +27,9 @@ type mergeRow struct {
 	first, last        int       // indexes of the first and last items of the key in the chunk
 }
 
-// keyMerge is one merged key whose records the plan writes: its item, its
-// write-back (index in plan.back, or -1) and its record for the source
-// (index in plan.agreeSource).
+// keyMerge is one merged key with a write-back: its item, its write-back
+// (index in plan.back) and the source's record (index in
+// plan.agreeSource), committed together.
 type keyMerge struct {
 	item, back, onSource int
 }
@@ -162,26 +162,30 @@ func (p *Pipeline) mergeKey(i int, it *item, first *Change, r *mergeRow, pl *pla
 		ip.out, ip.resolution = outNoop, "kept_target"
 	}
 	agreedRow, unknown := withBase(merged, b.row, held)
-	back, hasBack := writeBack(ch, b.row, merged, x, held)
-	if !hasBack && ip.out != outWrite && recordsHold(agreedRow, unknown, r.onTarget, r.onSource) {
-		return nil // both records already say it: nothing to write
-	}
-	// Each system's record takes in what the merge read from the other.
 	absorbedX, _ := withBase(x, b.row, held)
-	absorbedY, _ := withBase(y, b.row, held)
+	back, hasBack := writeBack(ch, b.row, merged, x, held)
+	if !hasBack && ip.out != outWrite && recordsHold(agreedRow, absorbedX, unknown, r.onTarget, r.onSource) {
+		return nil // the records already give the next merge this base: nothing to write
+	}
+	// The target's record takes in what the merge read from the source: the
+	// base of the next merge while the source's record is older. The source
+	// gets a record only with a write-back (without one it holds what the
+	// target's record took from it); that record commits after the
+	// target's, so it is never the newer of the two, and its Peer is the
+	// agreed row (stored once).
 	version := max(r.onTarget.Version, r.onSource.Version) + 1
 	rec := func(peer Values) Agreement {
 		return Agreement{Known: true, Version: version, Row: agreedRow, Peer: peer, Unknown: unknown}
 	}
 	pl.agreeTarget = append(pl.agreeTarget, AgreementWrite{Table: ch.Table, Key: ch.Key, Agreement: rec(absorbedX)})
-	km := keyMerge{item: i, back: -1, onSource: len(pl.agreeSource)}
-	pl.agreeSource = append(pl.agreeSource, AgreementWrite{Table: ch.Table, Key: ch.Key, Agreement: rec(absorbedY)})
-	if hasBack {
-		back.Change = ch.Clone()
-		back.Change.ID = "" // nothing for the source's ledger: no change of the target is applied
-		km.back = len(pl.back)
-		pl.back = append(pl.back, back)
+	if !hasBack {
+		return nil
 	}
+	km := keyMerge{item: i, back: len(pl.back), onSource: len(pl.agreeSource)}
+	pl.agreeSource = append(pl.agreeSource, AgreementWrite{Table: ch.Table, Key: ch.Key, Agreement: rec(agreedRow)})
+	back.Change = ch.Clone()
+	back.Change.ID = "" // nothing for the source's ledger: no change of the target is applied
+	pl.back = append(pl.back, back)
 	pl.merges = append(pl.merges, km)
 	return nil
 }
@@ -399,10 +403,7 @@ func (p *Pipeline) commitSource(pl *plan) error {
 		return nil
 	}
 	for _, km := range pl.merges {
-		b := &Batch{Agreements: pl.agreeSource[km.onSource : km.onSource+1], Source: p.dir.To}
-		if km.back >= 0 {
-			b.Writes = pl.back[km.back : km.back+1]
-		}
+		b := &Batch{Writes: pl.back[km.back : km.back+1], Agreements: pl.agreeSource[km.onSource : km.onSource+1], Source: p.dir.To}
 		err := p.applyBack(b)
 		switch {
 		case err == nil:

@@ -66,16 +66,33 @@ func agreementOf(t *testing.T, db *memdb.DB, id int64) duplex.Agreement {
 	return as[0]
 }
 
-// agreedOnBoth reports whether both systems' records of key id are of one
-// version and hold row's fields.
+// agreedBase returns the base the next merge of key id takes from both
+// systems' records: the row of records of one version, else the newer
+// record's Peer (see docs/two-way-merge.md).
+func agreedBase(t *testing.T, a, b *memdb.DB, id int64) (duplex.Values, bool) {
+	t.Helper()
+	ra, rb := agreementOf(t, a, id), agreementOf(t, b, id)
+	switch {
+	case !ra.Known && !rb.Known:
+		return nil, false
+	case ra.Version == rb.Version:
+		return ra.Row, true
+	case ra.Version > rb.Version:
+		return ra.Peer, true
+	}
+	return rb.Peer, true
+}
+
+// agreedOnBoth reports whether the records of key id give the next merge
+// a base holding row's fields.
 func agreedOnBoth(t *testing.T, ab *actionBed, id int64, row duplex.Values) bool {
 	t.Helper()
-	ra, rb := agreementOf(t, ab.a, id), agreementOf(t, ab.b, id)
-	if !ra.Known || !rb.Known || ra.Version != rb.Version {
+	base, ok := agreedBase(t, ab.a, ab.b, id)
+	if !ok {
 		return false
 	}
 	for f, v := range row {
-		if !duplex.Equal(ra.Row[f], v) || !duplex.Equal(rb.Row[f], v) {
+		if !duplex.Equal(base[f], v) {
 			return false
 		}
 	}

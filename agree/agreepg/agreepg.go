@@ -102,9 +102,11 @@ func tableName(schema string) string {
 // apply/applypg run them.
 //
 // One row per sync, system, table and key: the duplex.Agreement of that
-// key on that system. "row" and peer are rows in the typed jsonb format of
-// internal/valuecodec (absent and peer_absent mark a row that does not
-// exist); unknown is a JSON array of field names, NULL for none.
+// key on that system. "row" and peer are rows in the typed JSON format of
+// internal/valuecodec, stored as bytea (the records are duplex's own: no
+// jsonb parsing on every write); "row" is NULL when the row is agreed
+// absent; peer_kind says where Peer is (0: peer, 1: equal to "row", 2: no
+// row); unknown is a JSON array of field names, NULL for none.
 func DDL(schema string) []string {
 	if schema == "" {
 		schema = pgstate.DefaultSchema
@@ -117,10 +119,9 @@ func DDL(schema string) []string {
 			tbl text NOT NULL,
 			key text NOT NULL,
 			version bigint NOT NULL,
-			"row" jsonb,
-			absent boolean NOT NULL,
-			peer jsonb,
-			peer_absent boolean NOT NULL,
+			"row" bytea,
+			peer bytea,
+			peer_kind smallint NOT NULL,
 			unknown jsonb,
 			updated_at timestamptz NOT NULL DEFAULT now(),
 			PRIMARY KEY (sync, system, tbl, key))`,

@@ -32,16 +32,16 @@ func NewRecords(schema, sync, system string) *Records {
 		sync:   dbText(sync),
 		system: dbText(system),
 		table:  t,
-		loadSQL: `SELECT k.i, a.version, a."row", a.absent, a.peer, a.peer_absent, a.unknown
+		loadSQL: `SELECT k.i, a.version, a."row", a.peer, a.peer_kind, a.unknown
 			FROM unnest($4::text[]) WITH ORDINALITY AS k(key, i)
-			JOIN LATERAL (SELECT d.version, d."row", d.absent, d.peer, d.peer_absent, d.unknown FROM ` + t + ` d
+			JOIN LATERAL (SELECT d.version, d."row", d.peer, d.peer_kind, d.unknown FROM ` + t + ` d
 				WHERE d.sync = $1 AND d.system = $2 AND d.tbl = $3 AND d.key = k.key LIMIT 1) a ON true`,
-		saveSQL: `INSERT INTO ` + t + ` AS d (sync, system, tbl, key, version, "row", absent, peer, peer_absent, unknown)
-			SELECT $1, $2, $3, u.key, u.version, u."row", u."row" IS NULL, u.peer, u.peer IS NULL, u.unknown
-			FROM unnest($4::text[], $5::bigint[], $6::jsonb[], $7::jsonb[], $8::jsonb[]) AS u(key, version, "row", peer, unknown)
+		saveSQL: `INSERT INTO ` + t + ` AS d (sync, system, tbl, key, version, "row", peer, peer_kind, unknown)
+			SELECT $1, $2, $3, u.key, u.version, u."row", u.peer, u.peer_kind, u.unknown
+			FROM unnest($4::text[], $5::bigint[], $6::bytea[], $7::bytea[], $8::int2[], $9::jsonb[]) AS u(key, version, "row", peer, peer_kind, unknown)
 			ON CONFLICT (sync, system, tbl, key) DO UPDATE SET
-				version = EXCLUDED.version, "row" = EXCLUDED."row", absent = EXCLUDED.absent,
-				peer = EXCLUDED.peer, peer_absent = EXCLUDED.peer_absent, unknown = EXCLUDED.unknown, updated_at = now()`,
+				version = EXCLUDED.version, "row" = EXCLUDED."row", peer = EXCLUDED.peer,
+				peer_kind = EXCLUDED.peer_kind, unknown = EXCLUDED.unknown, updated_at = now()`,
 		deleteSQL: `DELETE FROM ` + t + ` WHERE sync = $1 AND system = $2 AND tbl = $3 AND key = ANY($4::text[])`,
 	}
 }
@@ -49,11 +49,20 @@ func NewRecords(schema, sync, system string) *Records {
 // Table returns the quoted name of the records' table.
 func (r *Records) Table() string { return r.table }
 
-// entry is a record as stored: row and peer encoded, nil for none.
+// Kinds of a record's peer column.
+const (
+	peerValue  int16 = iota // peer holds the Peer row
+	peerAsRow               // Peer equals Row: not stored twice
+	peerAbsent              // Peer is nil: the other system had no row
+)
+
+// entry is a record as stored: row and peer encoded (row nil: the row is
+// agreed absent).
 type entry struct {
 	known     bool
 	version   int64
 	row, peer []byte
+	peerKind  int16
 	unknown   []string
 }
 
@@ -66,7 +75,12 @@ func (e entry) agreement() (duplex.Agreement, error) {
 	if a.Row, err = valuecodec.UnmarshalValues(e.row); err != nil {
 		return a, err
 	}
-	a.Peer, err = valuecodec.UnmarshalValues(e.peer)
+	switch e.peerKind {
+	case peerAsRow:
+		a.Peer = a.Row.Clone()
+	case peerValue:
+		a.Peer, err = valuecodec.UnmarshalValues(e.peer)
+	}
 	return a, err
 }
 
@@ -78,10 +92,31 @@ func encode(a duplex.Agreement) (entry, error) {
 			return e, err
 		}
 	}
-	if a.Peer != nil {
+	switch {
+	case a.Peer == nil:
+		e.peerKind = peerAbsent
+	case a.Row != nil && sameRow(a.Row, a.Peer):
+		e.peerKind = peerAsRow
+	default:
+		e.peerKind = peerValue
 		e.peer, err = valuecodec.MarshalValues(a.Peer)
 	}
 	return e, err
+}
+
+// sameRow reports whether a and b hold equal values (duplex.Equal) for the
+// same fields.
+func sameRow(a, b duplex.Values) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for f, v := range a {
+		w, ok := b[f]
+		if !ok || !duplex.Equal(v, w) {
+			return false
+		}
+	}
+	return true
 }
 
 // Querier runs a query: a pool, a connection or a transaction.
@@ -122,13 +157,11 @@ func (r *Records) query(ctx context.Context, q Querier, tbl string, names []stri
 	defer rows.Close()
 	for rows.Next() {
 		var (
-			i                  int64
-			e                  entry
-			absent, peerAbsent bool
-			rowJSON, peerJSON  []byte
-			unknown            []byte
+			i       int64
+			e       entry
+			unknown []byte
 		)
-		if err := rows.Scan(&i, &e.version, &rowJSON, &absent, &peerJSON, &peerAbsent, &unknown); err != nil {
+		if err := rows.Scan(&i, &e.version, &e.row, &e.peer, &e.peerKind, &unknown); err != nil {
 			return nil, pgutil.Classify(err)
 		}
 		if unknown != nil {
@@ -140,12 +173,6 @@ func (r *Records) query(ctx context.Context, q Querier, tbl string, names []stri
 			return nil, duplex.Permanent(fmt.Errorf("row for key %d of %d", i, len(found)))
 		}
 		e.known = true
-		if !absent {
-			e.row = rowJSON
-		}
-		if !peerAbsent {
-			e.peer = peerJSON
-		}
 		if len(e.unknown) == 0 {
 			e.unknown = nil
 		}
@@ -166,6 +193,7 @@ type tableSave struct {
 	versions []int64
 	rows     [][]byte
 	peers    [][]byte
+	kinds    []int16
 	unknown  [][]byte
 	deletes  []string
 	es       []entry // per name, for a cache
@@ -194,7 +222,7 @@ func saves(ws []duplex.AgreementWrite) ([]*tableSave, error) {
 		name := dbText(w.Key.String())
 		if prev, ok := seen[tbl+"\x00"+name]; ok {
 			prev.s.es[prev.i] = e
-			prev.s.versions[prev.i], prev.s.rows[prev.i], prev.s.peers[prev.i] = e.version, e.row, e.peer
+			prev.s.versions[prev.i], prev.s.rows[prev.i], prev.s.peers[prev.i], prev.s.kinds[prev.i] = e.version, e.row, e.peer, e.peerKind
 			prev.s.unknown[prev.i] = joinUnknown(e.unknown)
 			continue
 		}
@@ -204,6 +232,7 @@ func saves(ws []duplex.AgreementWrite) ([]*tableSave, error) {
 		s.versions = append(s.versions, e.version)
 		s.rows = append(s.rows, e.row)
 		s.peers = append(s.peers, e.peer)
+		s.kinds = append(s.kinds, e.peerKind)
 		s.unknown = append(s.unknown, joinUnknown(e.unknown))
 	}
 	// A record that is not Known deletes: split them out.
@@ -214,11 +243,11 @@ func saves(ws []duplex.AgreementWrite) ([]*tableSave, error) {
 				s.deletes = append(s.deletes, s.names[i])
 				continue
 			}
-			s.names[keep], s.es[keep], s.versions[keep], s.rows[keep], s.peers[keep], s.unknown[keep] =
-				s.names[i], s.es[i], s.versions[i], s.rows[i], s.peers[i], s.unknown[i]
+			s.names[keep], s.es[keep], s.versions[keep], s.rows[keep], s.peers[keep], s.kinds[keep], s.unknown[keep] =
+				s.names[i], s.es[i], s.versions[i], s.rows[i], s.peers[i], s.kinds[i], s.unknown[i]
 			keep++
 		}
-		s.names, s.es, s.versions, s.rows, s.peers, s.unknown = s.names[:keep], s.es[:keep], s.versions[:keep], s.rows[:keep], s.peers[:keep], s.unknown[:keep]
+		s.names, s.es, s.versions, s.rows, s.peers, s.kinds, s.unknown = s.names[:keep], s.es[:keep], s.versions[:keep], s.rows[:keep], s.peers[:keep], s.kinds[:keep], s.unknown[:keep]
 	}
 	return out, nil
 }
@@ -243,7 +272,7 @@ func (r *Records) QueueSave(b *pgx.Batch, ws []duplex.AgreementWrite) (int, erro
 	n := 0
 	for _, s := range ss {
 		if len(s.names) > 0 {
-			b.Queue(r.saveSQL, r.sync, r.system, s.tbl, s.names, s.versions, s.rows, s.peers, s.unknown)
+			b.Queue(r.saveSQL, r.sync, r.system, s.tbl, s.names, s.versions, s.rows, s.peers, s.kinds, s.unknown)
 			n++
 		}
 		if len(s.deletes) > 0 {
