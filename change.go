@@ -219,6 +219,13 @@ type Change struct {
 	// change ("" when none); the loop guard uses it to drop the sync's own
 	// writes.
 	Origin string `json:"origin,omitempty"`
+	// MovedTo and MovedFrom describe an update of the primary key (a move):
+	// the source delivers it as a delete of the old key carrying MovedTo
+	// (the new key), followed at once by an insert of the new key carrying
+	// MovedFrom (the old key). A two-way merge deletes the old key only if
+	// the new key's row was written (or already there).
+	MovedTo   Key `json:"moved_to,omitempty"`
+	MovedFrom Key `json:"moved_from,omitempty"`
 }
 
 // IsUnchanged reports whether the source left column unsent (unchanged TOAST).
@@ -383,5 +390,6 @@ func (c *Change) Clone() *Change {
 	d.Before = c.Before.Clone()
 	d.After = c.After.Clone()
 	d.Unchanged = slices.Clone(c.Unchanged)
+	d.MovedTo, d.MovedFrom = slices.Clone(c.MovedTo), slices.Clone(c.MovedFrom)
 	return &d
 }

@@ -105,17 +105,43 @@ func (p *Pipeline) makeMergePlan(items []*item) (plan, error) {
 			r.targetAt, r.sourceAt = stripTime(r.target), stripTime(r.source)
 		}
 	}
-	for i, it := range items {
-		r := rows[it.key]
-		if r.last != i {
-			pl.items[i].out = outNoop
-			continue
-		}
-		if err := p.mergeKey(i, it, items[r.first].c, r, &pl); err != nil {
-			return pl, err
+	// The new key of a move is merged first: its old key is deleted only
+	// if the row was written under the new one (see heldMove).
+	for _, moves := range []bool{true, false} {
+		for i, it := range items {
+			r := rows[it.key]
+			if (it.c.MovedFrom != nil) != moves {
+				continue
+			}
+			if r.last != i {
+				pl.items[i].out = outNoop
+				continue
+			}
+			if p.heldMove(i, items, &pl) {
+				continue
+			}
+			if err := p.mergeKey(i, it, items[r.first].c, r, &pl); err != nil {
+				return pl, err
+			}
 		}
 	}
 	return pl, nil
+}
+
+// heldMove reports whether items[i] is the old key's half of a move whose
+// new key was held (a collision nobody decided): then the old key is not
+// deleted (never delete a row whose replacement was not written) and its
+// change is held too, until the new key's entry is resolved.
+func (p *Pipeline) heldMove(i int, items []*item, pl *plan) bool {
+	ch := items[i].c
+	if ch.MovedTo == nil || i+1 >= len(items) || items[i+1].c.MovedFrom == nil || pl.items[i+1].out != outDead {
+		return false
+	}
+	ip := &pl.items[i]
+	ip.out, ip.resolution = outDead, "dead_lettered"
+	ip.reason = fmt.Sprintf("%s moved to %s on %s, which is held in the DLQ: %s keeps the row under %s until that entry is resolved",
+		ch.Key, ch.MovedTo, p.dir.From, p.dir.To, ch.Key)
+	return true
 }
 
 // loadAgreements reads the agreement records of g's keys kept on side.

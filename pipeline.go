@@ -582,6 +582,9 @@ func (p *Pipeline) process(items []*item) error {
 				break
 			}
 		}
+		if n > 0 && n < len(items) && items[n-1].c.MovedTo != nil && items[n].c.MovedFrom != nil {
+			n++ // the two halves of a move are merged in one chunk
+		}
 		if n == 0 {
 			if err := p.truncate(items[0]); err != nil {
 				return err

@@ -40,6 +40,7 @@ const (
 	evCommit
 	evRelation
 	evTruncate
+	evMove // an update of the primary key: c is the delete of the old key, decoder.moved the insert of the new
 )
 
 // txState is the transaction being received.
@@ -69,6 +70,8 @@ type decoder struct {
 	tx        txState
 	// truncated holds the tables of the last Truncate message.
 	truncated []duplex.Table
+	// moved is the insert half of the last evMove.
+	moved duplex.Change
 	// marker, when set, is the loop guard's marker table: a transaction
 	// whose changes include an insert of a row with sync == markerSync there
 	// is the sync's own, and is dropped.
@@ -436,8 +439,10 @@ func (d *decoder) row(kind byte, rel *relation, r *reader, c *duplex.Change) (ev
 			return evNone, err
 		}
 	}
+	var old duplex.Values
 	if hasOld {
-		old, unchanged, err := d.values(rel, oldT)
+		var unchanged []string
+		old, unchanged, err = d.values(rel, oldT)
 		if err != nil {
 			return evNone, err
 		}
@@ -460,9 +465,41 @@ func (d *decoder) row(kind byte, rel *relation, r *reader, c *duplex.Change) (ev
 			return evNone, err
 		}
 	}
+	if c.Op == duplex.OpUpdate && hasOld {
+		if moved, err := d.move(rel, c, old); moved || err != nil {
+			return evMove, err
+		}
+	}
 	c.ID = d.tx.idPrefix + strconv.Itoa(d.tx.ordinal)
 	d.tx.ordinal++
 	return evChange, nil
+}
+
+// move turns an update whose old tuple has another key (an UPDATE of the
+// primary key, with REPLICA IDENTITY DEFAULT or FULL) into a move: c
+// becomes the delete of the old key (with the old row as its before image
+// when the whole old row was sent), d.moved the insert of the new key, with
+// consecutive ordinals. It reports false for an update that keeps its key.
+func (d *decoder) move(rel *relation, c *duplex.Change, old duplex.Values) (bool, error) {
+	oldKey, err := keyOf(rel, old)
+	if err != nil {
+		return false, err
+	}
+	if oldKey.String() == c.Key.String() {
+		return false, nil
+	}
+	d.moved = duplex.Change{
+		Source: c.Source, Table: c.Table, Key: c.Key, Op: duplex.OpInsert, After: c.After,
+		Unchanged: c.Unchanged, CommitTime: c.CommitTime, Origin: c.Origin, MovedFrom: oldKey,
+	}
+	*c = duplex.Change{
+		Source: c.Source, Table: c.Table, Key: oldKey, Op: duplex.OpDelete, Before: c.Before,
+		CommitTime: c.CommitTime, Origin: c.Origin, MovedTo: c.Key,
+	}
+	c.ID = d.tx.idPrefix + strconv.Itoa(d.tx.ordinal)
+	d.moved.ID = d.tx.idPrefix + strconv.Itoa(d.tx.ordinal+1)
+	d.tx.ordinal += 2
+	return true, nil
 }
 
 // markerRow handles a change to the marker table: it is never delivered, and

@@ -167,8 +167,11 @@ func feed(t *testing.T, d *decoder, msgs ...[]byte) ([]event, []duplex.Change) {
 		ev, err := d.decode(m, &c)
 		require.NoError(t, err, "message %d (%q)", i, m[0])
 		evs = append(evs, ev)
-		if ev == evChange {
+		switch ev {
+		case evChange:
 			changes = append(changes, c)
+		case evMove:
+			changes = append(changes, c, d.moved)
 		}
 	}
 	return evs, changes
@@ -226,13 +229,50 @@ func TestDecodeKeyOnlyImages(t *testing.T) {
 		msgDelete(1, 'K', []tcol{txt("3"), null, null, null}),
 		msgCommit(0x200, 0x280, t0),
 	)
-	require.Len(t, cs, 3)
+	require.Len(t, cs, 4)
+	id := func(n int64) duplex.Key { return duplex.Key{{Name: "id", Value: n}} }
 	require.Nil(t, cs[0].Before)
-	require.Equal(t, duplex.Key{{Name: "id", Value: int64(2)}}, cs[0].Key)
+	require.Equal(t, id(2), cs[0].Key)
+	// The key change is a move: the old key's delete, then the new key's insert.
+	require.Equal(t, duplex.OpDelete, cs[1].Op)
+	require.Equal(t, id(2), cs[1].Key)
+	require.Equal(t, id(3), cs[1].MovedTo)
 	require.Nil(t, cs[1].Before, "a key-only old tuple is not a before image")
-	require.Equal(t, duplex.Key{{Name: "id", Value: int64(3)}}, cs[1].Key)
-	require.Nil(t, cs[2].Before, "a key-only old tuple is not a before image")
-	require.Equal(t, duplex.Key{{Name: "id", Value: int64(3)}}, cs[2].Key)
+	require.Equal(t, duplex.OpInsert, cs[2].Op)
+	require.Equal(t, id(3), cs[2].Key)
+	require.Equal(t, id(2), cs[2].MovedFrom)
+	require.Equal(t, duplex.Values{"id": int64(3), "name": "b", "n": int64(1), "note": nil}, cs[2].After)
+	require.Equal(t, []string{"slot:0/200:1", "slot:0/200:2"}, []string{cs[1].ID, cs[2].ID}, "consecutive ordinals")
+	require.Nil(t, cs[3].Before, "a key-only old tuple is not a before image")
+	require.Equal(t, id(3), cs[3].Key)
+	require.Equal(t, "slot:0/200:3", cs[3].ID)
+}
+
+// TestDecodeKeyUpdateWithFullIdentity: under REPLICA IDENTITY FULL an
+// update of the key sends the whole old row ('O'); it is a move too, the
+// delete carrying the old row as its before image.
+func TestDecodeKeyUpdateWithFullIdentity(t *testing.T) {
+	t.Parallel()
+	d := newTestDecoder()
+	_, cs := feed(t, d,
+		itemsR,
+		msgBegin(0x400, t0, 8),
+		msgUpdate(1, 'O', []tcol{txt("1"), txt("a"), txt("5"), null}, []tcol{txt("100"), txt("a"), txt("5"), null}),
+		msgUpdate(1, 'O', []tcol{txt("100"), txt("a"), txt("5"), null}, []tcol{txt("100"), txt("b"), txt("5"), null}),
+		msgCommit(0x400, 0x480, t0),
+	)
+	require.Len(t, cs, 3)
+	old := duplex.Values{"id": int64(1), "name": "a", "n": int64(5), "note": nil}
+	require.Equal(t, duplex.OpDelete, cs[0].Op)
+	require.Equal(t, duplex.Key{{Name: "id", Value: int64(1)}}, cs[0].Key)
+	require.Equal(t, old, cs[0].Before)
+	require.Equal(t, duplex.Key{{Name: "id", Value: int64(100)}}, cs[0].MovedTo)
+	require.Equal(t, duplex.OpInsert, cs[1].Op)
+	require.Equal(t, duplex.Key{{Name: "id", Value: int64(100)}}, cs[1].Key)
+	require.Equal(t, duplex.Key{{Name: "id", Value: int64(1)}}, cs[1].MovedFrom)
+	require.Equal(t, duplex.OpUpdate, cs[2].Op, "an update keeping its key is an update")
+	require.Nil(t, cs[2].MovedTo)
+	require.Equal(t, "slot:0/400:2", cs[2].ID)
 }
 
 func TestDecodeTruncateAndOrigins(t *testing.T) {
@@ -519,7 +559,7 @@ func TestCorpusDecodes(t *testing.T) {
 		ev, err := fuzzPrime(t).decode(m, &c)
 		require.NoError(t, err, f)
 		if m[0] == 'I' || m[0] == 'U' || m[0] == 'D' {
-			require.Equal(t, evChange, ev, f)
+			require.Contains(t, []event{evChange, evMove}, ev, f)
 			require.Equal(t, int64(1) <= c.Key[0].Value.(int64), true)
 		}
 	}

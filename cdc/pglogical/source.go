@@ -638,6 +638,18 @@ func (s *Source) receive(ctx context.Context, conn *pgconn.PgConn, startLSN pglo
 							return err
 						}
 					}
+				case evMove:
+					for i, ch := range []duplex.Change{c, dec.moved} {
+						p := pos{commit: dec.tx.commitLSN, ordinal: dec.tx.ordinal - 2 + i, resume: prevEnd}
+						if skipThrough.before(p) {
+							add(ch, p)
+						}
+					}
+					if len(pending) > s.cfg.BatchSize {
+						if err := deliver(s.cfg.BatchSize); err != nil {
+							return err
+						}
+					}
 				case evTruncate:
 					for _, t := range dec.truncated {
 						p := pos{commit: dec.tx.commitLSN, ordinal: dec.tx.ordinal, resume: prevEnd}
