@@ -3,7 +3,6 @@ package duplex
 import (
 	"context"
 	"fmt"
-	"hash/maphash"
 	"slices"
 	"sync"
 )
@@ -196,29 +195,47 @@ func (a Agreement) Clone() Agreement {
 }
 
 // keyLocks serialises the merges of a key across the two directions of a
-// Sync: a fixed set of stripes, locked in index order so two chunks can
-// never wait on each other in a cycle.
+// Sync (and the operator actions): a chunk takes all its keys at once, or
+// waits until none of them is held, so two chunks never wait on each other
+// in a cycle, and chunks of different keys never wait at all.
 type keyLocks struct {
-	seed    maphash.Seed
-	stripes [256]sync.Mutex
+	mu   sync.Mutex
+	free *sync.Cond // signalled when keys are released
+	held map[string]struct{}
 }
 
-func newKeyLocks() *keyLocks { return &keyLocks{seed: maphash.MakeSeed()} }
+func newKeyLocks() *keyLocks {
+	l := &keyLocks{held: make(map[string]struct{})}
+	l.free = sync.NewCond(&l.mu)
+	return l
+}
 
-// lock locks the stripes of names and returns the function that unlocks them.
+// lock locks names and returns the function that unlocks them.
 func (l *keyLocks) lock(names []string) func() {
-	idx := make([]int, 0, len(names))
+	names = slices.Compact(slices.Sorted(slices.Values(names)))
+	l.mu.Lock()
+	for l.anyHeld(names) {
+		l.free.Wait()
+	}
 	for _, n := range names {
-		idx = append(idx, int(maphash.String(l.seed, n)%uint64(len(l.stripes))))
+		l.held[n] = struct{}{}
 	}
-	slices.Sort(idx)
-	idx = slices.Compact(idx)
-	for _, i := range idx {
-		l.stripes[i].Lock()
-	}
+	l.mu.Unlock()
 	return func() {
-		for _, i := range slices.Backward(idx) {
-			l.stripes[i].Unlock()
+		l.mu.Lock()
+		for _, n := range names {
+			delete(l.held, n)
+		}
+		l.mu.Unlock()
+		l.free.Broadcast()
+	}
+}
+
+func (l *keyLocks) anyHeld(names []string) bool {
+	for _, n := range names {
+		if _, ok := l.held[n]; ok {
+			return true
 		}
 	}
+	return false
 }
