@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -227,4 +228,54 @@ func TestRunStoppedWhileStartingReturnsNil(t *testing.T) {
 	go func() { done <- p.Run(ctx) }()
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// plainApplier hides every interface of an Applier but Applier itself: its
+// agreement records then live in the Endpoint's AgreementStore.
+type plainApplier struct{ duplex.Applier }
+
+// A process restarted on the in-memory default forgets its agreements, and
+// its source delivers the changes after the last acknowledged position
+// again. A counter one side raised from 1 to 3, already merged (both hold
+// 3), must stay 3: the forgotten base is not guessed from the redelivered
+// change's before image (which made a counter merge add the delta again:
+// 3 + 3 - 1 = 5), and a guessed base never feeds CounterDelta.
+func TestForgottenAgreementNeverCountsTwice(t *testing.T) {
+	t.Parallel()
+	a, b := newDB(t, "a", false), newDB(t, "b", false)
+	for _, db := range []*memdb.DB{a, b} {
+		require.NoError(t, db.Do("duplex", func(tx *memdb.Tx) error {
+			return tx.Insert(customers, duplex.Values{"id": int64(1), "name": "c1", "n": int64(1), "note": nil})
+		}))
+		require.NoError(t, db.Source(memdb.SourceConfig{Slot: "first"}).Ack(t.Context(), db.Changes()[0].Position))
+		require.NoError(t, db.Source(memdb.SourceConfig{Slot: "again"}).Ack(t.Context(), db.Changes()[0].Position))
+	}
+	require.NoError(t, a.Update(customers, key(1), duplex.Values{"n": int64(3)})) // +2 on a
+	run := func(slot string) *deadLetters {
+		dlq := &deadLetters{}
+		endpoint := func(db *memdb.DB) duplex.Endpoint {
+			return duplex.Endpoint{
+				Name:       db.Name(),
+				Source:     db.Source(memdb.SourceConfig{Slot: slot, SkipOrigins: []string{"duplex"}, StopWhenIdle: true}),
+				Applier:    plainApplier{db.Applier("duplex")},
+				Agreements: duplex.NewMemoryAgreements(16), // a new process: nothing remembered
+			}
+		}
+		s, err := duplex.NewSync(&duplex.SyncConfig{
+			Name: "forget", A: endpoint(a), B: endpoint(b), Resolver: resolve.CounterDelta("n"),
+			DeadLetters: dlq, Logger: testLogger(t), Options: fastOptions(),
+		})
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		require.NoError(t, s.Run(ctx))
+		return dlq
+	}
+	require.Empty(t, run("first").all())
+	require.Equal(t, int64(3), b.Get(customers, key(1))["n"])
+	// The restart: a's change is delivered again, its agreement forgotten.
+	require.Empty(t, run("again").all())
+	for _, db := range []*memdb.DB{a, b} {
+		require.Equal(t, int64(3), db.Get(customers, key(1))["n"], "%s: the +2 counted twice", db.Name())
+	}
 }
