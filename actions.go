@@ -204,7 +204,7 @@ func (s *Sync) copyRow(ctx context.Context, from string, to *Endpoint, t Table, 
 	}
 	w.Change = &Change{ID: id, Source: from, Table: t, Key: k, Op: w.Op, After: want, CommitTime: time.Now()}
 	b := &Batch{Writes: []Write{w}, Agreements: []AgreementWrite{{Table: t, Key: k, Agreement: rec}}, Source: from}
-	if err := s.sideOf(to).apply(ctx, to.Applier, b); err != nil {
+	if err := s.recordsOf(to).apply(ctx, b); err != nil {
 		return nil, fmt.Errorf("duplex: write %s %s to %s: %w", t, k, to.Name, err)
 	}
 	return fields, nil
@@ -366,12 +366,12 @@ func (s *Sync) lockKey(t Table, k Key) func() {
 	return s.ab.locks.lock([]string{orderKey(&Change{Table: t, Key: k})})
 }
 
-// sideOf returns where endpoint e keeps its agreement records.
-func (s *Sync) sideOf(e *Endpoint) agreementSide {
+// recordsOf returns endpoint e's system with its agreement records.
+func (s *Sync) recordsOf(e *Endpoint) records {
 	if e.Name == s.cfg.A.Name {
-		return s.ab.sourceAgreements
+		return s.ab.source
 	}
-	return s.ab.targetAgreements
+	return s.ab.target
 }
 
 // nextAgreement returns the record of an operator action that leaves both
@@ -381,7 +381,7 @@ func (s *Sync) sideOf(e *Endpoint) agreementSide {
 func (s *Sync) nextAgreement(ctx context.Context, t Table, k Key, row Values) (Agreement, error) {
 	var v uint64
 	for _, e := range []*Endpoint{&s.cfg.A, &s.cfg.B} {
-		as, err := s.sideOf(e).load(ctx, e.Applier, t, []Key{k})
+		as, err := s.recordsOf(e).load(ctx, t, []Key{k})
 		if err != nil {
 			return Agreement{}, fmt.Errorf("duplex: read the agreed row of %s %s on %s: %w", t, k, e.Name, err)
 		}
@@ -397,7 +397,7 @@ func (s *Sync) nextAgreement(ctx context.Context, t Table, k Key, row Values) (A
 // did not write to (a system it wrote to gets the record with the write).
 func (s *Sync) record(ctx context.Context, e *Endpoint, t Table, k Key, rec Agreement) error {
 	b := &Batch{Agreements: []AgreementWrite{{Table: t, Key: k, Agreement: rec}}, Source: e.Name}
-	if err := s.sideOf(e).apply(ctx, e.Applier, b); err != nil {
+	if err := s.recordsOf(e).apply(ctx, b); err != nil {
 		return fmt.Errorf("duplex: record the agreed row of %s %s on %s: %w", t, k, e.Name, err)
 	}
 	return nil

@@ -68,40 +68,51 @@ type AgreementStore interface {
 	Save(ctx context.Context, table Table, keys []Key, agreements []Agreement) error
 }
 
-// agreementSide is where one system's agreement records live in a two-way
-// Pipeline: in its Applier's own transactions (an AgreementKeeper), or, for
-// an Applier that keeps none, in store, saved once the writes committed.
-type agreementSide struct {
-	store AgreementStore // nil: the Applier is an AgreementKeeper
+// records writes batches to one system of a two-way Pipeline with their
+// agreement records, and reads the records back.
+type records interface {
+	load(ctx context.Context, t Table, keys []Key) ([]Agreement, error)
+	apply(ctx context.Context, b *Batch) error
 }
 
-// agreementsOf returns the agreementSide of a: its own records when it is
-// an AgreementKeeper, else store's (nil: a MemoryAgreements).
-func agreementsOf(a Applier, store AgreementStore) agreementSide {
-	if _, ok := a.(AgreementKeeper); ok {
-		return agreementSide{}
+// recordsOf returns the records of the system a writes: a's own when it
+// is an AgreementKeeper, else store's (nil: a MemoryAgreements).
+func recordsOf(a Applier, store AgreementStore) records {
+	if k, ok := a.(AgreementKeeper); ok {
+		return keptRecords{a, k}
 	}
 	if store == nil {
 		store = NewMemoryAgreements(1 << 16)
 	}
-	return agreementSide{store: store}
+	return storedRecords{a, store}
 }
 
-// load reads the records of keys.
-func (s agreementSide) load(ctx context.Context, a Applier, t Table, keys []Key) ([]Agreement, error) {
-	if s.store == nil {
-		return a.(AgreementKeeper).Agreements(ctx, t, keys)
-	}
-	return s.store.Load(ctx, t, keys)
+// keptRecords are kept by the Applier, in the transaction of the writes.
+type keptRecords struct {
+	Applier
+	keeper AgreementKeeper
 }
 
-// apply applies b through a, with its records.
-func (s agreementSide) apply(ctx context.Context, a Applier, b *Batch) error {
-	if s.store == nil {
-		return a.Apply(ctx, b)
-	}
+func (r keptRecords) load(ctx context.Context, t Table, keys []Key) ([]Agreement, error) {
+	return r.keeper.Agreements(ctx, t, keys)
+}
+
+func (r keptRecords) apply(ctx context.Context, b *Batch) error { return r.Apply(ctx, b) }
+
+// storedRecords are kept in an AgreementStore, saved once the writes
+// committed.
+type storedRecords struct {
+	Applier
+	store AgreementStore
+}
+
+func (r storedRecords) load(ctx context.Context, t Table, keys []Key) ([]Agreement, error) {
+	return r.store.Load(ctx, t, keys)
+}
+
+func (r storedRecords) apply(ctx context.Context, b *Batch) error {
 	if len(b.Writes) > 0 || b.Checkpoint != "" {
-		if err := a.Apply(ctx, b); err != nil {
+		if err := r.Apply(ctx, b); err != nil {
 			return err
 		}
 	}
@@ -119,7 +130,7 @@ func (s agreementSide) apply(ctx context.Context, a Applier, b *Batch) error {
 	}
 	for _, t := range order {
 		ta := byTable[t]
-		if err := s.store.Save(ctx, t, ta.keys, ta.as); err != nil {
+		if err := r.store.Save(ctx, t, ta.keys, ta.as); err != nil {
 			return fmt.Errorf("duplex: save %d agreed rows of %s: %w", len(ta.keys), t, err)
 		}
 	}

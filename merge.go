@@ -91,11 +91,11 @@ func (p *Pipeline) makeMergePlan(items []*item) (plan, error) {
 		if err != nil {
 			return pl, err
 		}
-		onT, err := p.loadAgreements(p.targetAgreements, p.cfg.Target, p.dir.To, g)
+		onT, err := p.loadAgreements(p.target, p.dir.To, g)
 		if err != nil {
 			return pl, err
 		}
-		onS, err := p.loadAgreements(p.sourceAgreements, p.cfg.Peer, p.dir.From, g)
+		onS, err := p.loadAgreements(p.source, p.dir.From, g)
 		if err != nil {
 			return pl, err
 		}
@@ -145,8 +145,8 @@ func (p *Pipeline) heldMove(i int, items []*item, pl *plan) bool {
 }
 
 // loadAgreements reads the agreement records of g's keys kept on side.
-func (p *Pipeline) loadAgreements(s agreementSide, a Applier, side string, g tableKeys) ([]Agreement, error) {
-	ag, err := s.load(p.opCtx, a, g.table, g.keys)
+func (p *Pipeline) loadAgreements(r records, side string, g tableKeys) ([]Agreement, error) {
+	ag, err := r.load(p.opCtx, g.table, g.keys)
 	if err != nil {
 		return nil, fmt.Errorf("duplex: %s: read the agreed rows of %d keys of %s on %s: %w", p.dir, len(g.keys), g.table, side, err)
 	}
@@ -425,7 +425,7 @@ func (p *Pipeline) commitSource(pl *plan) error {
 	if len(pl.agreeSource) == 0 {
 		return nil
 	}
-	if err := p.sourceAgreements.apply(p.opCtx, p.cfg.Peer, &Batch{Writes: pl.back, Agreements: pl.agreeSource, Source: p.dir.To}); err == nil {
+	if err := p.source.apply(p.opCtx, &Batch{Writes: pl.back, Agreements: pl.agreeSource, Source: p.dir.To}); err == nil {
 		return nil
 	}
 	for _, km := range pl.merges {
@@ -455,7 +455,7 @@ func (p *Pipeline) commitSource(pl *plan) error {
 // for as long as it lasts (or until the Pipeline stops).
 func (p *Pipeline) applyBack(b *Batch) error {
 	for attempt := 1; ; attempt++ {
-		err := p.sourceAgreements.apply(p.opCtx, p.cfg.Peer, b)
+		err := p.source.apply(p.opCtx, b)
 		if err == nil || errors.Is(err, ErrStale) {
 			return err
 		}

@@ -167,8 +167,8 @@ type Pipeline struct {
 
 	checkpointAt time.Time // two-way: when recordSettled last stored a checkpoint
 
-	// two-way: each system's agreement records
-	targetAgreements, sourceAgreements agreementSide
+	// the target, and in two-way mode the source, with their agreement records
+	target, source records
 
 	dedupFailures  int
 	dedupDownUntil time.Time
@@ -249,9 +249,9 @@ func NewPipeline(cfg *Config) (*Pipeline, error) {
 		p.dedup = newRecentIDs(1 << 16)
 	}
 	p.ledger, _ = c.Target.(Ledger)
+	p.target = recordsOf(c.Target, c.Agreements)
 	if c.Peer != nil {
-		p.targetAgreements = agreementsOf(c.Target, c.Agreements)
-		p.sourceAgreements = agreementsOf(c.Peer, c.PeerAgreements)
+		p.source = recordsOf(c.Peer, c.PeerAgreements)
 	}
 	return p, nil
 }
@@ -656,7 +656,7 @@ func (p *Pipeline) runChunk(items []*item) error {
 		unlock := p.lockChunk(items)
 		pl, err := p.plan(items)
 		if err == nil && (len(pl.writes) > 0 || len(pl.agreeTarget) > 0) {
-			err = p.targetAgreements.apply(p.opCtx, p.cfg.Target, &Batch{Writes: pl.writes, Agreements: pl.agreeTarget, Source: p.dir.From, Checkpoint: p.checkpoint(items, pl)})
+			err = p.target.apply(p.opCtx, &Batch{Writes: pl.writes, Agreements: pl.agreeTarget, Source: p.dir.From, Checkpoint: p.checkpoint(items, pl)})
 			if be := (*BatchError)(nil); errors.As(err, &be) && be.Index >= 0 && be.Index < len(pl.writeItem) {
 				err = &BatchError{Index: pl.writeItem[be.Index], Err: be.Err}
 			}
