@@ -1,31 +1,36 @@
-// Package agreepg keeps the agreed rows of a two-way sync in PostgreSQL: a
-// [duplex.AgreementStore] over the table <schema>.agreed of the sync's own
-// schema (by default "duplex", the schema of internal/pgstate), which [New]
-// creates when it is missing. Unlike [duplex.MemoryAgreements], it
-// remembers every key and survives restarts, so the merges after a restart
-// still have their exact merge base.
+// Package agreepg keeps the agreement records of a two-way sync in
+// PostgreSQL, in the table <schema>.agreements of the sync's own schema (by
+// default "duplex", the schema of internal/pgstate).
+//
+// [Records] is the records' SQL: apply/applypg uses it to write a system's
+// records in the same transaction as the writes they describe (which is
+// what makes a two-way merge crash-safe) and to read them back. [Store] is
+// a [duplex.AgreementStore] over the same table, for an Applier that does
+// not keep records itself: its records are saved after the writes commit.
 //
 // # Rows
 //
-// One row per sync, table and key: sync is Config.Sync, tbl the table
-// ("schema.name", or a quoted form when a part holds a dot or a quote),
-// key the duplex.Key.String form (text that PostgreSQL cannot hold, with
-// NUL or invalid UTF-8, is stored as U+FFFD followed by its base64). The
-// agreed row is stored in the typed jsonb format of internal/valuecodec,
-// which keeps the Go type of every value (int64 stays int64, []byte stays
-// []byte, times keep their nanoseconds and offset); NULL when both systems
-// agreed the row does not exist. known and torn are the Agreement's flags.
+// One row per sync, system, table and key: sync is Config.Sync, system the
+// system whose record it is, tbl the table ("schema.name", or a quoted form
+// when a part holds a dot or a quote), key the duplex.Key.String form (text
+// that PostgreSQL cannot hold, with NUL or invalid UTF-8, is stored as
+// U+FFFD followed by its base64). The agreed row and Peer are stored in the
+// typed JSON format of internal/valuecodec (as bytea: the records are
+// duplex's own, and are written with every merge), which keeps the Go type
+// of every value; "row" is NULL when both systems agreed the row does not
+// exist, and peer_kind says where Peer is (see DDL).
 //
 // Load is one statement whatever the number of keys (an index probe per
-// key), and so is Save (an upsert; of a key given twice the last wins).
+// key), and so is a save (an upsert; of a key given twice the last wins;
+// a record that is not Known deletes the key's record).
 //
 // # Cache
 //
-// A write-through memory cache of Config.Cache keys sits in front of the
-// table: Load queries only the keys it misses, and Save updates it once the
-// statement succeeded. It assumes that this Store is the only writer of its
-// sync's rows (both directions of a Sync share one Store); another process
-// writing them is not seen by a Load of a cached key. Cache: -1 turns it off.
+// A Store has a write-through memory cache of Config.Cache keys in front of
+// the table: Load queries only the keys it misses, and Save updates it once
+// the statement succeeded. It assumes that this Store is the only writer of
+// its system's records; another writer is not seen by a Load of a cached
+// key. Cache: -1 turns it off.
 //
 // # Errors
 //
