@@ -96,13 +96,18 @@ type fieldState struct {
 	name        string
 	conflicting bool
 	converged   bool // both sides changed it to the same value
+	targetOnly  bool // a two-way merge: only the target changed it
 	pick        Pick
 	value       any
 	by          string
 }
 
-// byConverged marks the default decision on a converged field.
-const byConverged = "converged"
+// byConverged and byTargetOnly mark the default decisions on a converged
+// field and on a field only the target changed.
+const (
+	byConverged  = "converged"
+	byTargetOnly = "target_only"
+)
 
 // Conflict is one incoming change set against the target's current row, with
 // the fields at stake and the decisions made on them so far. The Pipeline
@@ -153,9 +158,28 @@ func (c *Conflict) Table() Table { return c.Change.Table }
 // and the ones only the source changed. For deletes they are the fields the
 // target changed since the row was last in agreement.
 func (c *Conflict) Fields() []string {
-	out := make([]string, len(c.fields))
+	out := make([]string, 0, len(c.fields))
 	for i := range c.fields {
-		out[i] = c.fields[i].name
+		if !c.fields[i].targetOnly {
+			out = append(out, c.fields[i].name)
+		}
+	}
+	return out
+}
+
+// TargetOnly returns, in a two-way Sync, the fields only the target
+// changed since the two systems last agreed (a one-way Pipeline leaves the
+// target's own edits alone). They keep the target's value, which the merge
+// then writes to the source, unless a resolver decides otherwise (Take
+// writes the source's value, the agreed one, back to the target): field
+// authority does so where the source's system owns the field, so that a
+// non-owner's edit never spreads, whichever direction merges it first.
+func (c *Conflict) TargetOnly() []string {
+	var out []string
+	for i := range c.fields {
+		if c.fields[i].targetOnly {
+			out = append(out, c.fields[i].name)
+		}
 	}
 	return out
 }
@@ -271,7 +295,7 @@ func (c *Conflict) Done() bool {
 
 func (c *Conflict) decide(field string, p Pick, v any, by string) bool {
 	f := c.field(field)
-	if f == nil || (f.pick != Undecided && !(f.converged && f.by == byConverged)) {
+	if f == nil || (f.pick != Undecided && !(f.converged && f.by == byConverged) && !(f.targetOnly && f.by == byTargetOnly)) {
 		return false
 	}
 	f.pick, f.value, f.by = p, v, by
@@ -335,6 +359,27 @@ func isKeyColumn(k Key, name string) bool {
 // at all (the target already holds what the source says).
 func (c *Conflict) detect(d Direction, ch *Change, current Values) bool {
 	need := c.classify(d, ch, current)
+	if need {
+		c.sortFields()
+	}
+	return need
+}
+
+// detectMerge is detect for a two-way merge: the fields only the target
+// changed since the base (ch.Before) are offered too (see TargetOnly).
+func (c *Conflict) detectMerge(d Direction, ch *Change, current Values) bool {
+	need := c.classify(d, ch, current)
+	if ch.Op == OpUpdate && current != nil && ch.Before != nil {
+		for f, cur := range current {
+			before, ok := ch.Before[f]
+			after, sent := ch.After[f]
+			if !ok || !sent || isKeyColumn(ch.Key, f) || !Equal(after, before) || Equal(cur, before) || c.field(f) != nil {
+				continue
+			}
+			c.fields = append(c.fields, fieldState{name: f, targetOnly: true, pick: KeepTarget, by: byTargetOnly})
+			need = true
+		}
+	}
 	if need {
 		c.sortFields()
 	}

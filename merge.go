@@ -228,7 +228,7 @@ func (p *Pipeline) resolveMerge(i int, ch, syn *Change, x, y Values, targetAt ti
 	}
 	p.lostFields(syn, y)
 	c := &p.conflict
-	if !c.detect(p.dir, syn, y) || c.Kind == UpdateDelete && len(c.fields) == 0 {
+	if !c.detectMerge(p.dir, syn, y) || c.Kind == UpdateDelete && len(c.fields) == 0 {
 		return merged, nil, false, nil
 	}
 	c.TargetTime, c.BaseUncertain = targetAt, guessed

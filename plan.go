@@ -169,6 +169,9 @@ func (p *Pipeline) decide(c *Conflict, ip *itemPlan) (Write, bool) {
 	takes, keeps, values := 0, 0, 0
 	for i := range c.fields {
 		f := &c.fields[i]
+		if f.targetOnly && f.pick == KeepTarget {
+			continue // the target's own edit, left as it is
+		}
 		if f.pick == Undecided {
 			if f.conflicting {
 				undecided = append(undecided, f.name)

@@ -267,6 +267,14 @@ func (a *Authority) Resolve(_ context.Context, c *duplex.Conflict) error {
 			c.Keep(f, byAuthority)
 		}
 	}
+	// A two-way merge offers the target's own edits too: one of a field
+	// the source's system owns is undone, so a non-owner's edit never
+	// spreads, whichever direction merges the row first.
+	for _, f := range c.TargetOnly() {
+		if a.Owner(t, f) == c.Direction.From {
+			c.Take(f, byAuthority)
+		}
+	}
 	return nil
 }
 

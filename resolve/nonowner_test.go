@@ -2,7 +2,6 @@ package resolve_test
 
 import (
 	"fmt"
-	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -23,12 +22,10 @@ import (
 // (which check agreement) do not see it; internal/chaos found it
 // (DUPLEX_CHAOS_NON_OWNER=1).
 //
-// Known bug (issue 17 report): skipped unless DUPLEX_KNOWN_BUGS=1.
+// It failed (abFirst=true) before the merge offered target-only fields to
+// the resolvers (Conflict.TargetOnly).
 func TestTwoWayNonOwnerEditMergedByOwnersChange(t *testing.T) {
 	t.Parallel()
-	if os.Getenv("DUPLEX_KNOWN_BUGS") != "1" {
-		t.Skip("known bug: a non-owner's edit reaching a merge as the target's row is taken (DUPLEX_KNOWN_BUGS=1 runs it)")
-	}
 	auth, err := resolve.ParseAuthority("name=a")
 	require.NoError(t, err)
 	for _, abFirst := range []bool{true, false} {
