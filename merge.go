@@ -3,6 +3,7 @@ package duplex
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -83,20 +84,25 @@ func (p *Pipeline) makeMergePlan(items []*item) (plan, error) {
 		}
 	}
 	for _, g := range groups {
-		tv, err := p.lookupAll(p.cfg.Target, p.dir.To, g.table, g.keys)
-		if err != nil {
-			return pl, err
-		}
+		// Both systems are read at once: the target's rows and records in
+		// another goroutine, the source's in this one.
+		var (
+			tv, sv   []Values
+			onT, onS []Agreement
+			terr     error
+			wg       sync.WaitGroup
+		)
+		wg.Go(func() {
+			if tv, terr = p.lookupAll(p.cfg.Target, p.dir.To, g.table, g.keys); terr == nil {
+				onT, terr = p.loadAgreements(p.target, p.dir.To, g)
+			}
+		})
 		sv, err := p.lookupAll(p.cfg.Peer, p.dir.From, g.table, g.keys)
-		if err != nil {
-			return pl, err
+		if err == nil {
+			onS, err = p.loadAgreements(p.source, p.dir.From, g)
 		}
-		onT, err := p.loadAgreements(p.target, p.dir.To, g)
-		if err != nil {
-			return pl, err
-		}
-		onS, err := p.loadAgreements(p.source, p.dir.From, g)
-		if err != nil {
+		wg.Wait()
+		if err = errors.Join(terr, err); err != nil {
 			return pl, err
 		}
 		for i, name := range g.names {
