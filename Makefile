@@ -11,7 +11,7 @@ PSQL ?= psql
 PG_ADMIN_URL ?= $(or $(DUPLEX_TEST_POSTGRES_URL),postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable)
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all services test vet fmt fmt-check bench bench-quick bench-go bench-long fuzz demo chaos soak clean-db
+.PHONY: all services test vet fmt fmt-check bench bench-quick bench-go bench-long fuzz demo chaos chaos-seeds soak clean-db
 
 all: test
 
@@ -64,6 +64,15 @@ fuzz:
 # The fault-injection suite in its long form (30 s outages, more kills).
 chaos: services
 	DUPLEX_CHAOS_LONG=1 $(GO) test -count=1 -v -timeout 60m ./internal/chaos/
+
+# The kill test (3 SIGKILLs over a minute under two-sided load) in its long
+# form once per seed, SEEDS seeds from FIRST_SEED, one after the other; prints
+# a Markdown table of the oracle's figures per seed (logs in CHAOS_OUT).
+SEEDS ?= 10
+FIRST_SEED ?= 1
+CHAOS_OUT ?= /tmp/duplex-chaos-seeds
+chaos-seeds: services
+	SEEDS=$(SEEDS) FIRST_SEED=$(FIRST_SEED) OUT=$(CHAOS_OUT) GO=$(GO) bash scripts/chaos-seeds.sh
 
 # 10 minutes at 1,000 writes/s per side with a SIGKILL every 2 minutes.
 soak: services

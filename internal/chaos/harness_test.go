@@ -48,6 +48,8 @@ CREATE TABLE customers (
 	email text NOT NULL,
 	payment_status text NOT NULL DEFAULT 'trial',
 	last_activity text,
+	note text,
+	counter bigint NOT NULL DEFAULT 0,
 	updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE TABLE events (
@@ -98,6 +100,7 @@ func (e *env) cleanup() {
 	for _, p := range procs {
 		p.kill()
 	}
+	e.keepLogs()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	// Slots must be inactive before testenv drops them: wait for the
@@ -126,6 +129,9 @@ func (e *env) args(more ...string) []string {
 		"-log-level", "warn",
 	}
 	args = append(args, e.extra...)
+	if l := os.Getenv("DUPLEX_CHAOS_LOG_LEVEL"); l != "" {
+		args = append(args, "-log-level", l)
+	}
 	return append(args, more...)
 }
 
