@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # chaos-seeds.sh — run the kill test (internal/chaos TestChaosKillAndRestart)
 # in its long form once per seed and print a Markdown table of its figures:
-# rows compared, rows diverged, single-sided keys in the DLQ, counter drift,
-# rows deleted on one side still present on the other.
+# rows compared (at the last check), then, worst over the checks (after each
+# kill and at the end), rows diverged, single-sided keys in the DLQ, counter
+# drift, rows deleted on one side still present on the other, rows unlike
+# the oracle's (on either side), DLQ entries.
 #
 #   SEEDS=10 FIRST_SEED=1 OUT=/tmp/duplex-chaos-seeds scripts/chaos-seeds.sh
 #
@@ -21,8 +23,8 @@ echo "# kill -9 under two-sided load: $SEEDS seeds from $FIRST_SEED"
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo ' (dirty)'), $(nproc) cores, $($GO version | cut -d' ' -f3), $(psql -X -At -d "${DUPLEX_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}" -c 'SHOW server_version' 2>/dev/null | sed 's/^/PostgreSQL /'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# command per seed: DUPLEX_CHAOS_LONG=1 DUPLEX_CHAOS_SEED=<n> $GO test -count=1 -v -run '^TestChaosKillAndRestart\$' ./internal/chaos/"
 echo
-echo "| seed | kills at (s) + down (ms) | writes committed a / b | rows compared | rows diverged | single-sided keys in DLQ | counter drift | deleted, still present | DLQ entries | settled (s) | result |"
-echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
+echo "| seed | kills at (s) + down (ms) | writes committed a / b | checks | rows compared | rows diverged | single-sided keys in DLQ | counter drift | deleted, still present | rows unlike the oracle | DLQ entries | result |"
+echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 failed=0
 for seed in $(seq "$FIRST_SEED" $((FIRST_SEED + SEEDS - 1))); do
 	log=$OUT/seed-$seed.log
@@ -36,13 +38,12 @@ for seed in $(seq "$FIRST_SEED" $((FIRST_SEED + SEEDS - 1))); do
 	fi
 	line=$(grep -o 'CHAOS-KILL .*' "$log" | tail -1)
 	if [[ -z $line ]]; then
-		echo "| $seed | | | | | | | | | | no figures: FAIL (see $log) |"
+		echo "| $seed | | | | | | | | | | | no figures: FAIL (see $log) |"
 		failed=1
 		continue
 	fi
 	get() { grep -o " $1=[^ ;]*" <<<"$line" | head -1 | cut -d= -f2; }
 	writes=$(grep -o 'writes committed a: [0-9]*, b: [0-9]*' <<<"$line" | sed 's/writes committed a: \([0-9]*\), b: \([0-9]*\)/\1 \/ \2/')
-	settled=$(grep -o 'settled [0-9.]*s' <<<"$line" | sed 's/settled \(.*\)s/\1/')
-	echo "| $seed | $(get at) | $writes | $(get rows_compared) | $(get rows_diverged) | $(get single_sided_in_dlq) | $(get counter_drift) | $(get deleted_still_present) | $(get dlq_entries) | $settled | $result |"
+	echo "| $seed | $(get at) | $writes | $(get checks) | $(get rows_compared) | $(get rows_diverged) | $(get single_sided_in_dlq) | $(get counter_drift) | $(get deleted_still_present) | $(get wrong) | $(get dlq_entries) | $result |"
 done
 exit $failed

@@ -17,9 +17,12 @@ import (
 
 // TestChaosKillAndRestart SIGKILLs pgbisync under two-sided load (four
 // writers per side; see twosided_test.go) and restarts it: 2 kills over
-// 10 s in the bounded form, 3 over a minute in the long form. The schedule
-// (kill times, down times, every writer's writes) follows
-// DUPLEX_CHAOS_SEED. Once the writers stop and the sync settles, both
+// 10 s of writes in the bounded form, 3 over a minute in the long form.
+// Writers keep writing while pgbisync is down and for up to 2 s after the
+// restart; then they pause until the sync settles and the oracle checks
+// both databases (so that a later edit of a key cannot hide what a kill
+// did to it), and write on. The schedule (kill times, down times, pauses,
+// every writer's writes) follows DUPLEX_CHAOS_SEED. At every check both
 // databases must hold exactly the rows the committed writes make: no row
 // diverged, no DLQ entry (no single-sided key conflicts; authority decides
 // every both-sided edit), no counter drift, no deleted row left.
@@ -27,33 +30,50 @@ func TestChaosKillAndRestart(t *testing.T) {
 	t.Parallel()
 	seed := chaosSeed(t)
 	rnd := rand.New(rand.NewPCG(seed, 1))
-	e := newEnv(t, 300, "-conflict", "dlq")
+	e := newEnv(t, pick(600, 3000), "-conflict", "dlq")
 	o := newOracle(e.rows)
 	o.seededTime(t, e.a)
 	p := e.start()
 	const writersPerSide = 4
 	kills, span := pick(2, 3), pick(10*time.Second, 60*time.Second)
 	w := e.writeTwoSided(seed, o, writersPerSide, pick(25, 40))
-	start := time.Now()
+	// wrote is how long the writers ran, pauses excluded.
+	var wrote time.Duration
+	resumed := time.Now()
+	elapsed := func() time.Duration { return wrote + time.Since(resumed) }
+	var worst figures
+	checks := 0
+	check := func(what string, final bool) {
+		f, took := e.settle(p, o, final)
+		checks++
+		worst = worst.worst(f)
+		t.Logf("check %s: %s; settled in %.1fs", what, f, took.Seconds())
+	}
 	slot := span / time.Duration(kills)
 	var schedule []string
 	for i := range kills {
-		// One kill at a random point of each slot of the span.
+		// One kill at a random point of each slot of the writing time.
 		at := time.Duration(i)*slot + time.Duration(float64(slot)*(0.2+0.7*rnd.Float64()))
 		down := time.Duration(rnd.IntN(1500)) * time.Millisecond
-		time.Sleep(time.Until(start.Add(at)))
+		more := time.Duration(rnd.IntN(2000)) * time.Millisecond
+		time.Sleep(at - elapsed())
 		p.kill()
-		// Writers keep writing while the sync is down.
+		// Writers keep writing while the sync is down, and a while after.
 		time.Sleep(down)
 		p = e.start()
+		time.Sleep(more)
+		w.pause()
+		wrote += time.Since(resumed)
 		schedule = append(schedule, fmt.Sprintf("%.1fs+%dms", at.Seconds(), down.Milliseconds()))
-		t.Logf("kill %d/%d at %.1fs, down %s", i+1, kills, at.Seconds(), down)
+		check(fmt.Sprintf("after kill %d/%d at %.1fs (down %s, writes %s after the restart)", i+1, kills, at.Seconds(), down, more), false)
+		w.resume()
+		resumed = time.Now()
 	}
-	time.Sleep(time.Until(start.Add(span)))
+	time.Sleep(span - elapsed())
 	writes := w.halt()
-	f, took := e.settle(p, o)
-	t.Logf("CHAOS-KILL seed=%d kills=%d at=%s span=%s writers=%dx2 %s; %s; settled %.1fs after the writers stopped",
-		seed, kills, strings.Join(schedule, ","), span, writersPerSide, writes, f, took.Seconds())
+	check("at the end", true)
+	t.Logf("CHAOS-KILL seed=%d kills=%d at=%s span=%s writers=%dx2 %s; checks=%d; worst: %s",
+		seed, kills, strings.Join(schedule, ","), span, writersPerSide, writes, checks, worst)
 	p.stop(t)
 }
 

@@ -160,6 +160,7 @@ type twoSided struct {
 	o    *oracle
 	stop chan struct{}
 	wg   sync.WaitGroup
+	gate sync.RWMutex // held by each write; pause takes it whole
 }
 
 // writeTwoSided starts n writers per side, each at rate statements/s.
@@ -181,13 +182,18 @@ func (e *env) writeTwoSided(seed uint64, o *oracle, n, rate int) *twoSided {
 				}
 			}
 			wr.next = int64(1_000_000*(side+1) + 100_000*j)
-			w.wg.Go(func() { wr.loop(pools[side], rate, w.stop) })
+			w.wg.Go(func() { wr.loop(pools[side], rate, w) })
 		}
 	}
 	return w
 }
 
-// halt stops the writers and returns what they committed.
+// pause waits for the writes under way and holds the writers until resume.
+func (w *twoSided) pause() { w.gate.Lock() }
+
+func (w *twoSided) resume() { w.gate.Unlock() }
+
+// halt stops the writers (not paused) and returns what they committed.
 func (w *twoSided) halt() string {
 	close(w.stop)
 	w.wg.Wait()
@@ -208,16 +214,18 @@ type writer struct {
 	seq    int
 }
 
-func (wr *writer) loop(pool *pgxpool.Pool, rate int, stop chan struct{}) {
+func (wr *writer) loop(pool *pgxpool.Pool, rate int, w *twoSided) {
 	tick := time.NewTicker(time.Second / time.Duration(max(rate, 1)))
 	defer tick.Stop()
 	for {
 		select {
-		case <-stop:
+		case <-w.stop:
 			return
 		case <-tick.C:
 		}
+		w.gate.RLock()
 		wr.exec(pool, wr.pick())
+		w.gate.RUnlock()
 	}
 }
 
@@ -238,10 +246,21 @@ func (wr *writer) pick() writeOp {
 	case r < 25 || len(wr.own) == 0:
 		return wr.insert(tag)
 	case r < 60:
-		return wr.sharedUpdate(wr.shared[rnd.IntN(len(wr.shared))], tag)
+		return wr.sharedUpdate(wr.key(wr.shared), tag)
 	default:
-		return wr.ownUpdate(wr.own[rnd.IntN(len(wr.own))], tag)
+		return wr.ownUpdate(wr.key(wr.own), tag)
 	}
+}
+
+// key draws a key of ids: half the time one of the first tenth (hot keys,
+// edited many times, often by both sides at once), else any (most keys
+// get a few edits, so that a wrong value a kill leaves behind is seldom
+// overwritten by a later edit before the end).
+func (wr *writer) key(ids []int64) int64 {
+	if len(ids) >= 10 && wr.rnd.IntN(2) == 0 {
+		return ids[wr.rnd.IntN(len(ids)/10)]
+	}
+	return ids[wr.rnd.IntN(len(ids))]
 }
 
 // insert inserts a new key, single-sided for this writer's side.
@@ -412,6 +431,16 @@ type figures struct {
 	dlqKeys        map[int64][]dlq.Entry
 }
 
+// worst returns, field by field, the larger fault figures of f and g, and
+// g's rows compared.
+func (f figures) worst(g figures) figures {
+	return figures{compared: g.compared, diverged: max(f.diverged, g.diverged), wrong: max(f.wrong, g.wrong),
+		deletedPresent: max(f.deletedPresent, g.deletedPresent), missing: max(f.missing, g.missing),
+		dlqEntries: max(f.dlqEntries, g.dlqEntries), dlqSingle: max(f.dlqSingle, g.dlqSingle),
+		dlqShared: max(f.dlqShared, g.dlqShared), drift: max(f.drift, g.drift),
+		uncertain: max(f.uncertain, g.uncertain), anomalies: max(f.anomalies, g.anomalies)}
+}
+
 func (f figures) ok() bool {
 	return f.diverged == 0 && f.wrong == 0 && f.dlqEntries == 0 && f.drift == 0 && f.anomalies == 0
 }
@@ -529,11 +558,12 @@ func abs(x int64) int64 {
 	return x
 }
 
-// settle waits, once the writers stopped, until both databases hold what
-// the oracle expects (twice in a row) or nothing changes any more, and
-// returns the figures; when they are not all zero it explains every key at
-// fault. p is the running pgbisync.
-func (e *env) settle(p *proc, o *oracle) (figures, time.Duration) {
+// settle waits, while the writers are paused or stopped, until both
+// databases hold what the oracle expects (twice in a row) or nothing
+// changes any more, and returns the figures; when they are not all zero it
+// explains every key at fault. p is the running pgbisync. final: the
+// writers stopped for good, and nothing may be applied after convergence.
+func (e *env) settle(p *proc, o *oracle, final bool) (figures, time.Duration) {
 	t := e.t
 	t.Helper()
 	start := time.Now()
@@ -577,6 +607,9 @@ func (e *env) settle(p *proc, o *oracle) (figures, time.Duration) {
 		last, lastApplied = f.String(), applied
 	}
 	took := time.Since(start)
+	if f.ok() && !final {
+		return f, took
+	}
 	if f.ok() {
 		before := metricSum(t, e.admin, "duplex_changes_applied_total")
 		time.Sleep(2 * time.Second)
