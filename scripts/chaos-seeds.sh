@@ -23,8 +23,8 @@ echo "# kill -9 under two-sided load: $SEEDS seeds from $FIRST_SEED"
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo ' (dirty)'), $(nproc) cores, $($GO version | cut -d' ' -f3), $(psql -X -At -d "${DUPLEX_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}" -c 'SHOW server_version' 2>/dev/null | sed 's/^/PostgreSQL /'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# command per seed: DUPLEX_CHAOS_LONG=1 DUPLEX_CHAOS_SEED=<n> $GO test -count=1 -v -run '^TestChaosKillAndRestart\$' ./internal/chaos/"
 echo
-echo "| seed | kills at (s) + down (ms) | writes committed a / b | checks | rows compared | rows diverged | single-sided keys in DLQ | counter drift | deleted, still present | rows unlike the oracle | DLQ entries | result |"
-echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+echo "| seed | kills at (s) + down (ms) | merges left half-done per kill | writes committed a / b | checks | rows compared | rows diverged | single-sided keys in DLQ | counter drift | deleted, still present | rows unlike the oracle | DLQ entries | result |"
+echo "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 failed=0
 for seed in $(seq "$FIRST_SEED" $((FIRST_SEED + SEEDS - 1))); do
 	log=$OUT/seed-$seed.log
@@ -38,12 +38,12 @@ for seed in $(seq "$FIRST_SEED" $((FIRST_SEED + SEEDS - 1))); do
 	fi
 	line=$(grep -o 'CHAOS-KILL .*' "$log" | tail -1)
 	if [[ -z $line ]]; then
-		echo "| $seed | | | | | | | | | | | no figures: FAIL (see $log) |"
+		echo "| $seed | | | | | | | | | | | | no figures: FAIL (see $log) |"
 		failed=1
 		continue
 	fi
 	get() { grep -o " $1=[^ ;]*" <<<"$line" | head -1 | cut -d= -f2; }
 	writes=$(grep -o 'writes committed a: [0-9]*, b: [0-9]*' <<<"$line" | sed 's/writes committed a: \([0-9]*\), b: \([0-9]*\)/\1 \/ \2/')
-	echo "| $seed | $(get at) | $writes | $(get checks) | $(get rows_compared) | $(get rows_diverged) | $(get single_sided_in_dlq) | $(get counter_drift) | $(get deleted_still_present) | $(get wrong) | $(get dlq_entries) | $result |"
+	echo "| $seed | $(get at) | $(get half_done) | $writes | $(get checks) | $(get rows_compared) | $(get rows_diverged) | $(get single_sided_in_dlq) | $(get counter_drift) | $(get deleted_still_present) | $(get wrong) | $(get dlq_entries) | $result |"
 done
 exit $failed

@@ -18,14 +18,19 @@ import (
 // TestChaosKillAndRestart SIGKILLs pgbisync under two-sided load (four
 // writers per side; see twosided_test.go) and restarts it: 2 kills over
 // 10 s of writes in the bounded form, 3 over a minute in the long form.
-// Writers keep writing while pgbisync is down and for up to 2 s after the
-// restart; then they pause until the sync settles and the oracle checks
-// both databases (so that a later edit of a key cannot hide what a kill
-// did to it), and write on. The schedule (kill times, down times, pauses,
-// every writer's writes) follows DUPLEX_CHAOS_SEED. At every check both
-// databases must hold exactly the rows the committed writes make: no row
-// diverged, no DLQ entry (no single-sided key conflicts; authority decides
-// every both-sided edit), no counter drift, no deleted row left.
+// Each kill waits (up to a second) for a moment pgbisync has a write
+// transaction open on either database. Writers keep writing while pgbisync
+// is down; half the time the next kill comes right after the restart,
+// while the sync catches up with 1.5-3 s of writes of both sides. Up to
+// 2 s after a restart the writers pause until the sync settles and the
+// oracle checks both databases (so that a later edit of a key cannot hide
+// what a kill did to it), and write on. The schedule (kill times, down
+// times, pauses, every writer's writes) follows DUPLEX_CHAOS_SEED. At
+// every check both databases must hold exactly the rows the committed
+// writes make: no row diverged, no DLQ entry (no single-sided key
+// conflicts; authority decides every both-sided edit), no counter drift,
+// no deleted row left. Each kill also reports how many merges it left
+// half-done (committed on the target, not yet on the source: halfDone).
 func TestChaosKillAndRestart(t *testing.T) {
 	t.Parallel()
 	seed := chaosSeed(t)
@@ -49,31 +54,61 @@ func TestChaosKillAndRestart(t *testing.T) {
 		worst = worst.worst(f)
 		t.Logf("check %s: %s; settled in %.1fs", what, f, took.Seconds())
 	}
+	// kill SIGKILLs pgbisync, waits down (writers keep writing) and
+	// restarts it.
+	var schedule, halves []string
+	kill := func(at, down time.Duration) {
+		// Within the next second, at a moment pgbisync has a write
+		// transaction open on either database.
+		how := e.killInTransaction(p, time.Second)
+		half, err := e.halfDone(t.Context())
+		require.NoError(t, err)
+		time.Sleep(down)
+		began := time.Now()
+		p = e.start()
+		schedule = append(schedule, fmt.Sprintf("%.1fs+%dms", at.Seconds(), down.Milliseconds()))
+		halves = append(halves, strconv.Itoa(half))
+		t.Logf("kill %d/%d at %.1fs %s; %d merges left half-done; down %s, restarted in %s",
+			len(schedule), kills, at.Seconds(), how, half, down, time.Since(began).Round(time.Millisecond))
+	}
 	slot := span / time.Duration(kills)
-	var schedule []string
-	for i := range kills {
+	for i := 0; i < kills; i++ {
 		// One kill at a random point of each slot of the writing time.
 		at := time.Duration(i)*slot + time.Duration(float64(slot)*(0.2+0.7*rnd.Float64()))
-		down := time.Duration(rnd.IntN(1500)) * time.Millisecond
-		more := time.Duration(rnd.IntN(2000)) * time.Millisecond
 		time.Sleep(at - elapsed())
-		p.kill()
-		// Writers keep writing while the sync is down, and a while after.
-		time.Sleep(down)
-		p = e.start()
-		time.Sleep(more)
+		// Half the time the next kill comes while the restarted sync
+		// catches up with what was written while it was down (1.5-3.5 s):
+		// merges of keys both sides changed, with write-backs, are then in
+		// flight.
+		catchUp := i+1 < kills && rnd.IntN(2) == 0
+		down := time.Duration(rnd.IntN(1500)) * time.Millisecond
+		if catchUp {
+			down += 1500 * time.Millisecond
+		}
+		kill(at, down)
+		for catchUp {
+			i++
+			time.Sleep(time.Duration(rnd.IntN(100)) * time.Millisecond)
+			catchUp = i+1 < kills && rnd.IntN(2) == 0
+			down := time.Duration(rnd.IntN(1500)) * time.Millisecond
+			if catchUp {
+				down += 1500 * time.Millisecond
+			}
+			kill(elapsed(), down)
+		}
+		// Writers write on for a while, then pause for a check.
+		time.Sleep(time.Duration(rnd.IntN(2000)) * time.Millisecond)
 		w.pause()
 		wrote += time.Since(resumed)
-		schedule = append(schedule, fmt.Sprintf("%.1fs+%dms", at.Seconds(), down.Milliseconds()))
-		check(fmt.Sprintf("after kill %d/%d at %.1fs (down %s, writes %s after the restart)", i+1, kills, at.Seconds(), down, more), false)
+		check(fmt.Sprintf("after kill %d/%d", len(schedule), kills), false)
 		w.resume()
 		resumed = time.Now()
 	}
 	time.Sleep(span - elapsed())
 	writes := w.halt()
 	check("at the end", true)
-	t.Logf("CHAOS-KILL seed=%d kills=%d at=%s span=%s writers=%dx2 %s; checks=%d; worst: %s",
-		seed, kills, strings.Join(schedule, ","), span, writersPerSide, writes, checks, worst)
+	t.Logf("CHAOS-KILL seed=%d kills=%d at=%s half_done=%s span=%s writers=%dx2 %s; checks=%d; worst: %s",
+		seed, kills, strings.Join(schedule, ","), strings.Join(halves, ","), span, writersPerSide, writes, checks, worst)
 	p.stop(t)
 }
 

@@ -252,15 +252,20 @@ func (wr *writer) pick() writeOp {
 	}
 }
 
-// key draws a key of ids: half the time one of the first tenth (hot keys,
-// edited many times, often by both sides at once), else any (most keys
-// get a few edits, so that a wrong value a kill leaves behind is seldom
-// overwritten by a later edit before the end).
+// key draws a key of ids: a quarter of the time one of the first two
+// (very hot: both sides edit them several times a second, so merges find
+// both sides changed and write back), a quarter one of the first tenth,
+// else any (most keys get a few edits, so that a wrong value a kill leaves
+// behind is seldom overwritten by a later edit before the next check).
 func (wr *writer) key(ids []int64) int64 {
-	if len(ids) >= 10 && wr.rnd.IntN(2) == 0 {
+	switch r := wr.rnd.IntN(4); {
+	case len(ids) < 10 || r >= 2:
+		return ids[wr.rnd.IntN(len(ids))]
+	case r == 0:
+		return ids[wr.rnd.IntN(2)]
+	default:
 		return ids[wr.rnd.IntN(len(ids)/10)]
 	}
-	return ids[wr.rnd.IntN(len(ids))]
 }
 
 // insert inserts a new key, single-sided for this writer's side.
@@ -704,4 +709,70 @@ func (e *env) keepLogs() {
 			e.t.Logf("DUPLEX_CHAOS_LOGDIR: %v", err)
 		}
 	}
+}
+
+// halfDone counts the keys whose last merge needed a write-back that did
+// not commit: a record on one database (the merge's target) newer than the
+// other's, with a Peer (the source's row as the merge read it) unlike its
+// Row. Counted right after a SIGKILL, it says how many merges the kill
+// left half-done (a write-back refused because the source changed
+// meanwhile looks the same, and is repaired the same way).
+func (e *env) halfDone(ctx context.Context) (int, error) {
+	type rec struct {
+		version int64
+		needs   bool // Peer unlike Row: the merge wrote the source back
+	}
+	var recs [2]map[string]rec
+	for i, db := range []*testenv.DB{e.a, e.b} {
+		rs, err := db.Pool.Query(ctx, `SELECT key, version, peer_kind = 0 OR (peer_kind = 2 AND "row" IS NOT NULL)
+			FROM duplex.agreements WHERE sync = $1 AND tbl = 'public.customers'`, e.name)
+		if err != nil {
+			return 0, err
+		}
+		recs[i] = map[string]rec{}
+		for rs.Next() {
+			var k string
+			var r rec
+			if err := rs.Scan(&k, &r.version, &r.needs); err != nil {
+				return 0, err
+			}
+			recs[i][k] = r
+		}
+		if err := rs.Err(); err != nil {
+			return 0, err
+		}
+	}
+	n := 0
+	for i := range 2 {
+		for k, r := range recs[i] {
+			if r.needs && r.version > recs[1-i][k].version {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+// killInTransaction SIGKILLs p as soon as one of its connections has a
+// write transaction open (a transaction id assigned, not yet committed) on
+// either database, or after wait, and says which.
+func (e *env) killInTransaction(p *proc, wait time.Duration) string {
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		var open []string
+		err := e.a.Pool.QueryRow(context.Background(), `SELECT coalesce(array_agg(CASE datname WHEN $1 THEN 'a' ELSE 'b' END
+				|| ' (' || state || ': ' || left(regexp_replace(query, '\s+', ' ', 'g'), 40) || ')' ORDER BY datname), '{}')
+			FROM pg_stat_activity WHERE datname IN ($1, $2) AND application_name LIKE $3 AND backend_xid IS NOT NULL`,
+			e.a.Name, e.b.Name, "pgbisync:"+e.name+":%").Scan(&open)
+		if err != nil {
+			p.kill()
+			return fmt.Sprintf("(looking for a write transaction: %v)", err)
+		}
+		if len(open) > 0 {
+			p.kill()
+			return "in a write transaction on " + strings.Join(open, ", ")
+		}
+	}
+	p.kill()
+	return fmt.Sprintf("with no write transaction open in %s", wait)
 }
