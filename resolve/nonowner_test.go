@@ -20,7 +20,7 @@ import (
 // non-owner edit wins; the later b->a merge finds both rows equal to the
 // record and does nothing. Both replicas agree, so the property tests
 // (which check agreement) do not see it; internal/chaos found it
-// (DUPLEX_CHAOS_NON_OWNER=1).
+// (TestChaosKillAndRestart's non-owner edits of both-sided keys).
 //
 // It failed (abFirst=true) before the merge offered target-only fields to
 // the resolvers (Conflict.TargetOnly).
