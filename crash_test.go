@@ -42,6 +42,20 @@ func newCrashWorld(t *testing.T, keys int) *crashWorld {
 	for _, db := range []*memdb.DB{w.a, w.b} {
 		require.NoError(t, db.AgreeRows(customers))
 	}
+	// Rows both held, differently, before the sync started (no record):
+	// a edits note; b's name, an edit of b the sync never saw as a change,
+	// is kept and written back to a. Nothing on b's side is on its way, so
+	// only the merge of a's change (and its redelivery after a crash before
+	// the write-back) brings b's name to a.
+	for id := int64(1001); id <= 1003; id++ {
+		for _, db := range []*memdb.DB{w.a, w.b} {
+			row := duplex.Values{"id": id, "name": db.Name() + "-own", "n": int64(0), "note": nil}
+			require.NoError(t, db.Do("duplex", func(tx *memdb.Tx) error { return tx.Insert(customers, row) }))
+		}
+		require.NoError(t, w.a.Update(customers, key(id), duplex.Values{"note": "a-edit"}))
+		w.want[id] = duplex.Values{"id": id, "name": "b-own", "n": int64(0), "note": "a-edit"}
+		w.one[id] = true
+	}
 	return w
 }
 
