@@ -77,14 +77,14 @@ func (e entry) agreement() (duplex.Agreement, error) {
 	}
 	a := duplex.Agreement{Known: true, Version: uint64(e.version), Unknown: e.unknown}
 	var err error
-	if a.Row, err = valuecodec.UnmarshalValues(e.row); err != nil {
+	if a.Row, err = valuecodec.UnmarshalRow(e.row); err != nil {
 		return a, err
 	}
 	switch e.peerKind {
 	case peerAsRow:
 		a.Peer = a.Row.Clone()
 	case peerValue:
-		a.Peer, err = valuecodec.UnmarshalValues(e.peer)
+		a.Peer, err = valuecodec.UnmarshalRow(e.peer)
 	}
 	return a, err
 }
@@ -93,7 +93,7 @@ func encode(a duplex.Agreement) (entry, error) {
 	e := entry{known: a.Known, version: int64(a.Version), unknown: a.Unknown}
 	var err error
 	if a.Row != nil {
-		if e.row, err = valuecodec.MarshalValues(a.Row); err != nil {
+		if e.row, err = valuecodec.AppendRow(nil, a.Row); err != nil {
 			return e, err
 		}
 	}
@@ -104,7 +104,7 @@ func encode(a duplex.Agreement) (entry, error) {
 		e.peerKind = peerAsRow
 	default:
 		e.peerKind = peerValue
-		e.peer, err = valuecodec.MarshalValues(a.Peer)
+		e.peer, err = valuecodec.AppendRow(nil, a.Peer)
 	}
 	return e, err
 }
