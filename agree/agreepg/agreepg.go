@@ -115,10 +115,10 @@ func DDL(schema string) []string {
 	return []string{
 		"CREATE SCHEMA IF NOT EXISTS " + pgutil.QuoteIdent(schema),
 		`CREATE TABLE IF NOT EXISTS ` + tableName(schema) + ` (
-			sync text NOT NULL,
-			system text NOT NULL,
-			tbl text NOT NULL,
-			key text NOT NULL,
+			sync text COLLATE "C" NOT NULL,
+			system text COLLATE "C" NOT NULL,
+			tbl text COLLATE "C" NOT NULL,
+			key text COLLATE "C" NOT NULL,
 			version bigint NOT NULL,
 			"row" bytea,
 			peer bytea,
@@ -126,6 +126,7 @@ func DDL(schema string) []string {
 			unknown jsonb,
 			updated_at timestamptz NOT NULL DEFAULT now(),
 			PRIMARY KEY (sync, system, tbl, key))`,
+		pgstate.CollateC(tableName(schema), "sync", "system", "tbl", "key"),
 	}
 }
 
