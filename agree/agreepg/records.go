@@ -10,7 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/duplexsync/duplex"
 	"github.com/duplexsync/duplex/internal/pgutil"
@@ -152,20 +151,23 @@ func (r *Records) Load(ctx context.Context, q Querier, t duplex.Table, keys []du
 	return out, nil
 }
 
-// QueueLoad queues on b the query of the records of keys of t, its
-// parameters and results in text form; ReadLoad reads its result. With
-// Lookup's rows in the same batch, a merge reads a system in one round
-// trip.
-func (r *Records) QueueLoad(b *pgconn.Batch, t duplex.Table, keys []duplex.Key) {
+// LoadSQL is the query of the records of some keys of a table, for a
+// caller that batches it with other statements (it prepares it once per
+// connection): its parameters are LoadParams, in text form; ReadLoad reads
+// its result in text form. With Lookup's rows in the same batch, a merge
+// reads a system in one round trip.
+func (r *Records) LoadSQL() string { return r.loadSQL }
+
+// LoadParams returns LoadSQL's parameters for keys of t, in text form.
+func (r *Records) LoadParams(t duplex.Table, keys []duplex.Key) [][]byte {
 	names := make([]string, len(keys))
 	for i, k := range keys {
 		names[i] = dbText(k.String())
 	}
-	b.ExecParams(r.loadSQL, [][]byte{[]byte(r.sync), []byte(r.system), []byte(tableText(t)), pgutil.TextArray(names)},
-		[]uint32{pgtype.TextOID, pgtype.TextOID, pgtype.TextOID, pgtype.TextArrayOID}, nil, nil)
+	return [][]byte{[]byte(r.sync), []byte(r.system), []byte(tableText(t)), pgutil.TextArray(names)}
 }
 
-// ReadLoad reads the result of QueueLoad's query into out (one per key, in
+// ReadLoad reads the result of LoadSQL into out (one per key, in
 // the order of keys; the zero Agreement for keys without a record). The
 // batch must pin bytea_output = hex.
 func (r *Records) ReadLoad(rr *pgconn.ResultReader, t duplex.Table, keys []duplex.Key, out []duplex.Agreement) error {

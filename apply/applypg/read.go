@@ -2,11 +2,13 @@ package applypg
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/duplexsync/duplex"
 	"github.com/duplexsync/duplex/internal/pgutil"
@@ -41,9 +43,8 @@ func (a *Applier) read(ctx context.Context, m *tableMeta, keys []duplex.Key, out
 		}
 	}
 	values := make([][]byte, len(params))
-	oids := make([]uint32, len(params))
 	for i, p := range params {
-		values[i], oids[i] = pgutil.TextArray(p), pgtype.TextArrayOID
+		values[i] = pgutil.TextArray(p)
 	}
 	fail := func(err error) error {
 		return pgutil.Classify(fmt.Errorf("applypg: look up %d rows of %s: %w", len(keys), m.table, err))
@@ -54,12 +55,22 @@ func (a *Applier) read(ctx context.Context, m *tableMeta, keys []duplex.Key, out
 	}
 	defer conn.Release()
 	pc := conn.Conn().PgConn()
+	lookup, err := prepared(ctx, conn.Conn(), m.lookupSQL)
+	if err != nil {
+		return fail(err)
+	}
+	names := []string{lookup}
 	b := &pgconn.Batch{}
 	b.ExecParams(readBegin, nil, nil, nil, nil)
 	b.ExecParams(pinOutputSettings, nil, nil, nil, nil)
-	b.ExecParams(m.lookupSQL, values, oids, nil, nil)
+	b.ExecPrepared(lookup, values, nil, nil)
 	if recs != nil {
-		a.agreements.QueueLoad(b, m.table, keys)
+		load, err := prepared(ctx, conn.Conn(), a.agreements.LoadSQL())
+		if err != nil {
+			return fail(err)
+		}
+		names = append(names, load)
+		b.ExecPrepared(load, a.agreements.LoadParams(m.table, keys), nil, nil)
 	}
 	b.ExecParams(readCommit, nil, nil, nil, nil)
 	mrr := pc.ExecBatch(ctx, b)
@@ -67,14 +78,32 @@ func (a *Applier) read(ctx context.Context, m *tableMeta, keys []duplex.Key, out
 	if cerr := mrr.Close(); err == nil && cerr != nil {
 		err = fail(cerr)
 	}
-	if err != nil && pc.TxStatus() != 'I' && !pc.IsClosed() {
-		// Failed inside the transaction: end it, or let the pool drop the
-		// connection.
+	if err != nil && !pc.IsClosed() {
+		// Failed inside the transaction: end it, and forget the prepared
+		// statements (a table changed under them: the next read prepares
+		// them again), or let the pool drop the connection.
 		if _, rerr := pc.Exec(ctx, "ROLLBACK").ReadAll(); rerr != nil {
 			_ = pc.Close(ctx)
 		}
+		for _, name := range names {
+			if derr := conn.Conn().Deallocate(ctx, name); derr != nil {
+				_ = pc.Close(ctx)
+			}
+		}
 	}
 	return err
+}
+
+// prepared returns the name of sql prepared on conn, preparing it the
+// first time (pgx keeps the connection's prepared statements): a read
+// then parses and plans nothing but its transaction's statements.
+func prepared(ctx context.Context, conn *pgx.Conn, sql string) (string, error) {
+	sum := sha256.Sum256([]byte(sql))
+	name := "duplex_read_" + hex.EncodeToString(sum[:12])
+	if _, err := conn.Prepare(ctx, name, sql); err != nil {
+		return "", err
+	}
+	return name, nil
 }
 
 // readResults reads the results of read's batch in order.
