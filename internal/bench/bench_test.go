@@ -150,7 +150,7 @@ func TestNativePairLeavesNothing(t *testing.T) {
 	t.Cleanup(c.admin.Close)
 	name := dbPrefix + strings.TrimPrefix(testenv.UniqueName(t, "pair"), "duplex_t_")
 	t.Cleanup(func() { require.NoError(t, c.dropLive()) })
-	p, err := c.newPair(ctx, name, 1000)
+	p, err := c.newPair(ctx, name, itemsData, 1000)
 	require.NoError(t, err)
 	require.NoError(t, c.startNative(ctx, p, true))
 	// Held: a backlog of single-row transactions, then the release.
@@ -171,7 +171,7 @@ func TestNativePairLeavesNothing(t *testing.T) {
 	require.False(t, rs[0].Behind)
 	require.Positive(t, rs[0].P50)
 	require.GreaterOrEqual(t, rs[0].P99, rs[0].P50)
-	require.NoError(t, waitSum(ctx, p.poolA, p.poolB, time.Minute))
+	require.NoError(t, waitSum(ctx, p, p.poolA, p.poolB, time.Minute))
 
 	require.NoError(t, c.dropPair(ctx, p))
 	var left int
@@ -218,7 +218,7 @@ func TestDuplexPairLeavesNothing(t *testing.T) {
 	t.Cleanup(c.admin.Close)
 	name := dbPrefix + strings.TrimPrefix(testenv.UniqueName(t, "dup"), "duplex_t_")
 	t.Cleanup(func() { require.NoError(t, c.dropLive()) })
-	p, err := c.newPair(ctx, name, 2000)
+	p, err := c.newPair(ctx, name, itemsData, 2000)
 	require.NoError(t, err)
 	proc, err := startSync(ctx, childConfig{Sync: name,
 		AURL: c.dbURL(p.a, map[string]string{"application_name": syncAppName}),
@@ -242,7 +242,7 @@ func TestDuplexPairLeavesNothing(t *testing.T) {
 	sampled := make(chan struct{})
 	go func() {
 		defer close(sampled)
-		smp.run(sctx, c, p, syncAppName)
+		smp.run(sctx, c, p, []string{syncAppName})
 	}()
 	rs, err := steady(ctx, p, 2000, 1000, 500*time.Millisecond, false, time.Minute)
 	stopSampling()
