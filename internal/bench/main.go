@@ -500,6 +500,7 @@ func (b *bench) runOnce(ctx context.Context, w workload, v string, r int) (m map
 	}
 	apps := []string{syncAppName}
 	var proc *syncProc
+	var readyAfter time.Duration // a held pgbisync's restart until its ready line
 	defer func() {
 		if proc != nil {
 			err = errors.Join(err, proc.terminate())
@@ -528,8 +529,10 @@ func (b *bench) runOnce(ctx context.Context, w workload, v string, r int) (m map
 				return nil, err
 			}
 			p.release = func(ctx context.Context) error {
+				t0 := time.Now()
 				var err error
 				proc, err = startPgbisync(ctx, b.c, b.pgbisync, p, profile, b.o.verbose)
+				readyAfter = time.Since(t0)
 				return err
 			}
 		}
@@ -612,6 +615,9 @@ func (b *bench) runOnce(ctx context.Context, w workload, v string, r int) (m map
 		return nil, fmt.Errorf("peak RSS of the sync process: %w", err)
 	}
 	m["rss_mb"] = float64(kb) / 1024
+	if readyAfter > 0 {
+		m["ready_s"] = readyAfter.Seconds()
+	}
 	stopping := proc
 	proc = nil
 	dead := 0

@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -140,10 +141,10 @@ func twoWayTable(b *strings.Builder, ws []*workloadResult) {
 			if ns.N > 0 && ps.N > 0 && ns.Median != 0 && ps.Median != 0 && m.key != "rss_mb" {
 				if m.higher {
 					r = ps.Median / ns.Median
-					ratio = fmt.Sprintf("%.2f pgbisync/native", r)
+					ratio = ratioText(r) + " pgbisync/native"
 				} else {
 					r = ns.Median / ps.Median
-					ratio = fmt.Sprintf("%.2f native/pgbisync", r)
+					ratio = ratioText(r) + " native/pgbisync"
 				}
 			}
 			met := ""
@@ -158,12 +159,21 @@ func twoWayTable(b *strings.Builder, ws []*workloadResult) {
 	}
 }
 
+// ratioText formats a ratio: two decimals, or two significant digits
+// below 0.1 (so that 0.004 does not print as 0.00).
+func ratioText(r float64) string {
+	if r < 0.1 {
+		return strconv.FormatFloat(r, 'g', 2, 64)
+	}
+	return strconv.FormatFloat(r, 'f', 2, 64)
+}
+
 // tail writes the notes, the CPU table and the failed runs.
 func (r *results) tail(b *strings.Builder) {
 	if r.anyIncomplete() {
 		b.WriteString("\n† at least one run had not caught up within the timeout (-timeout): rates count what had arrived by then (the full run would be slower still), lags count markers not yet arrived with their lag so far (lower bounds).\n")
 	}
-	b.WriteString("\nCPU seconds used during the measured phase (medians): the duplex sync process, the walsenders of the slots, and the apply side (native: the subscription's apply worker; duplex: the sync's client backends).\n\n")
+	b.WriteString("\nCPU seconds used during the measured phase (medians): the sync process (duplex's, or pgbisync), the walsenders of the slots, and the apply side (native: the subscription's apply worker; duplex and pgbisync: the sync's client backends).\n\n")
 	b.WriteString("| workload | system | sync process | walsender(s) | apply backend(s) | total |\n|---|---|---|---|---|---|\n")
 	for _, wr := range r.ws {
 		for _, v := range wr.w.variants {
