@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,8 +31,29 @@ func TestMain(m *testing.M) {
 	}
 	childArgs = []string{"-test.run=^$"}
 	os.Setenv("DUPLEX_BENCH_TEST_ROLE", "sync") // inherited by the children only: this process checked it above
-	goleak.VerifyTestMain(m)
+	dir, err := os.MkdirTemp("", "duplex-bench-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	pgbisyncDir = dir
+	goleak.VerifyTestMain(removeAfter{m, dir})
 }
+
+// removeAfter runs the tests, then removes dir.
+type removeAfter struct {
+	m   *testing.M
+	dir string
+}
+
+// Run implements goleak's TestingM.
+func (r removeAfter) Run() int {
+	defer os.RemoveAll(r.dir)
+	return r.m.Run()
+}
+
+// pgbisyncDir holds the pgbisync binary the tests build.
+var pgbisyncDir string
 
 func TestSummarize(t *testing.T) {
 	t.Parallel()
@@ -279,15 +301,9 @@ func TestDuplexPairLeavesNothing(t *testing.T) {
 // every run left no database, slot or replication origin behind.
 func TestTwoWayWorkloadsSmoke(t *testing.T) {
 	t.Parallel()
-	db := testenv.Postgres(t)
-	testenv.RequireLogical(t, db)
 	ctx := t.Context()
-	c, err := newCluster(ctx, db.URL)
-	require.NoError(t, err)
-	t.Cleanup(c.admin.Close)
-	t.Cleanup(func() { require.NoError(t, c.dropLive()) })
-	bin, err := buildPgbisync(ctx, t.TempDir())
-	require.NoError(t, err)
+	c, bin := pgbisyncCluster(t)
+	var err error
 	runID := strings.TrimPrefix(testenv.UniqueName(t, "bi"), "duplex_t_")
 	b := &bench{o: options{profile: t.TempDir()}, c: c, runID: runID, pgbisync: bin}
 	z := sizes{seed: 500, updates: 1000, txRows: 100, big: 2000, biSmall: 200, biClients: 4, biRate: 500,
@@ -328,15 +344,8 @@ func TestTwoWayWorkloadsSmoke(t *testing.T) {
 // and replication origins.
 func TestKilledPgbisyncLeavesNothing(t *testing.T) {
 	t.Parallel()
-	db := testenv.Postgres(t)
-	testenv.RequireLogical(t, db)
 	ctx := t.Context()
-	c, err := newCluster(ctx, db.URL)
-	require.NoError(t, err)
-	t.Cleanup(c.admin.Close)
-	t.Cleanup(func() { require.NoError(t, c.dropLive()) })
-	bin, err := buildPgbisync(ctx, t.TempDir())
-	require.NoError(t, err)
+	c, bin := pgbisyncCluster(t)
 	name := dbPrefix + strings.TrimPrefix(testenv.UniqueName(t, "kill"), "duplex_t_")
 	p, err := c.newPair(ctx, name, customersData, 100)
 	require.NoError(t, err)
@@ -350,6 +359,27 @@ func TestKilledPgbisyncLeavesNothing(t *testing.T) {
 	require.Error(t, proc.terminate(), "a killed pgbisync reports its exit")
 	require.NoError(t, c.dropPair(ctx, p))
 	requireNothingLeft(t, c, name)
+}
+
+// pgbisyncBinary builds examples/pgbisync once for the test run.
+var pgbisyncBinary = sync.OnceValues(func() (string, error) {
+	return buildPgbisync(context.Background(), pgbisyncDir)
+})
+
+// pgbisyncCluster returns the test server as the benchmark's cluster
+// (wal_level logical; every pair left is dropped at the end) and the
+// pgbisync binary.
+func pgbisyncCluster(t *testing.T) (*cluster, string) {
+	t.Helper()
+	db := testenv.Postgres(t)
+	testenv.RequireLogical(t, db)
+	c, err := newCluster(t.Context(), db.URL)
+	require.NoError(t, err)
+	t.Cleanup(c.admin.Close)
+	t.Cleanup(func() { require.NoError(t, c.dropLive()) })
+	bin, err := pgbisyncBinary()
+	require.NoError(t, err)
+	return c, bin
 }
 
 // requireNothingLeft fails when a database, replication slot or
