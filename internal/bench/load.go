@@ -151,7 +151,7 @@ func writeUpdates(ctx context.Context, p *pair, seed, updates, txRows int) error
 // before it, are on the target (the dataset's sum is the same on both
 // sides; for items, v starts at 0 everywhere, so sum(v) on the target
 // counts the updates that arrived). After timeout it returns an
-// incomplete outcome, with what had arrived when the dataset can count
+// incomplete outcome, with what had arrived when the dataset's sum counts
 // it (items), else none.
 func arrived(ctx context.Context, p *pair, start time.Time, o outcome, timeout time.Duration) (outcome, error) {
 	if err := writeMarker(ctx, p.poolA, "marks_ab", endMarker); err != nil {
@@ -164,7 +164,7 @@ func arrived(ctx context.Context, p *pair, start time.Time, o outcome, timeout t
 	o.Total = time.Since(start)
 	if errors.Is(err, errTimeout) {
 		o.Incomplete = true
-		if p.data != itemsData {
+		if !p.data.sumCounts {
 			return o, nil
 		}
 		var sum string

@@ -34,8 +34,10 @@ type dataset struct {
 	// row id = $1, updateKeys the rows id = ANY($1).
 	updateRange, updateOne, updateKeys string
 	// sum returns a scalar (as text) that is the same on both sides once
-	// every update has arrived.
-	sum string
+	// every update has arrived; with sumCounts it is an integer counting
+	// the updates that arrived.
+	sum       string
+	sumCounts bool
 	// insertBig inserts $1 new rows in one statement; countBig counts the
 	// rows it added.
 	insertBig, countBig string
@@ -57,6 +59,7 @@ var itemsData = &dataset{
 	updateOne:   `UPDATE items SET v = v + 1 WHERE id = $1`,
 	updateKeys:  `UPDATE items SET v = v + 1 WHERE id = ANY($1)`,
 	sum:         `SELECT coalesce(sum(v), 0)::text FROM items`,
+	sumCounts:   true,
 	insertBig:   `INSERT INTO big SELECT g, g, 'row number ' || g, now() FROM generate_series(1, $1::int) g`,
 	countBig:    `SELECT count(*) FROM big`,
 	published:   "items, big, marks_ab",
