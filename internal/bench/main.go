@@ -123,7 +123,7 @@ func main() {
 	flag.StringVar(&o.loads, "loads", "2000,5000,10000,20000", "offered loads (rows/s) of steady and twoway")
 	flag.DurationVar(&o.steady, "steady", 60*time.Second, "length of each steady phase (two-way mode: 20 s unless given)")
 	flag.StringVar(&o.out, "out", "", "write the results as a Markdown section (for BENCHMARKS.md) to this file")
-	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of every duplex sync process into this directory")
+	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of every sync process (duplex's, and pgbisync via its -cpu-profile) into this directory")
 	flag.BoolVar(&o.cleanup, "cleanup", false, "drop what killed benchmark runs left behind (duplex_bench_* databases, slots, subscriptions, origins) and exit")
 	flag.BoolVar(&o.verbose, "v", false, "show the sync process's logs")
 	flag.BoolVar(&o.lateral, "lateral-ledger", false, "diagnostic: run every duplex sync with the benchmark's rewrite of the ledger query (see ledgerfix.go), to measure what the fix gains")
