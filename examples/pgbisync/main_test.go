@@ -43,18 +43,7 @@ func TestMain(m *testing.M) {
 		_ = os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	goleak.VerifyTestMain(cleanupRun{m, dir})
-}
-
-// cleanupRun removes the build directory after the tests.
-type cleanupRun struct {
-	m   *testing.M
-	dir string
-}
-
-func (c cleanupRun) Run() int {
-	defer os.RemoveAll(c.dir)
-	return c.m.Run()
+	goleak.VerifyTestMain(testenv.RemoveAfter(m, dir))
 }
 
 const ddl = `

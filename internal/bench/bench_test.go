@@ -37,19 +37,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	pgbisyncDir = dir
-	goleak.VerifyTestMain(removeAfter{m, dir})
-}
-
-// removeAfter runs the tests, then removes dir.
-type removeAfter struct {
-	m   *testing.M
-	dir string
-}
-
-// Run implements goleak's TestingM.
-func (r removeAfter) Run() int {
-	defer os.RemoveAll(r.dir)
-	return r.m.Run()
+	goleak.VerifyTestMain(testenv.RemoveAfter(m, dir))
 }
 
 // pgbisyncDir holds the pgbisync binary the tests build.
