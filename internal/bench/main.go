@@ -420,7 +420,11 @@ func run(ctx context.Context, o options) error {
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(dir)
+		defer func() {
+			if err := os.RemoveAll(dir); err != nil {
+				fmt.Fprintln(os.Stderr, "bench: remove the pgbisync build:", err)
+			}
+		}()
 		if b.pgbisync, err = buildPgbisync(ctx, dir); err != nil {
 			return err
 		}

@@ -183,12 +183,12 @@ func waitSame(ctx context.Context, p *pair, allowDeadLetters bool, timeout time.
 // pgbenchWrite runs n single-row update transactions of the pair's table
 // (dataset.updateOne, on random ids 1..seed) on a with pgbench from
 // clients clients.
-func pgbenchWrite(ctx context.Context, pgbench string, p *pair, seed, n, clients int) error {
+func pgbenchWrite(ctx context.Context, pgbench string, p *pair, seed, n, clients int) (err error) {
 	script, err := os.CreateTemp("", "duplex-bench-*.sql")
 	if err != nil {
 		return err
 	}
-	defer os.Remove(script.Name())
+	defer func() { err = errors.Join(err, os.Remove(script.Name())) }()
 	body := fmt.Sprintf("\\set id random(1, %d)\n%s;\n", seed, strings.Replace(p.data.updateOne, "$1", ":id", 1))
 	if _, err := script.WriteString(body); err != nil {
 		return errors.Join(fmt.Errorf("write the pgbench script: %w", err), script.Close())
@@ -242,7 +242,7 @@ func contendedFlows(p *pair, keys int, retries *[2]int64) []*flow {
 }
 
 // contention offers rate rows/s on each side for d, both sides updating
-// the same keys rows, then measures the time from the writers' stop until
+// the same rows 1..keys (contendedFlows), then measures the time from the writers' stop until
 // both sides hold the same rows except dead-lettered keys (waitSame), and
 // fails when a row differs outside the dead-letter queue.
 func contention(ctx context.Context, p *pair, keys, rate int, d, timeout time.Duration) (map[string]float64, error) {
