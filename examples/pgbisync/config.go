@@ -57,6 +57,7 @@ type config struct {
 	maxRetainedText   string
 	maxRetained       int64
 	logLevel          string
+	cpuProfile        string
 }
 
 // parseFlags reads args (without the program name) into a config and checks
@@ -90,6 +91,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.maxRetainedText, "max-retained-wal", "1GB", "ceiling on the WAL a replication slot may hold back (kB, MB, GB; 0: none): above it /healthz turns unhealthy and a warning is logged every minute (the slot is kept: nothing is lost, but the server's disk fills; see the README's slot hygiene)")
 	fs.DurationVar(&c.lockCheck, "lock-check", 5*time.Second, "how often the sync checks that it still holds its lock (and takes it again after a lost session)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a Go CPU profile (pprof format) of the whole run to this file, from start-up until pgbisync exits; empty: none")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
