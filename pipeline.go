@@ -382,6 +382,10 @@ func (p *Pipeline) work(in <-chan []Change) error {
 				in = nil
 				break
 			}
+			var open bool
+			if batch, open = p.coalesce(batch, in); !open {
+				in = nil
+			}
 			err = p.intake(batch)
 		case <-timer.C:
 			err = p.retryDue()
@@ -405,6 +409,34 @@ func (p *Pipeline) work(in <-chan []Change) error {
 	}
 	p.ack()
 	return nil
+}
+
+// coalesce appends to batch the batches already waiting in in, up to
+// BatchSize changes, so that a backlog of small transactions is decided
+// and applied in full chunks rather than one source batch at a time. It
+// reports whether in is still open.
+func (p *Pipeline) coalesce(batch []Change, in <-chan []Change) ([]Change, bool) {
+	owned := false
+	for len(batch) < p.cfg.BatchSize {
+		select {
+		case more, ok := <-in:
+			if !ok {
+				return batch, false
+			}
+			if len(more) == 0 {
+				continue
+			}
+			if !owned {
+				// The source's slices are read, never written to.
+				batch = append(make([]Change, 0, max(p.cfg.BatchSize, len(batch)+len(more))), batch...)
+				owned = true
+			}
+			batch = append(batch, more...)
+		default:
+			return batch, true
+		}
+	}
+	return batch, true
 }
 
 // intake takes one batch from the source.
@@ -463,6 +495,9 @@ func (p *Pipeline) dropEchoes(items []*item) ([]*item, error) {
 	return out, nil
 }
 
+// dropDuplicates removes the changes delivered before: those the Deduper
+// has seen, those parked for a retry, and a second copy of one change
+// within the intake.
 func (p *Pipeline) dropDuplicates(items []*item) []*item {
 	if len(items) == 0 {
 		return items
@@ -484,10 +519,15 @@ func (p *Pipeline) dropDuplicates(items []*item) []*item {
 		}
 	}
 	out := items[:0]
+	taken := make(map[string]struct{}, len(items)) // a change delivered twice in one intake
 	for i, it := range items {
 		dup := seen != nil && seen[i]
 		if !dup && len(p.parkedIDs) > 0 {
 			_, dup = p.parkedIDs[it.c.ID]
+		}
+		if !dup && it.c.ID != "" {
+			_, dup = taken[it.c.ID]
+			taken[it.c.ID] = struct{}{}
 		}
 		if dup {
 			p.obs.Skipped(p.opCtx, SkippedEvent{Direction: p.dir, Table: it.c.Table, Reason: SkipDuplicate, Count: 1})
