@@ -854,7 +854,7 @@ func (a *Applier) staleError(b *duplex.Batch, i int) error {
 func (a *Applier) commit(ctx context.Context, s *session) error {
 	b := &pgx.Batch{}
 	b.Queue("COMMIT")
-	b.Queue(resetSQL)
+	b.Queue(a.resetSQL())
 	br := s.conn.Conn().SendBatch(ctx, b)
 	_, err := br.Exec()
 	if err != nil {
