@@ -184,5 +184,5 @@ func ranges(t duplex.Table, a, b *sequence) (string, string, error) {
 		return "", "", fmt.Errorf("keys already reach %d, past half the range (%d)", f-1, half)
 	}
 	return alter(t, a, fmt.Sprintf("MAXVALUE %d", half), fmt.Sprintf("RESTART WITH %d", f)),
-		alter(t, b, fmt.Sprintf("MINVALUE %d", half+1), fmt.Sprintf("MAXVALUE %d", top), fmt.Sprintf("RESTART WITH %d", half+1)), nil
+		alter(t, b, fmt.Sprintf("MINVALUE %d", half+1), fmt.Sprintf("MAXVALUE %d", top), fmt.Sprintf("START WITH %d", half+1), fmt.Sprintf("RESTART WITH %d", half+1)), nil
 }
