@@ -243,6 +243,9 @@ func (s *Sync) preflight(ctx context.Context) error {
 		return nil
 	}
 	r, err := s.cfg.Preflight.Check(ctx, CheckParams{Fix: true})
+	if err != nil && ctx.Err() != nil {
+		return nil // stopped during the check: Run returns nil
+	}
 	if err != nil {
 		return fmt.Errorf("duplex: preflight: %w", err)
 	}

@@ -52,6 +52,10 @@ type pair struct {
 	wrap func(duplex.ChangeSource) duplex.ChangeSource
 	// applier, when set, wraps each side's Applier (fault injection).
 	applier func(name string, a *applypg.Applier) duplex.Applier
+	// sync is the running Sync.
+	sync *duplex.Sync
+	// preflight, when set, builds the sync's Preflight (SyncConfig.Preflight).
+	preflight func(p *pair) duplex.Preflight
 	// seeded is the number of rows both sides held before the first start;
 	// the first start records them as agreed (Sync.Reconcile).
 	seeded int
@@ -193,8 +197,12 @@ func (p *pair) start(t *testing.T) {
 		}
 		return duplex.Endpoint{Name: name, Source: source, Applier: applier}
 	}
+	var pf duplex.Preflight
+	if p.preflight != nil {
+		pf = p.preflight(p)
+	}
 	s, err := duplex.NewSync(&duplex.SyncConfig{
-		Name: p.syncName, A: endpoint("a", p.a), B: endpoint("b", p.b),
+		Name: p.syncName, A: endpoint("a", p.a), B: endpoint("b", p.b), Preflight: pf,
 		Resolver: p.resolver, DeadLetters: p.dlq, Observer: p.events, Logger: p.logger,
 		Options: duplex.Options{MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
 	})
@@ -206,7 +214,7 @@ func (p *pair) start(t *testing.T) {
 	}
 	p.seeded = 0
 	ctx, cancel := context.WithCancel(context.Background())
-	p.stop, p.done, p.running = cancel, make(chan error, 1), true
+	p.stop, p.done, p.running, p.sync = cancel, make(chan error, 1), true, s
 	go func() { p.done <- s.Run(ctx) }()
 }
 
