@@ -143,6 +143,10 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 	stopAfter := context.AfterFunc(ctx, stop)
 	defer stopAfter()
 	err = run(ctx, cfg, stdout, stderr)
+	if pe, ok := errors.AsType[*duplex.PreflightError](err); ok {
+		fmt.Fprintf(stderr, "pgbisync: preflight found %d blocker(s); the sync did not start\n", pe.Report.Count(duplex.Blocker))
+		return 2
+	}
 	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		fmt.Fprintln(stderr, "pgbisync: interrupted during start-up")
 		return 0
@@ -264,6 +268,9 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	if err := differentDatabases(ctx, sides[0].pool, sides[1].pool); err != nil {
 		return err
 	}
+	if cfg.checkOnly {
+		return checkOnly(ctx, cfg, sides, stdout, logger)
+	}
 	if cfg.cdc == cdcLogical {
 		for _, s := range sides {
 			if err := checkWALLevel(ctx, s.pool, s.name); err != nil {
@@ -293,6 +300,19 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	res, resDesc, err := resolver(cfg, sides, logger)
 	if err != nil {
 		return err
+	}
+	// The preflight, before anything is created: blockers that no option
+	// fixes refuse the start (status 2) with the report on stderr. The Sync
+	// runs it again at start, making the fixes the options ask for.
+	checker, err := preflight(cfg, sides, logger)
+	if err != nil {
+		return err
+	}
+	if r, err := checker.Check(ctx, duplex.CheckParams{}); err != nil {
+		return err
+	} else if r.Count(duplex.Blocker) > 0 {
+		_ = r.Write(stderr)
+		return &duplex.PreflightError{Report: r}
 	}
 	var rdb *redis.Client
 	if cfg.redisURL != "" {
@@ -326,7 +346,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 
 	// State, appliers, sources: created when missing, kept on exit.
 	for _, s := range sides {
-		if s.app, err = applypg.New(ctx, s.pool, applypg.Config{Sync: cfg.name, Target: s.name, Logger: logger}); err != nil {
+		if s.app, err = applypg.New(ctx, s.pool, applypg.Config{Sync: cfg.name, Target: s.name, Logger: logger, Triggers: triggerConfig(cfg)}); err != nil {
 			return fmt.Errorf("-%s: %w", s.name, err)
 		}
 	}
@@ -384,7 +404,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		}
 	}
 	pair, err := duplex.NewSync(&duplex.SyncConfig{
-		Name: cfg.name, A: sides[0].endpoint, B: sides[1].endpoint,
+		Name: cfg.name, A: sides[0].endpoint, B: sides[1].endpoint, Preflight: checker,
 		Resolver: res, DeadLetters: deadLetters, Observer: m, Logger: logger,
 		Options: duplex.Options{BatchSize: cfg.batch},
 	})
@@ -395,7 +415,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	adminURL := "none"
 	if adminLn != nil {
 		reg := prometheus.NewRegistry()
-		reg.MustRegister(m)
+		reg.MustRegister(m, metrics.NewPreflight(pair.Report))
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.Handle("GET /healthz", metrics.Health(metrics.HealthConfig{
@@ -449,6 +469,10 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		case err := <-done:
 			if cause := context.Cause(runCtx); errors.Is(cause, errLockLost) {
 				return fmt.Errorf("stopped: %w", cause)
+			}
+			if pe, ok := errors.AsType[*duplex.PreflightError](err); ok {
+				_ = pe.Report.Write(stderr)
+				return pe
 			}
 			return syncErr(err)
 		}
