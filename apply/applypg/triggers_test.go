@@ -1,11 +1,8 @@
 package applypg_test
 
 import (
-	"context"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/duplexsync/duplex"
@@ -91,8 +88,8 @@ func TestUserTriggersDoNotFireOnAppliedRows(t *testing.T) {
 func TestReplicaRoleNeedsThePrivilege(t *testing.T) {
 	t.Parallel()
 	db := testenv.Postgres(t)
-	role := plainRole(t, db)
-	pool := rolePool(t, db, role)
+	role := testenv.Role(t, db)
+	pool := testenv.ConnectAs(t, db, role)
 	ok, name, err := applypg.CanSetReplicaRole(t.Context(), pool)
 	require.NoError(t, err)
 	require.False(t, ok)
@@ -101,34 +98,4 @@ func TestReplicaRoleNeedsThePrivilege(t *testing.T) {
 	ok, _, err = applypg.CanSetReplicaRole(t.Context(), pool)
 	require.NoError(t, err)
 	require.True(t, ok, "after %s", applypg.ReplicaRoleFix(role))
-}
-
-// plainRole creates a login role without privileges for the test, dropped
-// (with what it owns and was granted) when the test ends.
-func plainRole(t *testing.T, db *testenv.DB) string {
-	t.Helper()
-	role := testenv.UniqueName(t, "r")
-	exec(t, db, "CREATE ROLE "+role+" LOGIN")
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		for _, sql := range []string{"DROP OWNED BY " + role, "REVOKE SET ON PARAMETER session_replication_role FROM " + role, "DROP ROLE " + role} {
-			if _, err := db.Pool.Exec(ctx, sql); err != nil {
-				t.Errorf("%s: %v", sql, err)
-			}
-		}
-	})
-	return role
-}
-
-// rolePool connects to db as role; the pool is closed when the test ends.
-func rolePool(t *testing.T, db *testenv.DB, role string) *pgxpool.Pool {
-	t.Helper()
-	cfg, err := pgxpool.ParseConfig(db.URL)
-	require.NoError(t, err)
-	cfg.ConnConfig.User = role
-	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	return pool
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
@@ -183,9 +182,9 @@ func TestTriggersReported(t *testing.T) {
 	// Without the right to set session_replication_role, on b.
 	exec(t, p.b.Pool, `CREATE TABLE orders (id bigint PRIMARY KEY, customer bigint REFERENCES customers)`)
 	exec(t, p.a.Pool, `CREATE TABLE orders (id bigint PRIMARY KEY, customer bigint REFERENCES customers)`)
-	role := plainRole(t, p.b)
+	role := testenv.Role(t, p.b)
 	exec(t, p.b.Pool, "GRANT SELECT ON ALL TABLES IN SCHEMA public TO "+role)
-	p.b = &testenv.DB{URL: p.b.URL, Name: p.b.Name, Pool: rolePool(t, p.b, role)}
+	p.b = &testenv.DB{URL: p.b.URL, Name: p.b.Name, Pool: testenv.ConnectAs(t, p.b, role)}
 	r = p.check(t, false, []duplex.Table{cu, table("orders")})
 	f = requireFinding(t, r, duplex.Table{}, "privileges", duplex.Warning, "on b the role "+role+" may not set session_replication_role")
 	require.Contains(t, f.Fix, applypg.ReplicaRoleFix(role))
@@ -195,34 +194,4 @@ func TestTriggersReported(t *testing.T) {
 	f = requireFinding(t, r, table("orders"), "foreign_keys", duplex.Warning, "orders_customer_fkey on b references synced public.customers (ON DELETE NO ACTION), checked at once")
 	require.Contains(t, f.Fix, `ADD CONSTRAINT "orders_customer_fkey" FOREIGN KEY (customer) REFERENCES customers(id) DEFERRABLE INITIALLY DEFERRED`)
 	requireFinding(t, r, table("orders"), "foreign_keys", duplex.Fine, "orders_customer_fkey on a references synced public.customers")
-}
-
-// plainRole creates a login role without privileges, dropped (with what it
-// was granted) when the test ends.
-func plainRole(t *testing.T, db *testenv.DB) string {
-	t.Helper()
-	role := testenv.UniqueName(t, "r")
-	exec(t, db.Pool, "CREATE ROLE "+role+" LOGIN")
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		for _, sql := range []string{"DROP OWNED BY " + role, "DROP ROLE " + role} {
-			if _, err := db.Pool.Exec(ctx, sql); err != nil {
-				t.Errorf("%s: %v", sql, err)
-			}
-		}
-	})
-	return role
-}
-
-// rolePool connects to db as role, until the test ends.
-func rolePool(t *testing.T, db *testenv.DB, role string) *pgxpool.Pool {
-	t.Helper()
-	cfg, err := pgxpool.ParseConfig(db.URL)
-	require.NoError(t, err)
-	cfg.ConnConfig.User = role
-	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	return pool
 }

@@ -75,11 +75,29 @@
 // and /healthz stay open); without them the admin server must listen on a
 // loopback address, and anyone on the machine can act on the DLQ.
 //
+// Before it creates anything, and again as the sync starts, pgbisync runs
+// the preflight (package check/checkpg): per table, both sides side by
+// side (columns and types, key, unique and check constraints, foreign keys,
+// triggers, sequences and identity columns, replica identity, row counts, a
+// sample diff), each finding a blocker, warning or fine with why and the SQL
+// or flag that fixes it. Blockers stop the start with exit status 2 and the
+// report on stderr; warnings are logged and exported as
+// duplex_preflight_findings{table,check,severity}. -check prints the report
+// on stdout and exits (0, or 2 with blockers), changing nothing.
+//
+// The sync writes with session_replication_role = replica, as logical
+// replication does: ordinary triggers do not fire on the rows it writes
+// (ENABLE ALWAYS ones do; -fire-triggers marks the listed ones ALWAYS;
+// -all-triggers fires them all), and foreign keys are not checked on them.
+// Keys fed by sequences (serial, identity) on both sides are a blocker
+// unless -sequences interleave (A odd, B even) or ranges (A the lower half,
+// B the upper) arranges them at start, recorded in the sequences' comments.
+//
 // SIGINT and SIGTERM stop it gracefully (exit status 0). Errors (bad flags,
 // an unreachable database, a table without a primary key, wal_level not
 // logical, an -lww-column that is not a timestamp, another instance
-// running) exit with status 1 (2 for flag syntax) and a message naming the
-// flag, table or field at fault.
+// running) exit with status 1 (2 for flag syntax and preflight blockers)
+// and a message naming the flag, table or field at fault.
 package main
 
 import (
