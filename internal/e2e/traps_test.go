@@ -90,9 +90,9 @@ func count(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {
 
 // insertDuration is how long TestInterleavedSequencesUnderConcurrentInserts
 // inserts on both sides: a few seconds in make test, the minute
-// with DUPLEX_LONG=1.
+// with DUPLEX_TRAPS_LONG=1.
 func insertDuration() time.Duration {
-	if os.Getenv("DUPLEX_LONG") != "" {
+	if os.Getenv("DUPLEX_TRAPS_LONG") != "" {
 		return time.Minute
 	}
 	return 4 * time.Second
