@@ -25,8 +25,8 @@ func (tc *tableCheck) foreignKeys() {
 	tc.aspect("foreign keys", defs(a.fks), defs(b.fks))
 	for _, name := range unionByName(a.fks, b.fks) {
 		fa, fb := byName(a.fks, name), byName(b.fks, name)
-		if fa == nil || fb == nil {
-			tc.differs("foreign_keys", name, fa, fb, "a row one side accepts can be refused (or left without its parent) on the other")
+		if fa == nil || fb == nil || fa.def != fb.def {
+			tc.differs("foreign_keys", name, fa, fb, "a row one side accepts can be refused (or left without its parent) on the other, and a delete cascades on one side only")
 		}
 	}
 	for i, cat := range tc.cats {

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/apply/applypg"
 	"github.com/duplexsync/duplex/check/checkpg"
 	"github.com/duplexsync/duplex/dlq"
 )
@@ -164,6 +165,19 @@ func TestInterleavedSequencesUnderConcurrentInserts(t *testing.T) {
 // and nothing is dead-lettered.
 func TestForeignKeysParentChildAndCascade(t *testing.T) {
 	t.Parallel()
+	for _, mode := range []string{"replica", "origin"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			foreignKeys(t, mode == "origin")
+		})
+	}
+}
+
+// foreignKeys is TestForeignKeysParentChildAndCascade with the appliers in
+// replica mode (foreign keys not checked on apply) or, with checked,
+// applying with every trigger (foreign keys checked at once: the preflight
+// finds the ON DELETE CASCADE constraints fine, and they are).
+func foreignKeys(t *testing.T, checked bool) {
 	parents, children := duplex.Table{Schema: "public", Name: "parents"}, duplex.Table{Schema: "public", Name: "children"}
 	schema := func(pool *pgxpool.Pool) {
 		exec(t, pool, `CREATE TABLE parents (id bigint PRIMARY KEY, name text NOT NULL);
@@ -171,8 +185,25 @@ func TestForeignKeysParentChildAndCascade(t *testing.T) {
 			INSERT INTO parents VALUES (1, 'one'); INSERT INTO children VALUES (10, 1, 'ten'), (11, 1, 'eleven');`)
 	}
 	p := startPairOf(t, []duplex.Table{children, parents}, nil, nil, 0, schema, func(p *pair) {
-		p.preflight = func(p *pair) duplex.Preflight { return checker(p) }
+		p.preflight = func(p *pair) duplex.Preflight {
+			return checker(p, func(c *checkpg.Config) { c.Triggers.All = checked })
+		}
+		if checked {
+			p.applyConfig = func(c *applypg.Config) { c.Triggers.All = true }
+		}
 	})
+	if checked {
+		r, err := checker(p, func(c *checkpg.Config) { c.Triggers.All = true }).Check(t.Context(), duplex.CheckParams{})
+		require.NoError(t, err)
+		var fks []string
+		for _, f := range r.All() {
+			if f.Check == "foreign_keys" {
+				fks = append(fks, f.Severity.String()+": "+f.What)
+			}
+		}
+		require.Equal(t, []string{"fine: children_parent_fkey on a references synced public.parents (ON DELETE CASCADE)",
+			"fine: children_parent_fkey on b references synced public.parents (ON DELETE CASCADE)"}, fks)
+	}
 	tx, err := p.a.Pool.Begin(t.Context())
 	require.NoError(t, err)
 	_, err = tx.Exec(t.Context(), `INSERT INTO parents VALUES (2, 'two'); INSERT INTO children VALUES (20, 2, 'twenty'), (21, 2, 'twenty-one')`)

@@ -52,6 +52,8 @@ type pair struct {
 	wrap func(duplex.ChangeSource) duplex.ChangeSource
 	// applier, when set, wraps each side's Applier (fault injection).
 	applier func(name string, a *applypg.Applier) duplex.Applier
+	// applyConfig, when set, adjusts each side's applypg.Config.
+	applyConfig func(*applypg.Config)
 	// sync is the running Sync.
 	sync *duplex.Sync
 	// preflight, when set, builds the sync's Preflight (SyncConfig.Preflight).
@@ -184,7 +186,11 @@ func (p *pair) start(t *testing.T) {
 		require.NoError(t, err)
 		t.Cleanup(src.Close)
 		require.NoError(t, src.Setup(t.Context(), false))
-		app, err := applypg.New(t.Context(), db.Pool, applypg.Config{Sync: p.syncName, Target: name, Logger: p.logger})
+		acfg := applypg.Config{Sync: p.syncName, Target: name, Logger: p.logger}
+		if p.applyConfig != nil {
+			p.applyConfig(&acfg)
+		}
+		app, err := applypg.New(t.Context(), db.Pool, acfg)
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = app.DropOrigins(context.Background()) })
 		var source duplex.ChangeSource = src
