@@ -54,6 +54,20 @@ func (s Severity) String() string {
 	return fmt.Sprintf("severity(%d)", uint8(s))
 }
 
+// MarshalText implements encoding.TextMarshaler: the String form.
+func (s Severity) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (s *Severity) UnmarshalText(b []byte) error {
+	for _, v := range []Severity{Fine, Warning, Blocker} {
+		if v.String() == string(b) {
+			*s = v
+			return nil
+		}
+	}
+	return fmt.Errorf("duplex: unknown severity %q", b)
+}
+
 // Finding is one conclusion of a Preflight about one table (or about the
 // sync as a whole when Table is zero).
 type Finding struct {
@@ -64,7 +78,7 @@ type Finding struct {
 	// "replica_identity", "rows", "sample" or "privileges".
 	Check string `json:"check"`
 	// Severity grades it.
-	Severity Severity `json:"-"`
+	Severity Severity `json:"severity"`
 	// What is what was found, naming columns, constraints and sides.
 	What string `json:"what"`
 	// Why says why it matters (or why it does not).
@@ -110,13 +124,14 @@ type TableReport struct {
 // Report is the outcome of a Preflight check.
 type Report struct {
 	// A and B name the two systems.
-	A, B string
+	A string `json:"a"`
+	B string `json:"b"`
 	// Tables are the synced tables, in the configured order.
-	Tables []TableReport
+	Tables []TableReport `json:"tables"`
 	// Findings are those about the sync as a whole (privileges).
-	Findings []Finding
+	Findings []Finding `json:"findings"`
 	// Done lists the changes the check made (CheckParams.Fix), as SQL.
-	Done []string
+	Done []string `json:"done,omitempty"`
 }
 
 // All returns every finding, the sync's first, then table by table.

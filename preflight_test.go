@@ -2,6 +2,7 @@ package duplex_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -110,4 +111,17 @@ done: a: ALTER SEQUENCE s INCREMENT BY 2
       fix: ALTER TABLE ...
   [fine] key: primary key (id) on both sides
 `, out.String())
+}
+
+// TestFindingJSON: a finding's severity is its name in JSON.
+func TestFindingJSON(t *testing.T) {
+	t.Parallel()
+	f := duplex.Finding{Table: customers, Check: "sequences", Severity: duplex.Blocker, What: "w", Fix: "f"}
+	b, err := json.Marshal(f)
+	require.NoError(t, err)
+	require.Contains(t, string(b), `"severity":"blocker"`)
+	var back duplex.Finding
+	require.NoError(t, json.Unmarshal(b, &back))
+	require.Equal(t, f, back)
+	require.Error(t, json.Unmarshal([]byte(`{"severity":"bad"}`), &back))
 }
