@@ -245,6 +245,10 @@ func equalText(a, b *string) bool {
 const pinned = "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL IntervalStyle = 'postgres'; " +
 	"SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex'"
 
+// sampleAbove is the row count above which a table's sample keys are
+// drawn from random pages rather than taken from the start of its key.
+const sampleAbove = 100_000
+
 // pick returns up to n keys of side i, in text form: the first n by key
 // for a small table, a sample of a large one (TABLESAMPLE SYSTEM: whole
 // pages picked at random, so the table is not read through).
@@ -254,8 +258,10 @@ func (tc *tableCheck) pick(ctx context.Context, i int, cat *tableCat, n int) ([]
 		key[j] = quoteIdent(k) + "::text"
 	}
 	from := quote(tc.t)
-	if cat.rows > int64(10*n) {
-		from += fmt.Sprintf(" TABLESAMPLE SYSTEM (%f)", min(100, 200*float64(n)/float64(cat.rows)))
+	if cat.rows > sampleAbove {
+		// About 20 times the rows wanted, so that a draw of too few pages
+		// is next to impossible.
+		from += fmt.Sprintf(" TABLESAMPLE SYSTEM (%f)", min(100, 2000*float64(n)/float64(cat.rows)))
 	}
 	sql := "SELECT " + strings.Join(key, ", ") + " FROM " + from + " ORDER BY " + strings.Join(quoteAll(cat.key), ", ") + fmt.Sprintf(" LIMIT %d", n)
 	var out [][]string
