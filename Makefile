@@ -11,7 +11,7 @@ PSQL ?= psql
 PG_ADMIN_URL ?= $(or $(DUPLEX_TEST_POSTGRES_URL),postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable)
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all services test vet fmt fmt-check bench bench-quick bench-go bench-long fuzz demo chaos chaos-seeds soak traps-long clean-db
+.PHONY: all services test vet fmt fmt-check bench bench-quick bench-twoway bench-twoway-quick bench-go bench-long fuzz demo chaos chaos-seeds soak traps-long clean-db
 
 all: test
 
@@ -46,6 +46,17 @@ bench: services
 
 bench-quick: services
 	$(GO) run ./internal/bench -quick
+
+# Two-way mode (issue 18): the examples/pgbisync binary at its default
+# flags against native logical replication on a customers table, alternating
+# (bi-catchup, bi-pgbench, bi-steady, bi-twoway, bi-contention, bi-bigtx).
+# Takes ~10 min at 3 runs; BENCH_FLAGS=-quick (or make bench-twoway-quick)
+# for a smoke run.
+bench-twoway: services
+	$(GO) run ./internal/bench -mode twoway $(BENCH_FLAGS)
+
+bench-twoway-quick: services
+	$(GO) run ./internal/bench -mode twoway -quick
 
 # Go benchmarks of every package (Pipeline overhead, decoder, dedup, apply methods).
 bench-go:

@@ -102,9 +102,10 @@ func tableName(schema string) string {
 // apply/applypg run them.
 //
 // One row per sync, system, table and key: the duplex.Agreement of that
-// key on that system. "row" and peer are rows in the typed JSON format of
-// internal/valuecodec, stored as bytea (the records are duplex's own: no
-// jsonb parsing on every write); "row" is NULL when the row is agreed
+// key on that system. "row" and peer are rows in the binary row form of
+// internal/valuecodec (AppendRow; the tagged JSON of older records still
+// reads), stored as bytea (the records are duplex's own: no jsonb parsing
+// on every write); "row" is NULL when the row is agreed
 // absent; peer_kind says where Peer is (0: peer, 1: equal to "row", 2: no
 // row); unknown is a JSON array of field names, NULL for none.
 func DDL(schema string) []string {
@@ -114,10 +115,10 @@ func DDL(schema string) []string {
 	return []string{
 		"CREATE SCHEMA IF NOT EXISTS " + pgutil.QuoteIdent(schema),
 		`CREATE TABLE IF NOT EXISTS ` + tableName(schema) + ` (
-			sync text NOT NULL,
-			system text NOT NULL,
-			tbl text NOT NULL,
-			key text NOT NULL,
+			sync text COLLATE "C" NOT NULL,
+			system text COLLATE "C" NOT NULL,
+			tbl text COLLATE "C" NOT NULL,
+			key text COLLATE "C" NOT NULL,
 			version bigint NOT NULL,
 			"row" bytea,
 			peer bytea,
@@ -125,6 +126,7 @@ func DDL(schema string) []string {
 			unknown jsonb,
 			updated_at timestamptz NOT NULL DEFAULT now(),
 			PRIMARY KEY (sync, system, tbl, key))`,
+		pgstate.CollateC(tableName(schema), "sync", "system", "tbl", "key"),
 	}
 }
 

@@ -87,3 +87,55 @@ func TestTexts(t *testing.T) {
 	}
 	require.Equal(t, "public.customers", tableText(duplex.Table{Schema: "public", Name: "customers"}))
 }
+
+// TestRecordsOfTheJSONFormRead: records stored with rows in the tagged
+// JSON form (before the binary row form) read as before.
+func TestRecordsOfTheJSONFormRead(t *testing.T) {
+	t.Parallel()
+	db := testenv.Postgres(t)
+	s, err := New(t.Context(), db.Pool, Config{Sync: "s", Cache: -1})
+	require.NoError(t, err)
+	tbl := duplex.Table{Schema: "public", Name: "t"}
+	key := duplex.Key{{Name: "id", Value: int64(7)}}
+	row := `{"t":"values","v":{"id":{"t":"int64","v":"7"},"name":{"t":"s","v":"seven"}}}`
+	peer := `{"t":"values","v":{"id":{"t":"int64","v":"7"},"name":{"t":"s","v":"SEVEN"}}}`
+	_, err = db.Pool.Exec(t.Context(), `INSERT INTO `+tableName("")+` (sync, system, tbl, key, version, "row", peer, peer_kind, unknown)
+		VALUES ('s', '', $1, $2, 3, $3, $4, 0, '["name"]')`, tableText(tbl), dbText(key.String()), []byte(row), []byte(peer))
+	require.NoError(t, err)
+	as, err := s.Load(t.Context(), tbl, []duplex.Key{key})
+	require.NoError(t, err)
+	require.Equal(t, duplex.Agreement{Known: true, Version: 3, Row: duplex.Values{"id": int64(7), "name": "seven"},
+		Peer: duplex.Values{"id": int64(7), "name": "SEVEN"}, Unknown: []string{"name"}}, as[0])
+}
+
+// TestEnsureCollatesKeysC: a records table of an earlier version, whose key
+// columns use the database's collation, gets "C" ones (its records kept);
+// running Ensure again changes nothing.
+func TestEnsureCollatesKeysC(t *testing.T) {
+	t.Parallel()
+	db := testenv.Postgres(t)
+	_, err := db.Pool.Exec(t.Context(), `CREATE SCHEMA duplex; CREATE TABLE duplex.agreements (
+		sync text NOT NULL, system text NOT NULL, tbl text NOT NULL, key text NOT NULL, version bigint NOT NULL,
+		"row" bytea, peer bytea, peer_kind smallint NOT NULL, unknown jsonb, updated_at timestamptz NOT NULL DEFAULT now(),
+		PRIMARY KEY (sync, system, tbl, key));
+		INSERT INTO duplex.agreements (sync, system, tbl, key, version, peer_kind) VALUES ('s', '', 'public.t', 'id=1', 5, 2)`)
+	require.NoError(t, err)
+	collations := func() []string {
+		rows, err := db.Pool.Query(t.Context(), `SELECT a.attname || ':' || coalesce(c.collname, '-') FROM pg_attribute a
+			LEFT JOIN pg_collation c ON c.oid = a.attcollation
+			WHERE a.attrelid = 'duplex.agreements'::regclass AND a.attname IN ('sync', 'system', 'tbl', 'key') ORDER BY a.attnum`)
+		require.NoError(t, err)
+		out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return out
+	}
+	require.NotEqual(t, []string{"sync:C", "system:C", "tbl:C", "key:C"}, collations(), "the old table")
+	for range 2 {
+		s, err := New(t.Context(), db.Pool, Config{Sync: "s", Cache: -1})
+		require.NoError(t, err)
+		require.Equal(t, []string{"sync:C", "system:C", "tbl:C", "key:C"}, collations())
+		as, err := s.Load(t.Context(), duplex.Table{Schema: "public", Name: "t"}, []duplex.Key{{{Name: "id", Value: int64(1)}}})
+		require.NoError(t, err)
+		require.Equal(t, duplex.Agreement{Known: true, Version: 5}, as[0])
+	}
+}

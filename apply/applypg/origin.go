@@ -88,7 +88,9 @@ type session struct {
 	conn      *pgxpool.Conn
 	origin    string
 	originSet bool // pg_replication_origin_session_setup ran
-	inTx      bool // a transaction may be open
+	// setupSQL sets up the origin (Applier.sessionSetupSQL).
+	setupSQL string
+	inTx     bool // a transaction may be open
 	// started is the backend's start time (with its pid, it identifies
 	// the backend), read when the origin is set up.
 	started time.Time
@@ -122,7 +124,7 @@ func (a *Applier) withOrigin(ctx context.Context, fn func(s *session) (busy bool
 	}
 	name, isNew := a.origins.get()
 	exists := !isNew
-	s := &session{conn: conn, origin: name}
+	s := &session{conn: conn, origin: name, setupSQL: a.sessionSetupSQL()}
 	var temp string
 	defer func() {
 		if s.inTx && conn.Conn().IsClosed() {
@@ -162,6 +164,15 @@ func (a *Applier) withOrigin(ctx context.Context, fn func(s *session) (busy bool
 	return err
 }
 
+// sessionSetupSQL returns the statement that sets up a session's origin
+// (and replica mode, unless TriggerConfig.All or the role may not).
+func (a *Applier) sessionSetupSQL() string {
+	if a.replica {
+		return replicaSetupSQL
+	}
+	return setupSQL
+}
+
 // resetSQL returns the statement that ends a session's use of its origin
 // (and of replica mode, where setup switched it on).
 func (a *Applier) resetSQL() string {
@@ -177,24 +188,28 @@ func (a *Applier) setup(ctx context.Context, s *session) error {
 	if s.originSet {
 		return nil
 	}
-	sql := setupSQL
-	if a.replica {
-		sql = replicaSetupSQL
-	}
-	if err := s.conn.QueryRow(ctx, sql, s.origin).Scan(&s.started); err != nil {
-		if isOriginBusy(err) {
-			return errOriginBusy
-		}
-		cerr := pgutil.Classify(err)
-		if pgutil.SQLState(err) == "" || duplex.IsUnavailable(cerr) {
-			return fmt.Errorf("applypg: %s: %w", a.cfg.Target, cerr)
-		}
-		// The endpoint cannot take the sync's writes (no right to use
-		// replication origins?): not the changes' fault.
-		return duplex.Unavailable(fmt.Errorf("applypg: %s: set up replication origin %s: %w", a.cfg.Target, s.origin, err))
+	if err := a.setupResult(s.conn.QueryRow(ctx, s.setupSQL, s.origin).Scan(&s.started), s.origin); err != nil {
+		return err
 	}
 	s.originSet = true
 	return nil
+}
+
+// setupResult classifies the error of setupSQL for origin (nil: none).
+func (a *Applier) setupResult(err error, origin string) error {
+	if err == nil {
+		return nil
+	}
+	if isOriginBusy(err) {
+		return errOriginBusy
+	}
+	cerr := pgutil.Classify(err)
+	if pgutil.SQLState(err) == "" || duplex.IsUnavailable(cerr) {
+		return fmt.Errorf("applypg: %s: %w", a.cfg.Target, cerr)
+	}
+	// The endpoint cannot take the sync's writes (no right to use
+	// replication origins?): not the changes' fault.
+	return duplex.Unavailable(fmt.Errorf("applypg: %s: set up replication origin %s: %w", a.cfg.Target, origin, err))
 }
 
 // cleanup ends s's transaction and origin use; it closes the connection

@@ -98,6 +98,10 @@ type Source struct {
 	idle      pglogrepl.LSN            // server position seen while nothing was pending
 	flushed   pglogrepl.LSN            // last flush position sent
 	xids      map[pglogrepl.LSN]uint32 // transactions delivered and not yet acknowledged, by commit LSN
+	// horizon is the xmin of the newest snapshot WaitVisible took: the
+	// transactions before it are over (horizonKnown: one was taken).
+	horizon      uint32
+	horizonKnown bool
 }
 
 var _ duplex.ChangeSource = (*Source)(nil)

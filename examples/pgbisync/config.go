@@ -62,6 +62,7 @@ type config struct {
 	fireTriggersText  string
 	fireTriggers      []string
 	allTriggers       bool
+	cpuProfile        string
 }
 
 // parseFlags reads args (without the program name) into a config and checks
@@ -99,6 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.sequences, "sequences", "", "keys fed by sequences (serial, identity) on both sides: empty refuses to start; interleave makes A's odd and B's even (INCREMENT BY 2); ranges gives A the lower half of the range and B the upper half")
 	fs.StringVar(&c.fireTriggersText, "fire-triggers", "", "comma-separated triggers (table.trigger or schema.table.trigger) that fire on the rows the sync writes too: marked ENABLE ALWAYS at start; others do not (the sync applies with session_replication_role = replica)")
 	fs.BoolVar(&c.allTriggers, "all-triggers", false, "apply with every trigger firing and foreign keys checked on apply (session_replication_role = origin), as before the replica mode")
+	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a Go CPU profile (pprof format) of the whole run to this file, from start-up until pgbisync exits; empty: none")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

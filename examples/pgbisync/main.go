@@ -93,6 +93,10 @@
 // unless -sequences interleave (A odd, B even) or ranges (A the lower half,
 // B the upper) arranges them at start, recorded in the sequences' comments.
 //
+// -cpu-profile FILE writes a Go CPU profile (go tool pprof) of the whole
+// run, from start-up until exit, to FILE; internal/bench sets it under its
+// -profile.
+//
 // SIGINT and SIGTERM stop it gracefully (exit status 0). Errors (bad flags,
 // an unreachable database, a table without a primary key, wal_level not
 // logical, an -lww-column that is not a timestamp, another instance
@@ -111,6 +115,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -138,7 +143,7 @@ func main() {
 }
 
 // mainExit runs pgbisync and returns its exit status.
-func mainExit(args []string, stdout, stderr io.Writer) int {
+func mainExit(args []string, stdout, stderr io.Writer) (code int) {
 	cfg, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -153,6 +158,21 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "pgbisync:", strings.ReplaceAll(err.Error(), "\n", "\npgbisync: "))
 		return 1
+	}
+	if cfg.cpuProfile != "" {
+		stopProfile, err := startCPUProfile(cfg.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "pgbisync:", err)
+			return 1
+		}
+		defer func() {
+			if err := stopProfile(); err != nil {
+				fmt.Fprintln(stderr, "pgbisync:", err)
+				if code == 0 {
+					code = 1
+				}
+			}
+		}()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -174,6 +194,25 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// startCPUProfile starts writing a CPU profile to path (-cpu-profile) and
+// returns the function that stops it and closes the file.
+func startCPUProfile(path string) (func() error, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("-cpu-profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return nil, errors.Join(fmt.Errorf("-cpu-profile %s: %w", path, err), f.Close())
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("-cpu-profile %s: %w", path, err)
+		}
+		return nil
+	}, nil
 }
 
 // side is one database of the sync.

@@ -43,18 +43,7 @@ func TestMain(m *testing.M) {
 		_ = os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	goleak.VerifyTestMain(cleanupRun{m, dir})
-}
-
-// cleanupRun removes the build directory after the tests.
-type cleanupRun struct {
-	m   *testing.M
-	dir string
-}
-
-func (c cleanupRun) Run() int {
-	defer os.RemoveAll(c.dir)
-	return c.m.Run()
+	goleak.VerifyTestMain(testenv.RemoveAfter(m, dir))
 }
 
 const ddl = `
@@ -697,6 +686,7 @@ func TestRefusesBadConfiguration(t *testing.T) {
 		{"bad cdc", base("-cdc", "trigger"), []string{`-cdc "trigger": want logical or poll`}},
 		{"public admin without auth", base("-admin", "0.0.0.0:0"), []string{`-admin "0.0.0.0:0" is not a loopback address`}},
 		{"same database", base("-b", p.a.URL), []string{"-a and -b connect to the same database"}},
+		{"cpu profile not writable", base("-cpu-profile", filepath.Join(t.TempDir(), "missing", "cpu.pprof")), []string{"-cpu-profile: open "}},
 		{"missing name", []string{"-a", p.a.URL, "-b", p.b.URL, "-tables", "customers"}, []string{"-name is required"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,8 +31,17 @@ func TestMain(m *testing.M) {
 	}
 	childArgs = []string{"-test.run=^$"}
 	os.Setenv("DUPLEX_BENCH_TEST_ROLE", "sync") // inherited by the children only: this process checked it above
-	goleak.VerifyTestMain(m)
+	dir, err := os.MkdirTemp("", "duplex-bench-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	pgbisyncDir = dir
+	goleak.VerifyTestMain(testenv.RemoveAfter(m, dir))
 }
+
+// pgbisyncDir holds the pgbisync binary the tests build.
+var pgbisyncDir string
 
 func TestSummarize(t *testing.T) {
 	t.Parallel()
@@ -150,7 +162,7 @@ func TestNativePairLeavesNothing(t *testing.T) {
 	t.Cleanup(c.admin.Close)
 	name := dbPrefix + strings.TrimPrefix(testenv.UniqueName(t, "pair"), "duplex_t_")
 	t.Cleanup(func() { require.NoError(t, c.dropLive()) })
-	p, err := c.newPair(ctx, name, 1000)
+	p, err := c.newPair(ctx, name, itemsData, 1000)
 	require.NoError(t, err)
 	require.NoError(t, c.startNative(ctx, p, true))
 	// Held: a backlog of single-row transactions, then the release.
@@ -171,7 +183,7 @@ func TestNativePairLeavesNothing(t *testing.T) {
 	require.False(t, rs[0].Behind)
 	require.Positive(t, rs[0].P50)
 	require.GreaterOrEqual(t, rs[0].P99, rs[0].P50)
-	require.NoError(t, waitSum(ctx, p.poolA, p.poolB, time.Minute))
+	require.NoError(t, waitSum(ctx, p, p.poolA, p.poolB, time.Minute))
 
 	require.NoError(t, c.dropPair(ctx, p))
 	var left int
@@ -218,7 +230,7 @@ func TestDuplexPairLeavesNothing(t *testing.T) {
 	t.Cleanup(c.admin.Close)
 	name := dbPrefix + strings.TrimPrefix(testenv.UniqueName(t, "dup"), "duplex_t_")
 	t.Cleanup(func() { require.NoError(t, c.dropLive()) })
-	p, err := c.newPair(ctx, name, 2000)
+	p, err := c.newPair(ctx, name, itemsData, 2000)
 	require.NoError(t, err)
 	proc, err := startSync(ctx, childConfig{Sync: name,
 		AURL: c.dbURL(p.a, map[string]string{"application_name": syncAppName}),
@@ -242,7 +254,7 @@ func TestDuplexPairLeavesNothing(t *testing.T) {
 	sampled := make(chan struct{})
 	go func() {
 		defer close(sampled)
-		smp.run(sctx, c, p, syncAppName)
+		smp.run(sctx, c, p, []string{syncAppName})
 	}()
 	rs, err := steady(ctx, p, 2000, 1000, 500*time.Millisecond, false, time.Minute)
 	stopSampling()
@@ -267,4 +279,104 @@ func TestDuplexPairLeavesNothing(t *testing.T) {
 		+ (SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE $3)
 		+ (SELECT count(*) FROM pg_replication_origin WHERE roname LIKE $4)`, p.a, p.b, "%"+name+"%", "duplex:"+name+"%").Scan(&left))
 	require.Zero(t, left)
+}
+
+// TestTwoWayWorkloadsSmoke runs the two-way mode's workloads at a tiny
+// size through runOnce: bi-catchup with native and with the real pgbisync
+// binary (started, stopped, restarted for the catch-up; a CPU profile
+// written), bi-pgbench, bi-twoway and bi-contention (dead letters allowed,
+// the rows compared after convergence) with pgbisync, and checks that
+// every run left no database, slot or replication origin behind.
+func TestTwoWayWorkloadsSmoke(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	c, bin := pgbisyncCluster(t)
+	var err error
+	runID := strings.TrimPrefix(testenv.UniqueName(t, "bi"), "duplex_t_")
+	b := &bench{o: options{profile: t.TempDir()}, c: c, runID: runID, pgbisync: bin}
+	z := sizes{seed: 500, updates: 1000, txRows: 100, big: 2000, biSmall: 200, biClients: 4, biRate: 500,
+		contKeys: 50, contRate: 200, biSteady: time.Second}
+	pgbench, err := exec.LookPath("pgbench")
+	if err != nil {
+		pgbench = "" // Go writers
+	}
+	ws := map[string]workload{}
+	for _, w := range twoWayWorkloads(z, time.Minute, pgbench) {
+		ws[w.name] = w
+	}
+	require.Len(t, ws, len(twoWayFamilies))
+	for _, run := range []struct{ workload, variant string }{
+		{"bi-catchup", native}, {"bi-catchup", pgbisyncV}, {"bi-pgbench", pgbisyncV},
+		{"bi-twoway", pgbisyncV}, {"bi-contention", pgbisyncV},
+	} {
+		m, err := b.runOnce(ctx, ws[run.workload], run.variant, 0)
+		require.NoError(t, err, "%s / %s", run.workload, run.variant)
+		t.Logf("%s / %s: %s", run.workload, run.variant, formatRun(m))
+		require.Zero(t, m["incomplete"], "%s / %s", run.workload, run.variant)
+		if run.variant == pgbisyncV {
+			require.Positive(t, m["rss_mb"])
+			require.Contains(t, m, "dlq")
+		}
+	}
+	profiles, err := filepath.Glob(filepath.Join(b.o.profile, "bi-catchup_pgbisync_1.pprof"))
+	require.NoError(t, err)
+	require.Len(t, profiles, 1)
+	st, err := os.Stat(profiles[0])
+	require.NoError(t, err)
+	require.Positive(t, st.Size(), "pgbisync -cpu-profile wrote nothing")
+	requireNothingLeft(t, c, dbPrefix+runID)
+}
+
+// TestKilledPgbisyncLeavesNothing kills pgbisync (SIGKILL: no clean exit)
+// and checks that dropping the pair still removes its slots, databases
+// and replication origins.
+func TestKilledPgbisyncLeavesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	c, bin := pgbisyncCluster(t)
+	name := dbPrefix + strings.TrimPrefix(testenv.UniqueName(t, "kill"), "duplex_t_")
+	p, err := c.newPair(ctx, name, customersData, 100)
+	require.NoError(t, err)
+	proc, err := startPgbisync(ctx, c, bin, p, "", false)
+	require.NoError(t, err)
+	require.NoError(t, ready(ctx, p, true))
+	var origins int
+	require.NoError(t, c.admin.QueryRow(ctx, `SELECT count(*) FROM pg_replication_origin WHERE starts_with(roname, $1)`, "duplex:"+name+":").Scan(&origins))
+	require.Positive(t, origins, "pgbisync names its origins duplex:<name>:<side>")
+	require.NoError(t, proc.cmd.Process.Kill())
+	require.Error(t, proc.terminate(), "a killed pgbisync reports its exit")
+	require.NoError(t, c.dropPair(ctx, p))
+	requireNothingLeft(t, c, name)
+}
+
+// pgbisyncBinary builds examples/pgbisync once for the test run.
+var pgbisyncBinary = sync.OnceValues(func() (string, error) {
+	return buildPgbisync(context.Background(), pgbisyncDir)
+})
+
+// pgbisyncCluster returns the test server as the benchmark's cluster
+// (wal_level logical; every pair left is dropped at the end) and the
+// pgbisync binary.
+func pgbisyncCluster(t *testing.T) (*cluster, string) {
+	t.Helper()
+	db := testenv.Postgres(t)
+	testenv.RequireLogical(t, db)
+	c, err := newCluster(t.Context(), db.URL)
+	require.NoError(t, err)
+	t.Cleanup(c.admin.Close)
+	t.Cleanup(func() { require.NoError(t, c.dropLive()) })
+	bin, err := pgbisyncBinary()
+	require.NoError(t, err)
+	return c, bin
+}
+
+// requireNothingLeft fails when a database, replication slot or
+// replication origin named after prefix exists.
+func requireNothingLeft(t *testing.T, c *cluster, prefix string) {
+	t.Helper()
+	var left int
+	require.NoError(t, c.admin.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM pg_database WHERE starts_with(datname, $1))
+		+ (SELECT count(*) FROM pg_replication_slots WHERE strpos(slot_name, $1) > 0)
+		+ (SELECT count(*) FROM pg_replication_origin WHERE starts_with(roname, 'duplex:' || $1))`, prefix).Scan(&left))
+	require.Zero(t, left, "objects of %s left behind", prefix)
 }

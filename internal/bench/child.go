@@ -242,7 +242,8 @@ func deleteKeys(ctx context.Context, rdb *redis.Client, prefix string) error {
 // test binary replaces them).
 var childArgs = []string{"-role=sync"}
 
-// syncProc is a running sync process seen from the parent.
+// syncProc is a running sync process seen from the parent: the
+// benchmark's own (-role=sync) or pgbisync.
 type syncProc struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
@@ -251,6 +252,11 @@ type syncProc struct {
 	done   chan error
 	mu     sync.Mutex
 	result string
+	// exited and exitErr: terminate has run, and what it returned
+	// (guarded by stopMu).
+	stopMu  sync.Mutex
+	exited  bool
+	exitErr error
 }
 
 // startSync re-executes the benchmark binary as the sync process and
@@ -266,11 +272,19 @@ func startSync(ctx context.Context, cfg childConfig) (*syncProc, error) {
 	}
 	cmd := exec.Command(exe, childArgs...)
 	cmd.Env = append(os.Environ(), "DUPLEX_BENCH_CHILD="+string(enc))
+	return startProc(ctx, cmd, "READY", cfg.Verbose)
+}
+
+// startProc starts cmd as a sync process and waits until it prints the
+// line ready on stdout (up to 2 minutes). Its stderr is kept for error
+// messages (and shown with verbose); a line "RESULT ..." on its stdout is
+// kept for stop.
+func startProc(ctx context.Context, cmd *exec.Cmd, ready string, verbose bool) (*syncProc, error) {
 	// The sync dies with the benchmark, whatever kills it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	p := &syncProc{cmd: cmd, stderr: &bytes.Buffer{}, lines: make(chan string, 16), done: make(chan error, 1)}
 	cmd.Stderr = &lockedWriter{w: p.stderr, mu: &p.mu}
-	if cfg.Verbose {
+	if verbose {
 		cmd.Stderr = io.MultiWriter(os.Stderr, cmd.Stderr)
 	}
 	out, err := cmd.StdoutPipe()
@@ -305,22 +319,21 @@ func startSync(ctx context.Context, cfg childConfig) (*syncProc, error) {
 	for {
 		select {
 		case line := <-p.lines:
-			if line == "READY" {
+			if line == ready {
 				return p, nil
 			}
 		case err := <-p.done:
 			p.done <- err
 			return nil, fmt.Errorf("sync process exited before it was ready: %v: %s", err, p.stderrText())
 		case <-ctx.Done():
-			p.stop()
-			return nil, ctx.Err()
+			return nil, errors.Join(ctx.Err(), p.terminate())
 		case <-timeout.C:
-			p.stop()
-			return nil, fmt.Errorf("sync process not ready after 2m: %s", p.stderrText())
+			return nil, errors.Join(fmt.Errorf("sync process not ready after 2m: %s", p.stderrText()), p.terminate())
 		}
 	}
 }
 
+// stderrText returns the end of what the process wrote on stderr.
 func (p *syncProc) stderrText() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -342,24 +355,44 @@ func (p *syncProc) release() error {
 // pid is the sync process's id.
 func (p *syncProc) pid() int { return p.cmd.Process.Pid }
 
-// stop asks the sync process to stop (SIGTERM), kills it after 60 s, and
-// returns its result.
-func (p *syncProc) stop() (childResult, error) {
+// terminate asks the sync process to stop (SIGTERM), kills it after 60 s,
+// and returns an error unless it exited with status 0. It is safe to call
+// more than once.
+func (p *syncProc) terminate() error {
+	// Not p.mu: the process's output goroutines take that one until it
+	// exits.
+	p.stopMu.Lock()
+	defer p.stopMu.Unlock()
+	if p.exited {
+		return p.exitErr
+	}
+	// An error here means the process is gone already: its exit status
+	// tells.
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	var err error
 	select {
 	case err = <-p.done:
 	case <-time.After(60 * time.Second):
-		_ = p.cmd.Process.Kill()
-		err = fmt.Errorf("sync process did not stop within 60s; killed (%v)", <-p.done)
+		_ = p.cmd.Process.Kill() // the exit status below says what happened
+		err = fmt.Errorf("did not stop within 60s; killed (%v)", <-p.done)
 	}
+	p.exited = true
+	if err != nil {
+		p.exitErr = fmt.Errorf("sync process: %w: %s", err, p.stderrText())
+	}
+	return p.exitErr
+}
+
+// stop stops the benchmark's own sync process (terminate) and returns the
+// result it printed.
+func (p *syncProc) stop() (childResult, error) {
 	var r childResult
+	if err := p.terminate(); err != nil {
+		return r, err
+	}
 	p.mu.Lock()
 	res := p.result
 	p.mu.Unlock()
-	if err != nil {
-		return r, fmt.Errorf("sync process: %w: %s", err, p.stderrText())
-	}
 	if res == "" {
 		return r, fmt.Errorf("sync process printed no result: %s", p.stderrText())
 	}

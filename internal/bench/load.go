@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,24 +62,25 @@ func waitMarker(ctx context.Context, target *pgxpool.Pool, table string, id int6
 	})
 }
 
-// waitSum waits until sum(v) of items on target equals that on source.
-func waitSum(ctx context.Context, source, target *pgxpool.Pool, timeout time.Duration) error {
-	var want int64
-	if err := source.QueryRow(ctx, "SELECT coalesce(sum(v), 0) FROM items").Scan(&want); err != nil {
-		return fmt.Errorf("read sum(items.v) on the source: %w", err)
+// waitSum waits until the sum of the pair's dataset (dataset.sum) on
+// target equals that on source.
+func waitSum(ctx context.Context, p *pair, source, target *pgxpool.Pool, timeout time.Duration) error {
+	var want string
+	if err := source.QueryRow(ctx, p.data.sum).Scan(&want); err != nil {
+		return fmt.Errorf("read the sum of %s on the source: %w", p.data.table, err)
 	}
-	return waitFor(ctx, fmt.Sprintf("sum(items.v) = %d on the target", want), timeout, func(ctx context.Context) (bool, error) {
-		var got int64
-		err := target.QueryRow(ctx, "SELECT coalesce(sum(v), 0) FROM items").Scan(&got)
+	return waitFor(ctx, fmt.Sprintf("the sum of %s = %s on the target", p.data.table, want), timeout, func(ctx context.Context) (bool, error) {
+		var got string
+		err := target.QueryRow(ctx, p.data.sum).Scan(&got)
 		return got == want, err
 	})
 }
 
-// updateRange adds 1 to v of items with lo < id <= hi, in one
-// transaction.
-func updateRange(ctx context.Context, pool *pgxpool.Pool, lo, hi int64) error {
-	if _, err := pool.Exec(ctx, "UPDATE items SET v = v + 1 WHERE id > $1 AND id <= $2", lo, hi); err != nil {
-		return fmt.Errorf("update items (%d, %d]: %w", lo, hi, err)
+// updateRange updates the rows of the pair's table with lo < id <= hi on
+// pool, in one transaction.
+func updateRange(ctx context.Context, p *pair, pool *pgxpool.Pool, lo, hi int64) error {
+	if _, err := pool.Exec(ctx, p.data.updateRange, lo, hi); err != nil {
+		return fmt.Errorf("update %s (%d, %d]: %w", p.data.table, lo, hi, err)
 	}
 	return nil
 }
@@ -121,36 +123,55 @@ func (o outcome) metrics(key string) map[string]float64 {
 // one client can, and measures the time from the first write until the
 // target has them all.
 func catchUp(ctx context.Context, p *pair, seed, updates, txRows int, timeout time.Duration) (outcome, error) {
-	c := &cursor{lo: 0, hi: int64(seed)}
 	o := outcome{Rows: int64(updates)}
 	start := time.Now()
-	for done := 0; done < updates; {
-		from, to := c.next(int64(min(txRows, updates-done)))
-		if err := updateRange(ctx, p.poolA, from, to); err != nil {
-			return o, err
-		}
-		done += int(to - from)
+	if err := writeUpdates(ctx, p, seed, updates, txRows); err != nil {
+		return o, err
 	}
 	o.Write = time.Since(start)
 	return arrived(ctx, p, start, o, timeout)
 }
 
-// arrived writes the end marker and waits until it, and every items update
-// before it, are on the target (items.v starts at 0 everywhere, so
-// sum(v) on the target counts the updates that arrived). After timeout
-// it returns an incomplete outcome.
+// writeUpdates updates updates rows of the pair's table on a, in
+// transactions of txRows rows walking ids 1..seed, as fast as one client
+// can.
+func writeUpdates(ctx context.Context, p *pair, seed, updates, txRows int) error {
+	c := &cursor{lo: 0, hi: int64(seed)}
+	for done := 0; done < updates; {
+		from, to := c.next(int64(min(txRows, updates-done)))
+		if err := updateRange(ctx, p, p.poolA, from, to); err != nil {
+			return err
+		}
+		done += int(to - from)
+	}
+	return nil
+}
+
+// arrived writes the end marker and waits until it, and every update
+// before it, are on the target (the dataset's sum is the same on both
+// sides; for items, v starts at 0 everywhere, so sum(v) on the target
+// counts the updates that arrived). After timeout it returns an
+// incomplete outcome, with what had arrived when the dataset's sum counts
+// it (items), else none.
 func arrived(ctx context.Context, p *pair, start time.Time, o outcome, timeout time.Duration) (outcome, error) {
 	if err := writeMarker(ctx, p.poolA, "marks_ab", endMarker); err != nil {
 		return o, err
 	}
 	err := waitMarker(ctx, p.poolB, "marks_ab", endMarker, timeout)
 	if err == nil {
-		err = waitSum(ctx, p.poolA, p.poolB, timeout)
+		err = waitSum(ctx, p, p.poolA, p.poolB, timeout)
 	}
 	o.Total = time.Since(start)
 	if errors.Is(err, errTimeout) {
 		o.Incomplete = true
-		err = p.poolB.QueryRow(ctx, "SELECT coalesce(sum(v), 0) FROM items").Scan(&o.Arrived)
+		if !p.data.sumCounts {
+			return o, nil
+		}
+		var sum string
+		if err := p.poolB.QueryRow(ctx, p.data.sum).Scan(&sum); err != nil {
+			return o, err
+		}
+		o.Arrived, err = strconv.ParseInt(sum, 10, 64)
 		return o, err
 	}
 	o.Arrived = o.Rows
@@ -165,7 +186,7 @@ const endMarker = 1 << 40
 func smallTx(ctx context.Context, p *pair, seed, n, clients int, timeout time.Duration) (outcome, error) {
 	o := outcome{Rows: int64(n)}
 	start := time.Now()
-	if err := writeSmall(ctx, p.poolA, seed, n, clients); err != nil {
+	if err := writeSmall(ctx, p, seed, n, clients); err != nil {
 		return o, err
 	}
 	o.Write = time.Since(start)
@@ -174,15 +195,21 @@ func smallTx(ctx context.Context, p *pair, seed, n, clients int, timeout time.Du
 
 // backlog writes n single-row update transactions from clients clients
 // while the replication is held, then releases it and measures the time
-// from the release until the target has them all: the replication's own
-// rate, whatever the writers' speed.
+// from the release until the target has them all (heldCatchUp).
 func backlog(ctx context.Context, p *pair, seed, n, clients int, timeout time.Duration) (outcome, error) {
-	o := outcome{Rows: int64(n)}
+	return heldCatchUp(ctx, p, n, func(ctx context.Context) error { return writeSmall(ctx, p, seed, n, clients) }, timeout)
+}
+
+// heldCatchUp runs write (rows rows) while the replication is held, then
+// releases it and measures the time from the release until the target has
+// every row: the replication's own rate, whatever the writers' speed.
+func heldCatchUp(ctx context.Context, p *pair, rows int, write func(context.Context) error, timeout time.Duration) (outcome, error) {
+	o := outcome{Rows: int64(rows)}
 	if p.release == nil {
-		return o, errors.New("backlog: the replication was not started held")
+		return o, errors.New("the replication was not started held")
 	}
 	start := time.Now()
-	if err := writeSmall(ctx, p.poolA, seed, n, clients); err != nil {
+	if err := write(ctx); err != nil {
 		return o, err
 	}
 	o.Write = time.Since(start)
@@ -204,15 +231,15 @@ func backlog(ctx context.Context, p *pair, seed, n, clients int, timeout time.Du
 	return o, nil
 }
 
-// writeSmall runs n single-row update transactions on pool from clients
-// concurrent clients.
-func writeSmall(ctx context.Context, pool *pgxpool.Pool, seed, n, clients int) error {
+// writeSmall runs n single-row update transactions of the pair's table on
+// a from clients concurrent clients.
+func writeSmall(ctx context.Context, p *pair, seed, n, clients int) error {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make([]error, clients)
 	for i := range clients {
 		wg.Go(func() {
-			conn, err := pool.Acquire(ctx)
+			conn, err := p.poolA.Acquire(ctx)
 			if err != nil {
 				errs[i] = err
 				return
@@ -224,8 +251,8 @@ func writeSmall(ctx context.Context, pool *pgxpool.Pool, seed, n, clients int) e
 					return
 				}
 				id := (k*7919)%int64(seed) + 1
-				if _, err := conn.Exec(ctx, "UPDATE items SET v = v + 1 WHERE id = $1", id); err != nil {
-					errs[i] = fmt.Errorf("update items id=%d: %w", id, err)
+				if _, err := conn.Exec(ctx, p.data.updateOne, id); err != nil {
+					errs[i] = fmt.Errorf("update %s id=%d: %w", p.data.table, id, err)
 					return
 				}
 			}
@@ -235,13 +262,13 @@ func writeSmall(ctx context.Context, pool *pgxpool.Pool, seed, n, clients int) e
 	return errors.Join(errs...)
 }
 
-// bigTx inserts rows rows into big in one transaction and measures the
-// time until the target has them all.
+// bigTx inserts rows rows (the dataset's insertBig) in one transaction
+// and measures the time until the target has them all.
 func bigTx(ctx context.Context, p *pair, rows int, timeout time.Duration) (outcome, error) {
 	o := outcome{Rows: int64(rows)}
 	start := time.Now()
-	if _, err := p.poolA.Exec(ctx, "INSERT INTO big SELECT g, g, 'row number ' || g, now() FROM generate_series(1, $1::int) g", rows); err != nil {
-		return o, fmt.Errorf("insert %d rows into big: %w", rows, err)
+	if _, err := p.poolA.Exec(ctx, p.data.insertBig, rows); err != nil {
+		return o, fmt.Errorf("insert %d rows in one transaction: %w", rows, err)
 	}
 	o.Write = time.Since(start)
 	if err := writeMarker(ctx, p.poolA, "marks_ab", endMarker); err != nil {
@@ -249,9 +276,9 @@ func bigTx(ctx context.Context, p *pair, rows int, timeout time.Duration) (outco
 	}
 	err := waitMarker(ctx, p.poolB, "marks_ab", endMarker, timeout)
 	if err == nil {
-		err = waitFor(ctx, fmt.Sprintf("%d rows in big on the target", rows), timeout, func(ctx context.Context) (bool, error) {
+		err = waitFor(ctx, fmt.Sprintf("the %d new rows on the target", rows), timeout, func(ctx context.Context) (bool, error) {
 			var n int
-			err := p.poolB.QueryRow(ctx, "SELECT count(*) FROM big").Scan(&n)
+			err := p.poolB.QueryRow(ctx, p.data.countBig).Scan(&n)
 			return n == rows, err
 		})
 	}
@@ -259,7 +286,7 @@ func bigTx(ctx context.Context, p *pair, rows int, timeout time.Duration) (outco
 	if errors.Is(err, errTimeout) {
 		// The apply commits in batches: what arrived shows the rate.
 		o.Incomplete = true
-		return o, p.poolB.QueryRow(ctx, "SELECT count(*) FROM big").Scan(&o.Arrived)
+		return o, p.poolB.QueryRow(ctx, p.data.countBig).Scan(&o.Arrived)
 	}
 	o.Arrived = o.Rows
 	return o, err
@@ -270,30 +297,52 @@ type steadyResult struct {
 	Offered, Achieved float64 // rows/s
 	P50, P99, Max     float64 // lag in ms, marker written to marker applied
 	Markers           int
-	Behind            bool // the last marker had not arrived within the timeout: lags are lower bounds
+	Behind            bool      // the last marker had not arrived within the timeout: lags are lower bounds
+	Stopped           time.Time // when the writers stopped
 }
 
 // markerEvery is how often a lag marker is written during a steady load.
 const markerEvery = 20 * time.Millisecond
 
-// steady offers rate row updates per second for d on each source in
-// sources (ids split between them), writes a lag marker every markerEvery
-// on each, and returns per source the achieved rate and the p50/p99 lag
-// of its markers on the other side.
+// flow is one direction of a steady load: rows written on src, and lag
+// markers written into table on src that arrive on dst.
+type flow struct {
+	src, dst *pgxpool.Pool
+	table    string
+	// write writes at most n rows in one transaction on src and returns
+	// how many it wrote.
+	write   func(ctx context.Context, n int64) (int64, error)
+	written atomic.Int64
+	markers atomic.Int64
+}
+
+// rangeFlow is a flow whose writes update the rows of ids in ranges.
+func rangeFlow(p *pair, src, dst *pgxpool.Pool, table string, ids cursor) *flow {
+	return &flow{src: src, dst: dst, table: table, write: func(ctx context.Context, n int64) (int64, error) {
+		from, to := ids.next(n)
+		return to - from, updateRange(ctx, p, src, from, to)
+	}}
+}
+
+// steady offers rate row updates per second for d on each source (a, and
+// with twoWay b too, ids split between them), writes a lag marker every
+// markerEvery on each, and returns per source the achieved rate and the
+// p50/p99 lag of its markers on the other side.
 func steady(ctx context.Context, p *pair, seed, rate int, d time.Duration, twoWay bool, timeout time.Duration) ([]steadyResult, error) {
-	type flow struct {
-		src, dst *pgxpool.Pool
-		table    string
-		ids      cursor
-		written  atomic.Int64
-		markers  atomic.Int64
-	}
-	flows := []*flow{{src: p.poolA, dst: p.poolB, table: "marks_ab", ids: cursor{0, int64(seed), 0}}}
+	flows := []*flow{rangeFlow(p, p.poolA, p.poolB, "marks_ab", cursor{0, int64(seed), 0})}
 	if twoWay {
 		half := int64(seed / 2)
-		flows[0].ids.hi = half
-		flows = append(flows, &flow{src: p.poolB, dst: p.poolA, table: "marks_ba", ids: cursor{half, int64(seed), half}})
+		flows[0] = rangeFlow(p, p.poolA, p.poolB, "marks_ab", cursor{0, half, 0})
+		flows = append(flows, rangeFlow(p, p.poolB, p.poolA, "marks_ba", cursor{half, int64(seed), half}))
 	}
+	return runFlows(ctx, flows, rate, d, timeout)
+}
+
+// runFlows offers rate rows per second on every flow for d, in a
+// transaction every 10 ms, writes a lag marker every markerEvery on each,
+// waits for the last markers (up to timeout), and returns per flow the
+// achieved rate and the p50/p99 lag of its markers.
+func runFlows(ctx context.Context, flows []*flow, rate int, d, timeout time.Duration) ([]steadyResult, error) {
 	runCtx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -311,15 +360,15 @@ func steady(ctx context.Context, p *pair, seed, rate int, d time.Duration, twoWa
 				}
 				due := int64(float64(rate)*time.Since(start).Seconds()) - f.written.Load()
 				for due > 0 && runCtx.Err() == nil {
-					from, to := f.ids.next(min(due, int64(rate/10)+1))
-					if err := updateRange(runCtx, f.src, from, to); err != nil {
+					n, err := f.write(runCtx, min(due, int64(rate/10)+1))
+					if err != nil {
 						if runCtx.Err() == nil {
 							errs[2*i] = err
 						}
 						return
 					}
-					f.written.Add(to - from)
-					due -= to - from
+					f.written.Add(n)
+					due -= n
 				}
 			}
 		})
@@ -343,7 +392,8 @@ func steady(ctx context.Context, p *pair, seed, rate int, d time.Duration, twoWa
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	stopped := time.Now()
+	elapsed := stopped.Sub(start)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -361,7 +411,7 @@ func steady(ctx context.Context, p *pair, seed, rate int, d time.Duration, twoWa
 		}
 		s := summarize(lags)
 		out[i] = steadyResult{Offered: float64(rate), Achieved: float64(f.written.Load()) / elapsed.Seconds(),
-			P50: percentile(lags, 0.5), P99: percentile(lags, 0.99), Max: s.Max, Markers: len(lags), Behind: behind}
+			P50: percentile(lags, 0.5), P99: percentile(lags, 0.99), Max: s.Max, Markers: len(lags), Behind: behind, Stopped: stopped}
 	}
 	return out, nil
 }

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/duplexsync/duplex/cdc/pglogical"
 )
 
 // dbPrefix starts the name of every database, slot, publication,
@@ -18,12 +21,78 @@ import (
 // by it.
 const dbPrefix = "duplex_bench_"
 
-// itemsDDL is the table the workloads update; seeded identically on both
-// sides before replication starts.
-const itemsDDL = `CREATE TABLE items (id bigint PRIMARY KEY, v bigint NOT NULL DEFAULT 0, payload text NOT NULL)`
+// dataset is what a run's two databases hold besides the marker tables:
+// tables seeded identically on both sides before replication starts, and
+// the statements the workloads write them with.
+type dataset struct {
+	// table is the table the update workloads write.
+	table string
+	ddl   []string
+	// seed inserts $1 rows into table (the same rows on both sides).
+	seed string
+	// updateRange updates the rows $1 < id <= $2 of table, updateOne the
+	// row id = $1, updateKeys the rows id = ANY($1).
+	updateRange, updateOne, updateKeys string
+	// sum returns a scalar (as text) that is the same on both sides once
+	// every update has arrived; with sumCounts it is an integer counting
+	// the updates that arrived.
+	sum       string
+	sumCounts bool
+	// insertBig inserts $1 new rows in one statement; countBig counts the
+	// rows it added.
+	insertBig, countBig string
+	// published lists the tables native replication publishes a -> b.
+	published string
+}
 
-// bigDDL is the table of the one large transaction.
-const bigDDL = `CREATE TABLE big (id bigint PRIMARY KEY, a bigint NOT NULL, b text NOT NULL, c timestamptz NOT NULL)`
+// itemsData is the one-way workloads' dataset: items (every update adds 1
+// to v, which starts at 0 everywhere, so sum(v) counts the updates that
+// arrived) and big (the large transaction).
+var itemsData = &dataset{
+	table: "items",
+	ddl: []string{
+		`CREATE TABLE items (id bigint PRIMARY KEY, v bigint NOT NULL DEFAULT 0, payload text NOT NULL)`,
+		`CREATE TABLE big (id bigint PRIMARY KEY, a bigint NOT NULL, b text NOT NULL, c timestamptz NOT NULL)`,
+	},
+	seed:        `INSERT INTO items (id, v, payload) SELECT g, 0, repeat('x', 40) || g FROM generate_series(1, $1::int) g`,
+	updateRange: `UPDATE items SET v = v + 1 WHERE id > $1 AND id <= $2`,
+	updateOne:   `UPDATE items SET v = v + 1 WHERE id = $1`,
+	updateKeys:  `UPDATE items SET v = v + 1 WHERE id = ANY($1)`,
+	sum:         `SELECT coalesce(sum(v), 0)::text FROM items`,
+	sumCounts:   true,
+	insertBig:   `INSERT INTO big SELECT g, g, 'row number ' || g, now() FROM generate_series(1, $1::int) g`,
+	countBig:    `SELECT count(*) FROM big`,
+	published:   "items, big, marks_ab",
+}
+
+// customersData is the two-way workloads' dataset (issue 18): customers,
+// written as an application would, with updated_at = now() (so pgbisync's
+// default last-writer-wins compares it). Every update sets updated_at to
+// its transaction's start, so the sum of updated_at is the same on both
+// sides once the last update of every row has arrived; the workloads
+// then compare the full row sets.
+var customersData = &dataset{
+	table: "customers",
+	ddl: []string{`CREATE TABLE customers (id bigint PRIMARY KEY, name text NOT NULL, email text NOT NULL, payment_status text NOT NULL,
+		last_activity timestamptz NOT NULL, updated_at timestamptz NOT NULL, notes text)`},
+	seed: `INSERT INTO customers SELECT g, 'customer ' || g, 'customer' || g || '@example.com', CASE WHEN g % 10 = 0 THEN 'overdue' ELSE 'paid' END,
+		timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second', timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second', 'seeded'
+		FROM generate_series(1, $1::int) g`,
+	updateRange: `UPDATE customers SET ` + customerUpdate + ` WHERE id > $1 AND id <= $2`,
+	updateOne:   `UPDATE customers SET ` + customerUpdate + ` WHERE id = $1`,
+	updateKeys:  `UPDATE customers SET ` + customerUpdate + ` WHERE id = ANY($1)`,
+	sum:         `SELECT coalesce(sum(extract(epoch FROM updated_at)), 0)::text FROM customers`,
+	insertBig: `INSERT INTO customers SELECT ` + bigBase + ` + g, 'new customer ' || g, 'new' || g || '@example.com', 'trial', now(), now(), 'bulk load'
+		FROM generate_series(1, $1::int) g`,
+	countBig:  `SELECT count(*) FROM customers WHERE id > ` + bigBase,
+	published: "customers, marks_ab",
+}
+
+// customerUpdate is what an update of a customer sets.
+const customerUpdate = `payment_status = CASE payment_status WHEN 'paid' THEN 'due' ELSE 'paid' END, last_activity = now(), updated_at = now()`
+
+// bigBase is the id after which the large transaction inserts customers.
+const bigBase = "1000000000"
 
 // markDDL returns the marker table name: written on its source with the
 // write time in sent, and on the target (withArrived) with an extra column
@@ -102,6 +171,8 @@ func (c *cluster) libpqConn(name string) (string, error) {
 type pair struct {
 	sync   string // sync, slot and subscription base name
 	a, b   string // database names
+	urlA   string // the URL of a for the benchmark's writers
+	data   *dataset
 	poolA  *pgxpool.Pool
 	poolB  *pgxpool.Pool
 	native bool // a publication, slot and subscription a -> b exist
@@ -113,9 +184,11 @@ type pair struct {
 // native replication of p.
 func (p *pair) nativeSlot() string { return p.sync + "_native" }
 
-// newPair creates the two databases of a run and seeds items with rows.
-func (c *cluster) newPair(ctx context.Context, sync string, rows int) (*pair, error) {
-	p := &pair{sync: sync, a: sync + "_a", b: sync + "_b"}
+// newPair creates the two databases of a run with the tables of d and
+// seeds them with rows.
+func (c *cluster) newPair(ctx context.Context, sync string, d *dataset, rows int) (*pair, error) {
+	p := &pair{sync: sync, a: sync + "_a", b: sync + "_b", data: d}
+	p.urlA = c.dbURL(p.a, map[string]string{"application_name": "duplex_bench_load"})
 	c.mu.Lock()
 	c.live[sync] = p
 	c.mu.Unlock()
@@ -133,16 +206,16 @@ func (c *cluster) newPair(ctx context.Context, sync string, rows int) (*pair, er
 			return p, fmt.Errorf("connect to %s: %w", side.name, err)
 		}
 		*side.pool = pool
-		for _, ddl := range []string{itemsDDL, bigDDL, markDDL(side.own, false), markDDL(side.peer, true)} {
+		for _, ddl := range append(slices.Clone(d.ddl), markDDL(side.own, false), markDDL(side.peer, true)) {
 			if _, err := pool.Exec(ctx, ddl); err != nil {
 				return p, fmt.Errorf("create tables in %s: %w", side.name, err)
 			}
 		}
-		if _, err := pool.Exec(ctx, `INSERT INTO items (id, v, payload) SELECT g, 0, repeat('x', 40) || g FROM generate_series(1, $1::int) g`, rows); err != nil {
-			return p, fmt.Errorf("seed items in %s: %w", side.name, err)
+		if _, err := pool.Exec(ctx, d.seed, rows); err != nil {
+			return p, fmt.Errorf("seed %s in %s: %w", d.table, side.name, err)
 		}
-		if _, err := pool.Exec(ctx, `VACUUM ANALYZE items`); err != nil {
-			return p, fmt.Errorf("vacuum items in %s: %w", side.name, err)
+		if _, err := pool.Exec(ctx, `VACUUM ANALYZE `+d.table); err != nil {
+			return p, fmt.Errorf("vacuum %s in %s: %w", d.table, side.name, err)
 		}
 	}
 	return p, nil
@@ -157,7 +230,7 @@ func (c *cluster) newPair(ctx context.Context, sync string, rows int) (*pair, er
 func (c *cluster) startNative(ctx context.Context, p *pair, held bool) error {
 	slot := p.nativeSlot()
 	p.native = true
-	if _, err := p.poolA.Exec(ctx, "CREATE PUBLICATION "+slot+" FOR TABLE items, big, marks_ab"); err != nil {
+	if _, err := p.poolA.Exec(ctx, "CREATE PUBLICATION "+slot+" FOR TABLE "+p.data.published); err != nil {
 		return fmt.Errorf("create publication %s in %s: %w", slot, p.a, err)
 	}
 	if _, err := p.poolA.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot); err != nil {
@@ -208,9 +281,10 @@ func (c *cluster) slotPIDs(ctx context.Context, p *pair) ([]int, error) {
 }
 
 // backendPIDs returns the client backends of the pair's databases that
-// carry application_name app (the duplex sync process's connections).
-func (c *cluster) backendPIDs(ctx context.Context, p *pair, app string) ([]int, error) {
-	rows, err := c.admin.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE datname IN ($1, $2) AND application_name = $3 AND backend_type = 'client backend'`, p.a, p.b, app)
+// carry one of the application_names apps (the sync process's
+// connections).
+func (c *cluster) backendPIDs(ctx context.Context, p *pair, apps []string) ([]int, error) {
+	rows, err := c.admin.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE datname IN ($1, $2) AND application_name = ANY($3) AND backend_type = 'client backend'`, p.a, p.b, apps)
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +311,9 @@ func (c *cluster) dropPair(ctx context.Context, p *pair) error {
 			errs = append(errs, fmt.Errorf("drop database %s: %w", db, err))
 		}
 	}
-	if _, err := c.admin.Exec(ctx, `SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE $1`, "duplex:"+p.sync+"%"); err != nil {
+	// The origins of the sync's appliers (the bench's sync process and
+	// pgbisync alike) are pglogical.OriginName(sync) + ":" + side.
+	if _, err := c.admin.Exec(ctx, `SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE starts_with(roname, $1)`, pglogical.OriginName(p.sync)+":"); err != nil {
 		errs = append(errs, fmt.Errorf("drop replication origins of %s: %w", p.sync, err))
 	}
 	c.mu.Lock()

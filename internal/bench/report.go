@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -57,17 +59,53 @@ func (r *results) markdown() string {
 		b.WriteString("- **Diagnostic: every duplex sync ran with -lateral-ledger** (the benchmark's rewrite of the ledger query, internal/bench/ledgerfix.go), not the library as shipped.\n")
 	}
 	fmt.Fprintf(&b, "- Runs per system: %d, alternated; cells are median [min–max] over the runs.\n", r.o.runs)
-	fmt.Fprintf(&b, "- Sizes: %d seeded rows, %d updates in %d-row transactions, %d single-row transactions from %d clients, %d-row transaction, steady phases of %s.\n\n",
-		r.z.seed, r.z.updates, r.z.txRows, r.z.small, r.z.clients, r.z.big, r.z.steady)
+	oneWay, twoWay := r.byMode()
+	if len(oneWay) > 0 {
+		fmt.Fprintf(&b, "- Sizes: %d seeded rows, %d updates in %d-row transactions, %d single-row transactions from %d clients, %d-row transaction, steady phases of %s.\n",
+			r.z.seed, r.z.updates, r.z.txRows, r.z.small, r.z.clients, r.z.big, r.z.steady)
+	}
+	if len(twoWay) > 0 {
+		fmt.Fprintf(&b, "- Two-way sizes: %d seeded customers; %d updates in %d-row transactions and %d one-row transactions from %d clients written while the sync is stopped; %d rows/s offered per side for %s; contention on %d keys at %d rows/s per side; %d-row insert transaction. pgbisync ran with its default flags (-a, -b, -name, -tables, -log-level warn).\n",
+			r.z.seed, r.z.updates, r.z.txRows, r.z.biSmall, r.z.biClients, r.z.biRate, r.z.biSteady, r.z.contKeys, r.z.contRate, r.z.big)
+	}
+	b.WriteString("\n")
+	if len(oneWay) > 0 {
+		r.oneWayTable(&b, oneWay)
+	}
+	if len(twoWay) > 0 {
+		if len(oneWay) > 0 {
+			b.WriteString("\n")
+		}
+		twoWayTable(&b, twoWay)
+	}
+	r.tail(&b)
+	return b.String()
+}
+
+// byMode splits the workload results into those of the one-way and the
+// two-way mode.
+func (r *results) byMode() (oneWay, twoWay []*workloadResult) {
+	for _, wr := range r.ws {
+		if wr.w.mode == modeTwoWay {
+			twoWay = append(twoWay, wr)
+		} else {
+			oneWay = append(oneWay, wr)
+		}
+	}
+	return oneWay, twoWay
+}
+
+// oneWayTable writes the one-way table: each metric of A and B, B/A.
+func (r *results) oneWayTable(b *strings.Builder, ws []*workloadResult) {
 	b.WriteString("| workload | metric | A | A value | B | B value | ratio B/A | target |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|\n")
-	for _, wr := range r.ws {
+	for _, wr := range ws {
 		base := wr.w.variants[0]
 		cand := wr.w.variants[len(wr.w.variants)-1]
 		for _, m := range wr.w.metrics {
 			if len(wr.w.variants) == 1 {
 				c, _ := wr.cell(cand, m.key)
-				fmt.Fprintf(&b, "| %s | %s | – | – | %s | %s | – | %s |\n", wr.w.name, m.label, cand, c, m.target)
+				fmt.Fprintf(b, "| %s | %s | – | – | %s | %s | – | %s |\n", wr.w.name, m.label, cand, c, m.target)
 				continue
 			}
 			bc, bs := wr.cell(base, m.key)
@@ -79,13 +117,63 @@ func (r *results) markdown() string {
 			if m.key == "rss_mb" {
 				bc, ratio = "n/a", "–"
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", wr.w.name, m.label, base, bc, cand, cc, ratio, m.target)
+			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", wr.w.name, m.label, base, bc, cand, cc, ratio, m.target)
 		}
 	}
+}
+
+// twoWayTable writes the two-way table: native and pgbisync side by side,
+// a ratio oriented so that above 1 means pgbisync does better
+// (pgbisync/native for rates, native/pgbisync for lags and times), and the
+// issue's goal with whether the medians meet it.
+func twoWayTable(b *strings.Builder, ws []*workloadResult) {
+	b.WriteString("Two-way: pgbisync (defaults) against native logical replication. Ratio: above 1 means pgbisync does better; rates are pgbisync/native, lags and times native/pgbisync.\n\n")
+	b.WriteString("| workload | metric | native | pgbisync | ratio | goal | met |\n")
+	b.WriteString("|---|---|---|---|---|---|---|\n")
+	for _, wr := range ws {
+		for _, m := range wr.w.metrics {
+			nc, ns := wr.cell(native, m.key)
+			pc, ps := wr.cell(pgbisyncV, m.key)
+			if !slices.Contains(wr.w.variants, native) || m.key == "rss_mb" {
+				nc = "n/a"
+			}
+			ratio, r := "–", math.NaN()
+			if ns.N > 0 && ps.N > 0 && ns.Median != 0 && ps.Median != 0 && m.key != "rss_mb" {
+				if m.higher {
+					r = ps.Median / ns.Median
+					ratio = ratioText(r) + " pgbisync/native"
+				} else {
+					r = ns.Median / ps.Median
+					ratio = ratioText(r) + " native/pgbisync"
+				}
+			}
+			met := ""
+			if m.met != nil && ps.N > 0 {
+				met = "no"
+				if m.met(ps.Median, r) {
+					met = "yes"
+				}
+			}
+			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s |\n", wr.w.name, m.label, nc, pc, ratio, m.target, met)
+		}
+	}
+}
+
+// ratioText formats a ratio: two decimals, or two significant digits
+// below 0.1 (so that 0.004 does not print as 0.00).
+func ratioText(r float64) string {
+	if r < 0.1 {
+		return strconv.FormatFloat(r, 'g', 2, 64)
+	}
+	return strconv.FormatFloat(r, 'f', 2, 64)
+}
+
+// tail writes the notes, the CPU table and the failed runs.
+func (r *results) tail(b *strings.Builder) {
 	if r.anyIncomplete() {
 		b.WriteString("\n† at least one run had not caught up within the timeout (-timeout): rates count what had arrived by then (the full run would be slower still), lags count markers not yet arrived with their lag so far (lower bounds).\n")
 	}
-	b.WriteString("\nCPU seconds used during the measured phase (medians): the duplex sync process, the walsenders of the slots, and the apply side (native: the subscription's apply worker; duplex: the sync's client backends).\n\n")
+	b.WriteString("\nCPU seconds used during the measured phase (medians): the sync process (duplex's, or pgbisync), the walsenders of the slots, and the apply side (native: the subscription's apply worker; duplex and pgbisync: the sync's client backends).\n\n")
 	b.WriteString("| workload | system | sync process | walsender(s) | apply backend(s) | total |\n|---|---|---|---|---|---|\n")
 	for _, wr := range r.ws {
 		for _, v := range wr.w.variants {
@@ -102,7 +190,7 @@ func (r *results) markdown() string {
 				cells[i] = c
 				total += s.Median
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", wr.w.name, v, cells[0], cells[1], cells[2], num(total))
+			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s |\n", wr.w.name, v, cells[0], cells[1], cells[2], num(total))
 		}
 	}
 	var failed []string
@@ -118,7 +206,6 @@ func (r *results) markdown() string {
 		b.WriteString(strings.Join(failed, "\n"))
 		b.WriteString("\n")
 	}
-	return b.String()
 }
 
 // machine describes the host: CPU model, cores, memory, kernel load.

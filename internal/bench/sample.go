@@ -15,7 +15,7 @@ const sampleEvery = 10 * time.Millisecond
 
 // sampler is a wall-clock profiler of the server side of a sync: it
 // counts, over the measured phase, in which state each backend of the
-// pair's databases with a given application_name was (active or idle,
+// pair's databases with one of the given application_names was (active or idle,
 // wait event, and the statement, with parameters folded), so that the
 // time the apply spends waiting on round trips and commits shows up next
 // to the time it computes. Idle backends (between transactions, or unused
@@ -33,7 +33,7 @@ var (
 )
 
 // run samples until ctx ends.
-func (s *sampler) run(ctx context.Context, c *cluster, p *pair, app string) {
+func (s *sampler) run(ctx context.Context, c *cluster, p *pair, apps []string) {
 	t := time.NewTicker(sampleEvery)
 	defer t.Stop()
 	for {
@@ -43,7 +43,7 @@ func (s *sampler) run(ctx context.Context, c *cluster, p *pair, app string) {
 		case <-t.C:
 		}
 		rows, err := c.admin.Query(ctx, `SELECT state, coalesce(wait_event_type || ':' || wait_event, '-'), left(query, 200)
-			FROM pg_stat_activity WHERE datname IN ($1, $2) AND application_name = $3 AND backend_type = 'client backend' AND state <> 'idle'`, p.a, p.b, app)
+			FROM pg_stat_activity WHERE datname IN ($1, $2) AND application_name = ANY($3) AND backend_type = 'client backend' AND state <> 'idle'`, p.a, p.b, apps)
 		if err != nil {
 			return
 		}

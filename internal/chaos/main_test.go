@@ -8,20 +8,12 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/duplexsync/duplex/internal/testenv"
 )
 
 // binary is the pgbisync executable built for this test run.
 var binary string
-
-type cleanupRun struct {
-	m   *testing.M
-	dir string
-}
-
-func (c cleanupRun) Run() int {
-	defer os.RemoveAll(c.dir)
-	return c.m.Run()
-}
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "duplex-chaos")
@@ -36,5 +28,5 @@ func TestMain(m *testing.M) {
 		_ = os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	goleak.VerifyTestMain(cleanupRun{m, dir})
+	goleak.VerifyTestMain(testenv.RemoveAfter(m, dir))
 }

@@ -93,13 +93,17 @@ func TestDuplicateAndReorderedDeliveryAppliesOnce(t *testing.T) {
 		testutil.ToFloat64(p.events.Collectors("skipped", "b_to_a", "public.customers", "duplicate"))
 	require.GreaterOrEqual(t, dups, 600.0)
 	// A change is in its target's ledger at most once; one merged by the
-	// other direction's write-back settles without a ledger row.
+	// other direction's write-back settles without a ledger row (so one
+	// side's ledger may stay empty when the other direction always merges
+	// first).
+	recorded := 0
 	for _, db := range []*testenv.DB{p.a, p.b} {
 		var n, dup int
 		require.NoError(t, db.Pool.QueryRow(t.Context(), `SELECT count(*), count(*) - count(DISTINCT change_id) FROM duplex.applied`).Scan(&n, &dup))
 		require.Zero(t, dup, "a change recorded twice")
-		require.Positive(t, n)
+		recorded += n
 	}
+	require.Positive(t, recorded)
 	for i := 1; i <= 200; i++ {
 		var name, email string
 		var visits int
