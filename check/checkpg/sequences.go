@@ -75,6 +75,9 @@ func (tc *tableCheck) sequences(ctx context.Context, fix bool, done *[]string) e
 		for i, sql := range []string{fa, fb} {
 			s := []*sequence{sa, sb}[i]
 			note := fmt.Sprintf("duplex sync %s: %s key of %s on %s, %s %s", tc.c.cfg.Sync, mode, tc.t, tc.sides[i].Name, time.Now().UTC().Format(time.RFC3339), sql)
+			if s.comment != "" { // keep what was there
+				note = s.comment + "\n" + note
+			}
 			stmt := sql + "; COMMENT ON SEQUENCE " + quote(s.name) + " IS " + literal(note)
 			if _, err := tc.sides[i].Pool.Exec(ctx, stmt); err != nil {
 				return pgutil.Classify(fmt.Errorf("checkpg: %s: table %s: arrange sequence %s of key column %s (%s): %w", tc.sides[i].Name, tc.t, s.name, col, sql, err))
