@@ -11,7 +11,7 @@ PSQL ?= psql
 PG_ADMIN_URL ?= $(or $(DUPLEX_TEST_POSTGRES_URL),postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable)
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all services test vet fmt fmt-check bench bench-quick bench-twoway bench-twoway-quick bench-go bench-long fuzz demo chaos chaos-seeds soak clean-db
+.PHONY: all services test vet fmt fmt-check bench bench-quick bench-twoway bench-twoway-quick bench-go bench-long fuzz demo chaos chaos-seeds soak traps-long clean-db
 
 all: test
 
@@ -88,6 +88,11 @@ chaos-seeds: services
 # 10 minutes at 1,000 writes/s per side with a SIGKILL every 2 minutes.
 soak: services
 	DUPLEX_SOAK=1 $(GO) test -count=1 -v -run '^TestSoak$$' -timeout 30m ./internal/chaos/
+
+# Both applications insert for a minute into bigserial tables whose
+# sequences the preflight interleaved (a few seconds in make test).
+traps-long: services
+	DUPLEX_TRAPS_LONG=1 $(GO) test -count=1 -v -run '^TestInterleavedSequencesUnderConcurrentInserts$$' -timeout 10m ./internal/e2e/
 
 demo: services
 	$(GO) run ./examples/crmbilling -duration 30s

@@ -60,13 +60,23 @@
 // (no Config.Peer) decides each change against the target's current row,
 // with the source's before image as the base.
 //
+// # Preflight
+//
+// The traps of a two-way sync that are not in the change stream but in the
+// schemas around it (triggers that fire on applied rows, keys fed by
+// sequences on both sides, unique and foreign keys, schemas that differ)
+// are looked at by a [Preflight] (check/checkpg for PostgreSQL):
+// [Sync.Check] reports them table by table without changing anything, and
+// [Sync.Run] checks again (making the fixes its options ask for) and does
+// not start on a [Blocker] ([PreflightError]).
+//
 // # Errors
 //
 // Errors are classified by behaviour ([ErrorClass]): mark your own with
 // [Transient], [Unavailable] or [Permanent]. Unknown errors are retried like
 // transient ones a bounded number of times, then dead-lettered.
 //
-// The packages cdc, apply, resolve, dedup, dlq, loopguard and metrics hold
+// The packages cdc, apply, check, resolve, dedup, dlq, loopguard and metrics hold
 // the implementations; memdb is an in-memory database implementing the
 // source and applier interfaces for tests and demos.
 package duplex

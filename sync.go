@@ -48,6 +48,11 @@ type SyncConfig struct {
 	Observer Observer
 	// Logger receives logs. nil: slog.Default().
 	Logger *slog.Logger
+	// Preflight, when set, inspects both systems: Sync.Check runs it
+	// without changing anything, and Run runs it first, with its fixes,
+	// and does not start when it finds a blocker (*PreflightError). nil:
+	// no checks.
+	Preflight Preflight
 	// Options tunes both Pipelines.
 	Options
 }
@@ -56,6 +61,9 @@ type SyncConfig struct {
 type Sync struct {
 	ab, ba *Pipeline
 	cfg    SyncConfig
+
+	reportMu sync.Mutex
+	report   *Report // the preflight's at start
 }
 
 // NewSync checks cfg and builds both Pipelines.
@@ -115,9 +123,13 @@ func NewSync(cfg *SyncConfig) (*Sync, error) {
 // Pipelines returns the A->B and B->A Pipelines.
 func (s *Sync) Pipelines() (ab, ba *Pipeline) { return s.ab, s.ba }
 
-// Run runs both directions until ctx is canceled (nil) or one of them fails,
-// which stops the other; it returns the failures joined.
+// Run runs the Preflight, when configured (a *PreflightError when it finds
+// a blocker), then both directions until ctx is canceled (nil) or one of
+// them fails, which stops the other; it returns the failures joined.
 func (s *Sync) Run(ctx context.Context) error {
+	if err := s.preflight(ctx); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(ErrStopped)
 	var wg sync.WaitGroup

@@ -640,7 +640,7 @@ const customPlans = "SET LOCAL plan_cache_mode = force_custom_plan"
 // queueBegin queues the origin's session setup, unless done, and BEGIN.
 func (s *session) queueBegin(b *pgx.Batch, q *[]queued) {
 	if !s.originSet {
-		b.Queue(setupSQL, s.origin)
+		b.Queue(s.setupSQL, s.origin)
 		*q = append(*q, queued{kind: resSetup})
 	}
 	b.Queue("BEGIN")
@@ -861,7 +861,7 @@ func (a *Applier) staleError(b *duplex.Batch, i int) error {
 func (a *Applier) commit(ctx context.Context, s *session) error {
 	b := &pgx.Batch{}
 	b.Queue("COMMIT")
-	b.Queue(resetSQL)
+	b.Queue(a.resetSQL())
 	br := s.conn.Conn().SendBatch(ctx, b)
 	_, err := br.Exec()
 	if err != nil {

@@ -38,6 +38,13 @@ type Config struct {
 	Origin string
 	// Method is how a batch's writes are sent. 0: MethodUnnest.
 	Method Method
+	// Triggers says which of the target's triggers fire on the rows the
+	// Applier writes. The zero value applies as PostgreSQL's own logical
+	// replication does: the session runs with session_replication_role =
+	// replica, so only triggers marked ENABLE ALWAYS or ENABLE REPLICA
+	// fire, and foreign keys are not checked (see the package
+	// documentation, "Triggers").
+	Triggers TriggerConfig
 	// Logger receives logs. nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -54,6 +61,9 @@ type Applier struct {
 	state      pgstate.Tables
 	agreements *agreepg.Records
 	commitTime bool // track_commit_timestamp is on: Lookup reports CommitTimeField
+	// replica: the apply sessions run with session_replication_role =
+	// replica (the role may set it and Triggers.All is off).
+	replica bool
 	// driftRefresh is the shortest time between two catalog reads of a
 	// table caused by a field its cached metadata lacks.
 	driftRefresh time.Duration
@@ -136,6 +146,9 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Applier, error) 
 	a.commitTime = track == "on"
 	if err := createOrigin(ctx, pool, cfg.Origin); err != nil {
 		return nil, pgutil.Classify(fmt.Errorf("applypg: %s: create replication origin %s: %w", cfg.Target, cfg.Origin, err))
+	}
+	if err := a.setupTriggers(ctx); err != nil {
+		return nil, err
 	}
 	return a, nil
 }

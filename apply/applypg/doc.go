@@ -118,10 +118,40 @@
 // of a B-tree), this took unnest from 44,000 to 56,000 inserts and from
 // 43,000 to 54,000 updates per second in back-to-back runs.
 //
+// # Triggers
+//
+// The Applier's sessions run with session_replication_role = replica, as
+// PostgreSQL's own logical replication applies: triggers marked ENABLE
+// ALWAYS or ENABLE REPLICA fire on the rows it writes, ordinary (ENABLE
+// ORIGIN) ones do not. A "touch" trigger (NEW.updated_at :=
+// clock_timestamp()) would otherwise overwrite every synced updated_at with
+// the apply time, which the sync never sends back, so the sides differ for
+// good; an audit trigger would log each change once per side. Triggers the
+// user wants fired on applied rows are listed in TriggerConfig.Fire (New
+// marks them ENABLE ALWAYS); TriggerConfig.All applies with every trigger.
+//
+// Replica mode also turns off the foreign-key triggers: applied rows are
+// not checked against foreign keys and ON DELETE CASCADE / SET NULL do not
+// run for applied deletes. That is what lets a transaction's rows be
+// applied in any order, and it is sound when the source checked the same
+// constraints: the rows a cascade deleted on the source are changes of
+// their own, captured and applied after the parent's delete. What it does
+// not catch: a child inserted on one side while the other deletes its
+// parent leaves the child on both sides without its parent (check/checkpg
+// reports foreign keys among synced tables, and to tables not synced,
+// whose parents may be absent on the other side).
+//
+// Setting session_replication_role needs a superuser, or on PostgreSQL 15
+// and later GRANT SET ON PARAMETER session_replication_role TO role
+// ([ReplicaRoleFix]). Without it New logs a warning with that SQL and
+// applies in origin mode: every trigger fires and foreign keys are checked
+// on apply ([Applier.ReplicaRole] says which).
+//
 // # Permissions
 //
 // The role needs to create the state schema's tables (or have them created
 // beforehand), to use replication origins (superuser, or EXECUTE on the
 // pg_replication_origin_* functions) and to terminate its own backends
-// (allowed for any role).
+// (allowed for any role). Applying without user triggers (see Triggers)
+// needs the right to set session_replication_role.
 package applypg

@@ -88,17 +88,26 @@ type session struct {
 	conn      *pgxpool.Conn
 	origin    string
 	originSet bool // pg_replication_origin_session_setup ran
-	inTx      bool // a transaction may be open
+	// setupSQL sets up the origin (Applier.sessionSetupSQL).
+	setupSQL string
+	inTx     bool // a transaction may be open
 	// started is the backend's start time (with its pid, it identifies
 	// the backend), read when the origin is set up.
 	started time.Time
 }
 
 // setupSQL and resetSQL start and end the use of an origin by a session.
+// replicaSetupSQL is setupSQL that also switches the session to
+// session_replication_role = replica (ordinary user triggers and the
+// foreign-key triggers do not fire), in the same statement, so it costs no
+// round trip; replicaResetSQL is resetSQL that switches it back.
 const (
 	setupSQL = `SELECT (SELECT a.backend_start FROM pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) AS a)
 		FROM pg_catalog.pg_replication_origin_session_setup($1)`
-	resetSQL = "SELECT pg_catalog.pg_replication_origin_session_reset()"
+	replicaSetupSQL = `SELECT (SELECT a.backend_start FROM pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) AS a)
+		FROM pg_catalog.pg_replication_origin_session_setup($1), pg_catalog.set_config('session_replication_role', 'replica', false)`
+	resetSQL        = "SELECT pg_catalog.pg_replication_origin_session_reset()"
+	replicaResetSQL = "SELECT pg_catalog.pg_replication_origin_session_reset(), pg_catalog.set_config('session_replication_role', 'origin', false)"
 )
 
 // withOrigin runs fn on a connection of the pool with an origin name for
@@ -115,7 +124,7 @@ func (a *Applier) withOrigin(ctx context.Context, fn func(s *session) (busy bool
 	}
 	name, isNew := a.origins.get()
 	exists := !isNew
-	s := &session{conn: conn, origin: name}
+	s := &session{conn: conn, origin: name, setupSQL: a.sessionSetupSQL()}
 	var temp string
 	defer func() {
 		if s.inTx && conn.Conn().IsClosed() {
@@ -155,13 +164,31 @@ func (a *Applier) withOrigin(ctx context.Context, fn func(s *session) (busy bool
 	return err
 }
 
+// sessionSetupSQL returns the statement that sets up a session's origin
+// (and replica mode, unless TriggerConfig.All or the role may not).
+func (a *Applier) sessionSetupSQL() string {
+	if a.replica {
+		return replicaSetupSQL
+	}
+	return setupSQL
+}
+
+// resetSQL returns the statement that ends a session's use of its origin
+// (and of replica mode, where setup switched it on).
+func (a *Applier) resetSQL() string {
+	if a.replica {
+		return replicaResetSQL
+	}
+	return resetSQL
+}
+
 // setup sets up s's origin for the session, unless done. It returns
 // errOriginBusy when another session holds the origin.
 func (a *Applier) setup(ctx context.Context, s *session) error {
 	if s.originSet {
 		return nil
 	}
-	if err := a.setupResult(s.conn.QueryRow(ctx, setupSQL, s.origin).Scan(&s.started), s.origin); err != nil {
+	if err := a.setupResult(s.conn.QueryRow(ctx, s.setupSQL, s.origin).Scan(&s.started), s.origin); err != nil {
 		return err
 	}
 	s.originSet = true
@@ -203,7 +230,7 @@ func (a *Applier) cleanup(ctx context.Context, s *session, temp string) bool {
 		b.Queue("ROLLBACK")
 	}
 	if s.originSet {
-		b.Queue(resetSQL)
+		b.Queue(a.resetSQL())
 	}
 	if temp != "" {
 		b.Queue("SELECT pg_catalog.pg_replication_origin_drop($1)", temp)

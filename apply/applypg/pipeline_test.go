@@ -62,7 +62,8 @@ func TestPipelineExactlyOnceThroughFaults(t *testing.T) {
 			END IF;
 			RETURN NULL;
 		END $$;
-		CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON items FOR EACH ROW EXECUTE FUNCTION audit();`)
+		CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON items FOR EACH ROW EXECUTE FUNCTION audit();
+		ALTER TABLE items ENABLE ALWAYS TRIGGER audit; -- fires on applied rows too`)
 
 	sync := testenv.UniqueName(t, "s")
 	src, err := pglogical.New(ctx, pglogical.Config{

@@ -57,6 +57,11 @@ type config struct {
 	maxRetainedText   string
 	maxRetained       int64
 	logLevel          string
+	checkOnly         bool
+	sequences         string
+	fireTriggersText  string
+	fireTriggers      []string
+	allTriggers       bool
 	cpuProfile        string
 }
 
@@ -91,6 +96,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.maxRetainedText, "max-retained-wal", "1GB", "ceiling on the WAL a replication slot may hold back (kB, MB, GB; 0: none): above it /healthz turns unhealthy and a warning is logged every minute (the slot is kept: nothing is lost, but the server's disk fills; see the README's slot hygiene)")
 	fs.DurationVar(&c.lockCheck, "lock-check", 5*time.Second, "how often the sync checks that it still holds its lock (and takes it again after a lost session)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&c.checkOnly, "check", false, "print the preflight report (both sides of every table side by side, each finding a blocker, warning or fine, with the fix) and exit: status 0, or 2 with blockers; changes nothing")
+	fs.StringVar(&c.sequences, "sequences", "", "keys fed by sequences (serial, identity) on both sides: empty refuses to start; interleave makes A's odd and B's even (INCREMENT BY 2); ranges gives A the lower half of the range and B the upper half")
+	fs.StringVar(&c.fireTriggersText, "fire-triggers", "", "comma-separated triggers (table.trigger or schema.table.trigger) that fire on the rows the sync writes too: marked ENABLE ALWAYS at start; others do not (the sync applies with session_replication_role = replica)")
+	fs.BoolVar(&c.allTriggers, "all-triggers", false, "apply with every trigger firing and foreign keys checked on apply (session_replication_role = origin), as before the replica mode")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a Go CPU profile (pprof format) of the whole run to this file, from start-up until pgbisync exits; empty: none")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -132,6 +141,15 @@ func (c *config) check() error {
 	}
 	if c.conflict == conflictLWW && c.lwwColumn == "" {
 		bad("-lww-column is required with -conflict lww")
+	}
+	if !slices.Contains([]string{"", "interleave", "ranges"}, c.sequences) {
+		bad("-sequences %q: want interleave or ranges (or nothing, to refuse)", c.sequences)
+	}
+	c.fireTriggers = nil
+	for _, f := range strings.Split(c.fireTriggersText, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			c.fireTriggers = append(c.fireTriggers, f)
+		}
 	}
 	if !slices.Contains([]string{cdcLogical, cdcPoll}, c.cdc) {
 		bad("-cdc %q: want logical or poll", c.cdc)

@@ -75,6 +75,24 @@
 // and /healthz stay open); without them the admin server must listen on a
 // loopback address, and anyone on the machine can act on the DLQ.
 //
+// Before it creates anything, and again as the sync starts, pgbisync runs
+// the preflight (package check/checkpg): per table, both sides side by
+// side (columns and types, key, unique and check constraints, foreign keys,
+// triggers, sequences and identity columns, replica identity, row counts, a
+// sample diff), each finding a blocker, warning or fine with why and the SQL
+// or flag that fixes it. Blockers stop the start with exit status 2 and the
+// report on stderr; warnings are logged and exported as
+// duplex_preflight_findings{table,check,severity}. -check prints the report
+// on stdout and exits (0, or 2 with blockers), changing nothing.
+//
+// The sync writes with session_replication_role = replica, as logical
+// replication does: ordinary triggers do not fire on the rows it writes
+// (ENABLE ALWAYS ones do; -fire-triggers marks the listed ones ALWAYS;
+// -all-triggers fires them all), and foreign keys are not checked on them.
+// Keys fed by sequences (serial, identity) on both sides are a blocker
+// unless -sequences interleave (A odd, B even) or ranges (A the lower half,
+// B the upper) arranges them at start, recorded in the sequences' comments.
+//
 // -cpu-profile FILE writes a Go CPU profile (go tool pprof) of the whole
 // run, from start-up until exit, to FILE; internal/bench sets it under its
 // -profile.
@@ -82,8 +100,8 @@
 // SIGINT and SIGTERM stop it gracefully (exit status 0). Errors (bad flags,
 // an unreachable database, a table without a primary key, wal_level not
 // logical, an -lww-column that is not a timestamp, another instance
-// running) exit with status 1 (2 for flag syntax) and a message naming the
-// flag, table or field at fault.
+// running) exit with status 1 (2 for flag syntax and preflight blockers)
+// and a message naming the flag, table or field at fault.
 package main
 
 import (
@@ -163,6 +181,10 @@ func mainExit(args []string, stdout, stderr io.Writer) (code int) {
 	stopAfter := context.AfterFunc(ctx, stop)
 	defer stopAfter()
 	err = run(ctx, cfg, stdout, stderr)
+	if pe, ok := errors.AsType[*duplex.PreflightError](err); ok {
+		fmt.Fprintf(stderr, "pgbisync: preflight found %d blocker(s); the sync did not start\n", pe.Report.Count(duplex.Blocker))
+		return 2
+	}
 	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		fmt.Fprintln(stderr, "pgbisync: interrupted during start-up")
 		return 0
@@ -303,6 +325,9 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	if err := differentDatabases(ctx, sides[0].pool, sides[1].pool); err != nil {
 		return err
 	}
+	if cfg.checkOnly {
+		return checkOnly(ctx, cfg, sides, stdout, logger)
+	}
 	if cfg.cdc == cdcLogical {
 		for _, s := range sides {
 			if err := checkWALLevel(ctx, s.pool, s.name); err != nil {
@@ -332,6 +357,19 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	res, resDesc, err := resolver(cfg, sides, logger)
 	if err != nil {
 		return err
+	}
+	// The preflight, before anything is created: blockers that no option
+	// fixes refuse the start (status 2) with the report on stderr. The Sync
+	// runs it again at start, making the fixes the options ask for.
+	checker, err := preflight(cfg, sides, logger)
+	if err != nil {
+		return err
+	}
+	if r, err := checker.Check(ctx, duplex.CheckParams{}); err != nil {
+		return err
+	} else if r.Count(duplex.Blocker) > 0 {
+		_ = r.Write(stderr)
+		return &duplex.PreflightError{Report: r}
 	}
 	var rdb *redis.Client
 	if cfg.redisURL != "" {
@@ -365,7 +403,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 
 	// State, appliers, sources: created when missing, kept on exit.
 	for _, s := range sides {
-		if s.app, err = applypg.New(ctx, s.pool, applypg.Config{Sync: cfg.name, Target: s.name, Logger: logger}); err != nil {
+		if s.app, err = applypg.New(ctx, s.pool, applypg.Config{Sync: cfg.name, Target: s.name, Logger: logger, Triggers: triggerConfig(cfg)}); err != nil {
 			return fmt.Errorf("-%s: %w", s.name, err)
 		}
 	}
@@ -423,7 +461,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		}
 	}
 	pair, err := duplex.NewSync(&duplex.SyncConfig{
-		Name: cfg.name, A: sides[0].endpoint, B: sides[1].endpoint,
+		Name: cfg.name, A: sides[0].endpoint, B: sides[1].endpoint, Preflight: checker,
 		Resolver: res, DeadLetters: deadLetters, Observer: m, Logger: logger,
 		Options: duplex.Options{BatchSize: cfg.batch},
 	})
@@ -434,7 +472,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	adminURL := "none"
 	if adminLn != nil {
 		reg := prometheus.NewRegistry()
-		reg.MustRegister(m)
+		reg.MustRegister(m, metrics.NewPreflight(pair.Report))
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.Handle("GET /healthz", metrics.Health(metrics.HealthConfig{
@@ -488,6 +526,10 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		case err := <-done:
 			if cause := context.Cause(runCtx); errors.Is(cause, errLockLost) {
 				return fmt.Errorf("stopped: %w", cause)
+			}
+			if pe, ok := errors.AsType[*duplex.PreflightError](err); ok {
+				_ = pe.Report.Write(stderr)
+				return pe
 			}
 			return syncErr(err)
 		}

@@ -52,6 +52,12 @@ type pair struct {
 	wrap func(duplex.ChangeSource) duplex.ChangeSource
 	// applier, when set, wraps each side's Applier (fault injection).
 	applier func(name string, a *applypg.Applier) duplex.Applier
+	// applyConfig, when set, adjusts each side's applypg.Config.
+	applyConfig func(*applypg.Config)
+	// sync is the running Sync.
+	sync *duplex.Sync
+	// preflight, when set, builds the sync's Preflight (SyncConfig.Preflight).
+	preflight func(p *pair) duplex.Preflight
 	// seeded is the number of rows both sides held before the first start;
 	// the first start records them as agreed (Sync.Reconcile).
 	seeded int
@@ -180,7 +186,11 @@ func (p *pair) start(t *testing.T) {
 		require.NoError(t, err)
 		t.Cleanup(src.Close)
 		require.NoError(t, src.Setup(t.Context(), false))
-		app, err := applypg.New(t.Context(), db.Pool, applypg.Config{Sync: p.syncName, Target: name, Logger: p.logger})
+		acfg := applypg.Config{Sync: p.syncName, Target: name, Logger: p.logger}
+		if p.applyConfig != nil {
+			p.applyConfig(&acfg)
+		}
+		app, err := applypg.New(t.Context(), db.Pool, acfg)
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = app.DropOrigins(context.Background()) })
 		var source duplex.ChangeSource = src
@@ -193,8 +203,12 @@ func (p *pair) start(t *testing.T) {
 		}
 		return duplex.Endpoint{Name: name, Source: source, Applier: applier}
 	}
+	var pf duplex.Preflight
+	if p.preflight != nil {
+		pf = p.preflight(p)
+	}
 	s, err := duplex.NewSync(&duplex.SyncConfig{
-		Name: p.syncName, A: endpoint("a", p.a), B: endpoint("b", p.b),
+		Name: p.syncName, A: endpoint("a", p.a), B: endpoint("b", p.b), Preflight: pf,
 		Resolver: p.resolver, DeadLetters: p.dlq, Observer: p.events, Logger: p.logger,
 		Options: duplex.Options{MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
 	})
@@ -206,7 +220,7 @@ func (p *pair) start(t *testing.T) {
 	}
 	p.seeded = 0
 	ctx, cancel := context.WithCancel(context.Background())
-	p.stop, p.done, p.running = cancel, make(chan error, 1), true
+	p.stop, p.done, p.running, p.sync = cancel, make(chan error, 1), true, s
 	go func() { p.done <- s.Run(ctx) }()
 }
 
