@@ -48,6 +48,11 @@ type SyncConfig struct {
 	Observer Observer
 	// Logger receives logs. nil: slog.Default().
 	Logger *slog.Logger
+	// Onboarding configures what Run does on the first start of the sync's
+	// name, before streaming: bring together the rows both systems already
+	// hold (see Sync.Onboard). It runs by default when both Appliers can
+	// (apply/applypg's) and Onboarding.Tables names tables.
+	Onboarding OnboardingConfig
 	// Options tunes both Pipelines.
 	Options
 }
@@ -116,8 +121,17 @@ func NewSync(cfg *SyncConfig) (*Sync, error) {
 func (s *Sync) Pipelines() (ab, ba *Pipeline) { return s.ab, s.ba }
 
 // Run runs both directions until ctx is canceled (nil) or one of them fails,
-// which stops the other; it returns the failures joined.
+// which stops the other; it returns the failures joined. On the first start
+// of the sync's name (and after a start stopped while onboarding) it first
+// onboards the rows both systems hold (Sync.Onboard), unless
+// SyncConfig.Onboarding.Disabled.
 func (s *Sync) Run(ctx context.Context) error {
+	if err := s.onboardAtStart(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(ErrStopped)
 	var wg sync.WaitGroup

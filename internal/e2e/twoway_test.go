@@ -52,6 +52,8 @@ type pair struct {
 	wrap func(duplex.ChangeSource) duplex.ChangeSource
 	// applier, when set, wraps each side's Applier (fault injection).
 	applier func(name string, a *applypg.Applier) duplex.Applier
+	// onboarding configures the Sync's onboarding (off unless Tables set).
+	onboarding duplex.OnboardingConfig
 	// seeded is the number of rows both sides held before the first start;
 	// the first start records them as agreed (Sync.Reconcile).
 	seeded int
@@ -196,7 +198,8 @@ func (p *pair) start(t *testing.T) {
 	s, err := duplex.NewSync(&duplex.SyncConfig{
 		Name: p.syncName, A: endpoint("a", p.a), B: endpoint("b", p.b),
 		Resolver: p.resolver, DeadLetters: p.dlq, Observer: p.events, Logger: p.logger,
-		Options: duplex.Options{MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
+		Onboarding: p.onboarding,
+		Options:    duplex.Options{MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
 	})
 	require.NoError(t, err)
 	for id := 1; id <= p.seeded; id++ {
