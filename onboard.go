@@ -116,6 +116,10 @@ type onboarder struct {
 	sa, sb Scanner
 	ca, cb Checkpointer
 	ka, kb AgreementKeeper
+	// repair: a reconcile of a sync that may be running (ReconcileTables):
+	// no progress is recorded, keys are locked against the Pipelines, and
+	// rows that differ despite records of one version are repaired.
+	repair bool
 }
 
 func (s *Sync) onboarder() (*onboarder, error) {
@@ -228,25 +232,32 @@ func (o *onboarder) run(ctx context.Context, first bool) ([]OnboardingProgress, 
 func (o *onboarder) table(ctx context.Context, t Table, first bool) (OnboardingProgress, error) {
 	log := o.s.cfg.Logger
 	p := OnboardingProgress{Table: t}
-	src := onboardingSource(t)
-	posA, err := o.ca.Checkpoint(ctx, src)
-	if err != nil {
-		return p, fmt.Errorf("duplex: onboarding %s: read %s's progress: %w", t, o.a.Name, err)
-	}
-	posB, err := o.cb.Checkpoint(ctx, src)
-	if err != nil {
-		return p, fmt.Errorf("duplex: onboarding %s: read %s's progress: %w", t, o.b.Name, err)
-	}
-	if posA == onboardingDone && posB == onboardingDone || (!first && posA == "" && posB == "") {
-		p.Done, p.Skipped = true, true
-		o.report(p)
-		return p, nil
-	}
+	what := "onboarding"
 	var after Key
-	if posA != "" && posA != onboardingDone {
-		if after, err = o.sa.ParseKeyText(ctx, t, string(posA)); err != nil {
-			return p, fmt.Errorf("duplex: onboarding %s: read %s's progress %q: %w", t, o.a.Name, posA, err)
+	resumed := false
+	if o.repair {
+		what = "reconcile"
+	} else {
+		src := onboardingSource(t)
+		posA, err := o.ca.Checkpoint(ctx, src)
+		if err != nil {
+			return p, fmt.Errorf("duplex: onboarding %s: read %s's progress: %w", t, o.a.Name, err)
 		}
+		posB, err := o.cb.Checkpoint(ctx, src)
+		if err != nil {
+			return p, fmt.Errorf("duplex: onboarding %s: read %s's progress: %w", t, o.b.Name, err)
+		}
+		if posA == onboardingDone && posB == onboardingDone || (!first && posA == "" && posB == "") {
+			p.Done, p.Skipped = true, true
+			o.report(p)
+			return p, nil
+		}
+		if posA != "" && posA != onboardingDone {
+			if after, err = o.sa.ParseKeyText(ctx, t, string(posA)); err != nil {
+				return p, fmt.Errorf("duplex: onboarding %s: read %s's progress %q: %w", t, o.a.Name, posA, err)
+			}
+		}
+		resumed = posA != "" || posB != ""
 	}
 	for _, sc := range []Scanner{o.sa, o.sb} {
 		n, err := sc.EstimateRows(ctx, t)
@@ -255,7 +266,7 @@ func (o *onboarder) table(ctx context.Context, t Table, first bool) (OnboardingP
 		}
 		p.Estimate = max(p.Estimate, n)
 	}
-	log.InfoContext(ctx, "onboarding started", "sync", o.s.cfg.Name, "table", t.String(), "resumed", posA != "" || posB != "", "estimated_rows", p.Estimate)
+	log.InfoContext(ctx, what+" started", "sync", o.s.cfg.Name, "table", t.String(), "resumed", resumed, "estimated_rows", p.Estimate)
 	start := time.Now()
 	lastLog := start
 	for {
@@ -271,14 +282,14 @@ func (o *onboarder) table(ctx context.Context, t Table, first bool) (OnboardingP
 		o.report(p)
 		if time.Since(lastLog) >= o.cfg.LogEvery {
 			lastLog = time.Now()
-			log.InfoContext(ctx, "onboarding progress", "sync", o.s.cfg.Name, "table", t.String(),
+			log.InfoContext(ctx, what+" progress", "sync", o.s.cfg.Name, "table", t.String(),
 				"compared", p.Compared, "copied", p.Copied, "agreed", p.Agreed, "decided", p.Decided, "held", p.Held,
 				"deferred", p.Deferred, "rows_per_second", int64(p.Rate()), "eta", p.ETA().Round(time.Second).String())
 		}
 	}
 	p.Done = true
 	o.report(p)
-	log.InfoContext(ctx, "onboarding done", "sync", o.s.cfg.Name, "table", t.String(),
+	log.InfoContext(ctx, what+" done", "sync", o.s.cfg.Name, "table", t.String(),
 		"compared", p.Compared, "copied", p.Copied, "agreed", p.Agreed, "decided", p.Decided, "held", p.Held,
 		"deferred", p.Deferred, "seconds", p.Elapsed.Seconds(), "rows_per_second", int64(p.Rate()))
 	return p, nil
@@ -357,6 +368,34 @@ func (o *onboarder) chunk(ctx context.Context, t Table, after Key, p *Onboarding
 	for i := range pairs {
 		keys[i] = pairs[i].key
 	}
+	if o.repair {
+		names := make([]string, len(keys))
+		for i, k := range keys {
+			names[i] = orderKey(&Change{Table: t, Key: k})
+		}
+		defer o.s.ab.locks.lock(names)()
+		// Read again under the locks: a merge may have written meanwhile.
+		if ka, ra, kb, rb, err = o.reread(ctx, t, keys); err != nil {
+			return nil, false, err
+		}
+		pairs = pairs[:0]
+		clear(idx)
+		for i, k := range ka {
+			idx[k.String()] = len(pairs)
+			pairs = append(pairs, pair{key: k, a: ra[i]})
+		}
+		for i, k := range kb {
+			if j, ok := idx[k.String()]; ok {
+				pairs[j].b = rb[i]
+				continue
+			}
+			pairs = append(pairs, pair{key: k, b: rb[i]})
+		}
+		keys = keys[:0]
+		for i := range pairs {
+			keys = append(keys, pairs[i].key)
+		}
+	}
 	recA, err := o.ka.Agreements(ctx, t, keys)
 	if err != nil {
 		return nil, false, fmt.Errorf("duplex: onboarding %s: read %s's agreed rows: %w", t, o.a.Name, err)
@@ -373,7 +412,19 @@ func (o *onboarder) chunk(ctx context.Context, t Table, after Key, p *Onboarding
 		a, aat := splitCommitTime(pr.a)
 		b, bat := splitCommitTime(pr.b)
 		rA, rB := recA[i], recB[i]
+		version := uint64(1)
 		switch {
+		case o.repair && (rA.Known || rB.Known):
+			if rA.Version != rB.Version {
+				// A merge committed on one system only: the next change of
+				// the key finishes it.
+				deferred++
+				continue
+			}
+			if sameRow(a, b) && sameRow(a, rA.Row) {
+				continue // in agreement
+			}
+			version = rA.Version + 1 // drift: repaired below
 		case rA.Known && rB.Known && rA.Version == rB.Version:
 			// Agreed before (an earlier run): a difference now is an edit
 			// made since, which the stream brings.
@@ -388,7 +439,7 @@ func (o *onboarder) chunk(ctx context.Context, t Table, after Key, p *Onboarding
 			}
 			continue
 		}
-		rec := func(row, peer Values) Agreement { return Agreement{Known: true, Version: 1, Row: row, Peer: peer} }
+		rec := func(row, peer Values) Agreement { return Agreement{Known: true, Version: version, Row: row, Peer: peer} }
 		switch {
 		case a == nil && b == nil:
 			continue
@@ -425,7 +476,9 @@ func (o *onboarder) chunk(ctx context.Context, t Table, after Key, p *Onboarding
 		}
 	}
 	progress := Position(onboardingDone)
-	if !last {
+	if o.repair {
+		progress = ""
+	} else if !last {
 		s, err := o.sa.KeyText(ctx, t, hi)
 		if err != nil {
 			return nil, false, fmt.Errorf("duplex: onboarding %s: progress key %s: %w", t, hi, err)
@@ -570,4 +623,53 @@ func (o *onboarder) commit(ctx context.Context, e *Endpoint, t Table, s *onboard
 		o.s.cfg.Logger.DebugContext(ctx, "onboarding left a key to the stream: changed since read", "table", t.String(), "key", k, "system", e.Name)
 		s.drop(map[string]bool{k: true})
 	}
+}
+
+// reread reads the rows of keys on both sides (a repair under the keys'
+// locks), in the shape scanChunk returns: the keys each side holds.
+func (o *onboarder) reread(ctx context.Context, t Table, keys []Key) (ka []Key, ra []Values, kb []Key, rb []Values, err error) {
+	read := func(e *Endpoint) ([]Key, []Values, error) {
+		rows, err := e.Applier.Lookup(ctx, t, keys)
+		if err != nil {
+			return nil, nil, fmt.Errorf("duplex: reconcile %s: read %d keys on %s: %w", t, len(keys), e.Name, err)
+		}
+		var ks []Key
+		var rs []Values
+		for i, r := range rows {
+			if r != nil {
+				ks, rs = append(ks, keys[i]), append(rs, r)
+			}
+		}
+		return ks, rs, nil
+	}
+	if ka, ra, err = read(o.a); err != nil {
+		return
+	}
+	kb, rb, err = read(o.b)
+	return
+}
+
+// ReconcileTables compares tables on both systems in batched key ranges,
+// like onboarding, and repairs what differs: a row on one side only is
+// copied to the other (nothing is deleted), a row both hold differently
+// without a record of their agreement (or despite one: changed behind the
+// sync's back) is decided by the Resolver as Reconcile decides it and
+// written where it differs, with new agreement records; what the Resolver
+// leaves undecided is dead-lettered, both sides untouched. Keys are locked
+// against the Sync's Pipelines while a range is repaired, so it may run
+// while the Sync runs; a key whose merge committed on one system only is
+// left to its next change (counted as deferred). It records no progress:
+// a second call compares everything again. It is the fast path of
+// Reconcile for whole tables.
+func (s *Sync) ReconcileTables(ctx context.Context, tables []Table, chunk int) ([]OnboardingProgress, error) {
+	o, err := s.onboarder()
+	if err != nil {
+		return nil, err
+	}
+	o.repair = true
+	if chunk > 0 {
+		o.cfg.ChunkSize = chunk
+	}
+	o.cfg.Tables = tables
+	return o.run(ctx, true)
 }

@@ -51,6 +51,7 @@ type config struct {
 	adminPassword     string
 	name              string
 	noReplicaIdentity bool
+	onboarding        bool
 	batch             int
 	lockWait          time.Duration
 	lockCheck         time.Duration
@@ -84,6 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.adminUser, "admin-user", "", "user name of the admin server's basic auth")
 	fs.StringVar(&c.adminPassword, "admin-password", "", "password of the admin server's basic auth (or env "+envAdminPasswd+")")
 	fs.StringVar(&c.name, "name", "", "name of the sync: it names the slots, publications, origins and state, so a restart with the same name resumes (required)")
+	fs.BoolVar(&c.onboarding, "onboarding", true, "on the first start of -name, bring together the rows both databases already hold before streaming (copy rows one side lacks, record equal rows as agreed, decide different rows by -authority/-conflict); -onboarding=false skips it, e.g. for databases known to be identical")
 	fs.BoolVar(&c.noReplicaIdentity, "no-replica-identity", false, "do not set REPLICA IDENTITY FULL on the tables (they must have it already)")
 	fs.IntVar(&c.batch, "batch", 0, "most changes applied in one transaction (0: the library default)")
 	fs.DurationVar(&c.lockWait, "lock-wait", 3*time.Second, "how long to wait for the sync's lock (held by another pgbisync with the same -name) before giving up")

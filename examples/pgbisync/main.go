@@ -45,6 +45,18 @@
 // names, its replication origins (duplex:<name>:*) and its rows in the
 // duplex schema; -name is lower-cased in those names.
 //
+// On the first start of a -name (and after a start stopped while it ran),
+// pgbisync onboards before streaming: rows one database lacks are copied
+// to it, rows both hold alike are recorded as agreed, rows both hold
+// differently are decided by -authority and -conflict (what they leave
+// undecided goes to the DLQ with both rows, both databases untouched). It
+// commits in chunks of keys with its progress, so a restart goes on where
+// it stopped; it logs its progress (rows compared, copied, decided, held,
+// rate, ETA), exports duplex_onboarding_* metrics and a /healthz line while
+// it runs, and prints one "pgbisync: onboarded <table>: ..." line per table
+// when done. -onboarding=false skips it. See the README, "Starting on
+// existing data".
+//
 // Output: a one-line summary on stdout at start, then the exact line
 // "pgbisync: ready" on stdout once both directions are streaming (with
 // -cdc logical every change committed from then on is captured; with -cdc
@@ -383,9 +395,17 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 			s.endpoint.Deduper = d
 		}
 	}
+	onboarding := metrics.NewOnboarding()
 	pair, err := duplex.NewSync(&duplex.SyncConfig{
 		Name: cfg.name, A: sides[0].endpoint, B: sides[1].endpoint,
 		Resolver: res, DeadLetters: deadLetters, Observer: m, Logger: logger,
+		Onboarding: duplex.OnboardingConfig{Disabled: !cfg.onboarding, Tables: cfg.tables, Progress: func(p duplex.OnboardingProgress) {
+			onboarding.Progress(p)
+			if p.Done && !p.Skipped {
+				fmt.Fprintf(stdout, "pgbisync: onboarded %s: compared %d, copied %d, agreed %d, decided %d, held %d (in the DLQ), deferred %d (to the stream) in %s\n",
+					p.Table, p.Compared, p.Copied, p.Agreed, p.Decided, p.Held, p.Deferred, p.Elapsed.Round(time.Millisecond))
+			}
+		}},
 		Options: duplex.Options{BatchSize: cfg.batch},
 	})
 	if err != nil {
@@ -395,12 +415,12 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	adminURL := "none"
 	if adminLn != nil {
 		reg := prometheus.NewRegistry()
-		reg.MustRegister(m)
+		reg.MustRegister(m, onboarding)
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.Handle("GET /healthz", metrics.Health(metrics.HealthConfig{
 			Directions: directions, MaxLag: time.Minute, Lag: m.Lag, Depth: depth,
-			MaxRetainedWAL: cfg.maxRetained, Slots: slots,
+			MaxRetainedWAL: cfg.maxRetained, Slots: slots, Onboarding: onboarding.Lines,
 		}))
 		if err := mountAdmin(mux, cfg, deadLetters, pair, logger); err != nil {
 			return err
