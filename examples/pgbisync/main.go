@@ -399,7 +399,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	pair, err := duplex.NewSync(&duplex.SyncConfig{
 		Name: cfg.name, A: sides[0].endpoint, B: sides[1].endpoint,
 		Resolver: res, DeadLetters: deadLetters, Observer: m, Logger: logger,
-		Onboarding: duplex.OnboardingConfig{Disabled: !cfg.onboarding, Tables: cfg.tables, Progress: func(p duplex.OnboardingProgress) {
+		Onboarding: duplex.OnboardingConfig{Disabled: !cfg.onboarding, Tables: cfg.tables, ChunkSize: cfg.onboardingChunk, Progress: func(p duplex.OnboardingProgress) {
 			onboarding.Progress(p)
 			if p.Done && !p.Skipped {
 				fmt.Fprintf(stdout, "pgbisync: onboarded %s: compared %d, copied %d, agreed %d, decided %d, held %d (in the DLQ), deferred %d (to the stream) in %s\n",
