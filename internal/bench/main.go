@@ -21,6 +21,11 @@
 //	twoway   the same offered load on both sides at once (duplex only:
 //	         native replication cannot do this on PostgreSQL 15)
 //	bigtx    one 1,000,000-row transaction: time, and the sync's peak RSS
+//	onboard  200,000 rows on a, b's table empty: native logical
+//	         replication's initial copy (copy_data = true) against duplex's
+//	         onboarding (Sync.Onboard, in this process), rows/s
+//	compare  200,000 equal rows on both sides: onboarding (compare, record
+//	         as agreed) rows/s, then Sync.ReconcileTables keys/s
 //	redis    catchup with and without Redis dedup (duplex against duplex)
 //	aa       catchup of duplex against itself: the noise floor
 //	aa-native  the same for native replication
@@ -73,9 +78,9 @@ type options struct {
 
 // sizes are a workload run's dimensions.
 type sizes struct {
-	seed, updates, txRows, small, clients, big int
-	loads                                      []int
-	steady                                     time.Duration
+	seed, updates, txRows, small, clients, big, onboard int
+	loads                                               []int
+	steady                                              time.Duration
 }
 
 func main() {
@@ -88,7 +93,7 @@ func main() {
 	flag.StringVar(&o.redis, "redis", "redis://127.0.0.1:6379/0", "Redis for the redis workload")
 	flag.BoolVar(&o.quick, "quick", false, "small sizes, 1 run, 10 s steady phases: a smoke test")
 	flag.IntVar(&o.runs, "runs", 3, "runs of each system per workload (alternated)")
-	flag.StringVar(&o.only, "only", "", "comma-separated workloads to run (catchup,smalltx,backlog,steady,twoway,bigtx,redis,ledger,aa,aa-native); empty: all")
+	flag.StringVar(&o.only, "only", "", "comma-separated workloads to run (catchup,smalltx,backlog,steady,twoway,bigtx,onboard,compare,redis,ledger,aa,aa-native); empty: all")
 	flag.StringVar(&o.loads, "loads", "2000,5000,10000,20000", "offered loads (rows/s) of steady and twoway")
 	flag.DurationVar(&o.steady, "steady", 60*time.Second, "length of each steady phase")
 	flag.StringVar(&o.out, "out", "", "write the results as a Markdown section (for BENCHMARKS.md) to this file")
@@ -136,6 +141,9 @@ type workload struct {
 	body     func(ctx context.Context, p *pair, variant string) (map[string]float64, error)
 	// held starts the replication held: the body releases it (p.release).
 	held bool
+	// self: the body sets up what it measures (no sync process, no native
+	// subscription is started for it).
+	self bool
 	// metrics lists what the table shows: key, label, whether higher is
 	// better, and the target text.
 	metrics []metric
@@ -159,7 +167,7 @@ func parseLoads(s string) ([]int, error) {
 	return out, nil
 }
 
-func workloads(z sizes, timeout time.Duration) []workload {
+func workloads(c *cluster, z sizes, timeout time.Duration) []workload {
 	catch := func(ctx context.Context, p *pair, _ string) (map[string]float64, error) {
 		o, err := catchUp(ctx, p, z.seed, z.updates, z.txRows, timeout)
 		if err != nil {
@@ -243,6 +251,23 @@ func workloads(z sizes, timeout time.Duration) []workload {
 			metrics: []metric{{"rows_s", "catch-up rows/s", true, "overhead <= 10%"}}},
 		workload{name: "ledger", variants: []string{duplexOne, duplexFix}, seed: z.seed, estimate: catchEst, body: catch,
 			metrics: []metric{{"rows_s", "catch-up rows/s (diagnostic)", true, ""}}},
+		workload{name: "onboard", variants: []string{native, duplexOne}, self: true, estimate: 10*time.Second + time.Duration(z.onboard/10)*time.Millisecond,
+			body: func(ctx context.Context, p *pair, v string) (map[string]float64, error) {
+				if err := seedA(ctx, p, z.onboard); err != nil {
+					return nil, err
+				}
+				if v == native {
+					return nativeCopy(ctx, c, p, z.onboard, timeout)
+				}
+				return onboardCopy(ctx, c, p, z.onboard)
+			},
+			metrics: []metric{{"secs", fmt.Sprintf("%d rows into an empty side, s", z.onboard), false, ""}, {"rows_s", "rows/s", true, ">= 1.0x native copy_data"}}},
+		workload{name: "compare", variants: []string{duplexOne}, self: true, seed: z.onboard, estimate: 10*time.Second + time.Duration(z.onboard/20)*time.Millisecond,
+			body: func(ctx context.Context, p *pair, _ string) (map[string]float64, error) {
+				return onboardCompare(ctx, c, p, z.onboard)
+			},
+			metrics: []metric{{"rows_s", fmt.Sprintf("onboarding %d equal rows on both sides, rows/s", z.onboard), true, ">= 100,000"},
+				{"reconcile_keys_s", "ReconcileTables compare, keys/s", true, ">= 20,000"}}},
 		workload{name: "aa", variants: []string{duplexOne, duplexAgain}, seed: z.seed, estimate: catchEst, body: catch, metrics: catchMetrics[:1]},
 		workload{name: "aa-native", variants: []string{native, nativeAgain}, seed: z.seed, estimate: catchEst, body: catch, metrics: catchMetrics[:1]},
 	)
@@ -278,9 +303,9 @@ func run(ctx context.Context, o options) error {
 		fmt.Printf("cleanup: %d duplex_bench_* databases dropped\n", n)
 		return err
 	}
-	z := sizes{seed: 100000, updates: 200000, txRows: 1000, small: 50000, clients: 8, big: 1000000, steady: o.steady}
+	z := sizes{seed: 100000, updates: 200000, txRows: 1000, small: 50000, clients: 8, big: 1000000, onboard: 200000, steady: o.steady}
 	if o.quick {
-		z = sizes{seed: 10000, updates: 20000, txRows: 1000, small: 5000, clients: 8, big: 50000, steady: 10 * time.Second}
+		z = sizes{seed: 10000, updates: 20000, txRows: 1000, small: 5000, clients: 8, big: 50000, onboard: 20000, steady: 10 * time.Second}
 		o.runs = 1
 		if o.loads == "2000,5000,10000,20000" {
 			o.loads = "2000,5000"
@@ -300,7 +325,7 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
-	all := workloads(z, o.timeout)
+	all := workloads(c, z, o.timeout)
 	var ws []workload
 	if o.only == "" {
 		ws = all
@@ -312,7 +337,7 @@ func run(ctx context.Context, o options) error {
 			}
 		}
 		if len(ws) == 0 {
-			return fmt.Errorf("-only %q matches no workload (catchup,smalltx,backlog,steady,twoway,bigtx,redis,ledger,aa,aa-native)", o.only)
+			return fmt.Errorf("-only %q matches no workload (catchup,smalltx,backlog,steady,twoway,bigtx,onboard,compare,redis,ledger,aa,aa-native)", o.only)
 		}
 	}
 	var est time.Duration
@@ -387,11 +412,14 @@ func (b *bench) runOnce(ctx context.Context, w workload, v string, r int) (m map
 	}
 	twoWay := v == duplexTwo
 	var proc *syncProc
-	if v == native || v == nativeAgain {
+	switch {
+	case w.self:
+		// The body starts what it measures.
+	case v == native || v == nativeAgain:
 		if err := b.c.startNative(ctx, p, w.held); err != nil {
 			return nil, err
 		}
-	} else {
+	default:
 		cfg := childConfig{Sync: name, TwoWay: twoWay, Verbose: b.o.verbose,
 			AURL: b.c.dbURL(p.a, map[string]string{"application_name": syncAppName}),
 			BURL: b.c.dbURL(p.b, map[string]string{"application_name": syncAppName})}
@@ -415,7 +443,7 @@ func (b *bench) runOnce(ctx context.Context, w workload, v string, r int) (m map
 	if w.held && proc != nil {
 		p.release = func(context.Context) error { return proc.release() }
 	}
-	if !w.held {
+	if !w.held && !w.self {
 		if err := ready(ctx, p, twoWay); err != nil {
 			return nil, err
 		}
