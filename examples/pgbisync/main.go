@@ -55,7 +55,10 @@
 // rate, ETA), exports duplex_onboarding_* metrics and a /healthz line while
 // it runs, and prints one "pgbisync: onboarded <table>: ..." line per table
 // when done. -onboarding=false skips it. See the README, "Starting on
-// existing data".
+// existing data". -reconcile runs the same engine once as a repair pass
+// (compare -tables in batched key ranges, repair what differs, print a
+// "pgbisync: reconciled <table>: ..." line per table) and exits, without
+// streaming; it takes the sync's lock, so the sync must be stopped.
 //
 // Output: a one-line summary on stdout at start, then the exact line
 // "pgbisync: ready" on stdout once both directions are streaming (with
@@ -352,7 +355,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("-%s: %w", other.name, err)
 		}
-		if err := setupSource(ctx, cfg, s, pos != "", logger); err != nil {
+		if err := setupSource(ctx, cfg, s, pos != "" || cfg.reconcile, logger); err != nil {
 			return err
 		}
 	}
@@ -410,6 +413,10 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	})
 	if err != nil {
 		return err
+	}
+
+	if cfg.reconcile {
+		return reconcileTables(ctx, pair, cfg, stdout)
 	}
 
 	adminURL := "none"
@@ -551,6 +558,9 @@ func setupSource(ctx context.Context, cfg *config, s *side, resuming bool, logge
 	}
 	s.endpoint.Source, s.close = src, src.Close
 	s.slot, s.retained = src.Slot(), src.RetainedWAL
+	if cfg.reconcile {
+		return nil // nothing streams: no slot is created
+	}
 	if err := src.Setup(ctx, resuming); err != nil {
 		return fmt.Errorf("-%s: %w", s.name, err)
 	}
@@ -601,4 +611,18 @@ func watchRetained(ctx context.Context, slots map[string]metrics.RetainedFunc, l
 			}
 		}
 	}
+}
+
+// reconcileTables runs -reconcile: one batched compare-and-repair pass
+// over -tables (Sync.ReconcileTables), a line per table on stdout.
+func reconcileTables(ctx context.Context, pair *duplex.Sync, cfg *config, stdout io.Writer) error {
+	ps, err := pair.ReconcileTables(ctx, cfg.tables, cfg.onboardingChunk)
+	for _, p := range ps {
+		fmt.Fprintf(stdout, "pgbisync: reconciled %s: compared %d, copied %d, agreed %d, decided %d, held %d (in the DLQ), deferred %d (a merge in progress) in %s (%.0f keys/s)\n",
+			p.Table, p.Compared, p.Copied, p.Agreed, p.Decided, p.Held, p.Deferred, p.Elapsed.Round(time.Millisecond), p.Rate())
+	}
+	if err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	return nil
 }
