@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -462,7 +463,14 @@ func (o *onboarder) chunk(ctx context.Context, t Table, after Key, p *Onboarding
 				toA.add(o.b.Name, t, pr.key, Write{}, nil, rec(a, b))
 				agreed++
 			case d.held != nil:
+				// Both sides keep their rows; the records say which fields
+				// nobody agreed on, so a later edit of the row meets them
+				// as contested (the resolvers, or the DLQ again) and is
+				// never taken for a decision.
 				held = append(held, d.held)
+				r := heldAgreement(a, d.held.Conflict.Fields, version)
+				toB.add(o.a.Name, t, pr.key, Write{}, nil, r)
+				toA.add(o.b.Name, t, pr.key, Write{}, nil, r)
 			default:
 				toB.add(o.a.Name, t, pr.key, update(d.forB, b), d.forB, rec(d.forA, a))
 				toA.add(o.b.Name, t, pr.key, update(d.forA, a), d.forA, rec(d.forA, b))
@@ -528,6 +536,19 @@ func (o *onboarder) finishHalf(t Table, k Key, a, b Values, rA, rB Agreement, to
 		lag.add(from, t, k, update(newer.Row, lagRow), newer.Row, rec)
 	}
 	return true
+}
+
+// heldAgreement is the record of a row both sides keep differently until
+// someone resolves it: a's row without the contested fields, which are
+// Unknown.
+func heldAgreement(a Values, contested []string, version uint64) Agreement {
+	row := a.Clone()
+	unknown := slices.Clone(contested)
+	slices.Sort(unknown)
+	for _, f := range unknown {
+		delete(row, f)
+	}
+	return Agreement{Known: true, Version: version, Row: row, Peer: row, Unknown: unknown}
 }
 
 // sameRow reports whether a and b are both absent or hold equal values.

@@ -242,9 +242,15 @@ func TestOnboardingResolverKinds(t *testing.T) {
 				require.NotNil(t, c)
 				require.Equal(t, "from-a", c.Source["name"])
 				require.Equal(t, "from-b", c.Target["name"])
-				recs, err := aApp.Agreements(t.Context(), items, []duplex.Key{{{Name: "id", Value: int64(1)}}})
-				require.NoError(t, err)
-				require.False(t, recs[0].Known, "a held row has no record")
+				// Both record the row with the contested field unknown, so a
+				// later edit meets it as a conflict again.
+				for _, app := range []*applypg.Applier{aApp, bApp} {
+					recs, err := app.Agreements(t.Context(), items, []duplex.Key{{{Name: "id", Value: int64(1)}}})
+					require.NoError(t, err)
+					require.True(t, recs[0].Known)
+					require.Equal(t, []string{"name"}, recs[0].Unknown)
+					require.NotContains(t, recs[0].Row, "name")
+				}
 				requireAgreedRecords(t, aApp, bApp, items, ids(2, 3))
 				return
 			}
