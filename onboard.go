@@ -440,7 +440,9 @@ func (o *onboarder) chunk(ctx context.Context, t Table, after Key, p *Onboarding
 			}
 			continue
 		}
-		rec := func(row, peer Values) Agreement { return Agreement{Known: true, Version: version, Row: row, Peer: peer} }
+		rec := func(row, peer Values) Agreement {
+			return Agreement{Known: true, Version: version, Row: row, Peer: peer}
+		}
 		switch {
 		case a == nil && b == nil:
 			continue
