@@ -346,29 +346,7 @@ func (o *onboarder) chunk(ctx context.Context, t Table, after Key, p *Onboarding
 	if err != nil {
 		return nil, false, err
 	}
-	// Join the two sides' rows by key.
-	type pair struct {
-		key  Key
-		a, b Values
-	}
-	idx := make(map[string]int, len(ka)+len(kb))
-	pairs := make([]pair, 0, max(len(ka), len(kb)))
-	for i, k := range ka {
-		idx[k.String()] = len(pairs)
-		pairs = append(pairs, pair{key: k, a: ra[i]})
-	}
-	for i, k := range kb {
-		if j, ok := idx[k.String()]; ok {
-			pairs[j].b = rb[i]
-			continue
-		}
-		idx[k.String()] = len(pairs)
-		pairs = append(pairs, pair{key: k, b: rb[i]})
-	}
-	keys := make([]Key, len(pairs))
-	for i := range pairs {
-		keys[i] = pairs[i].key
-	}
+	pairs, keys := joinRows(ka, ra, kb, rb)
 	if o.repair {
 		names := make([]string, len(keys))
 		for i, k := range keys {
@@ -379,23 +357,7 @@ func (o *onboarder) chunk(ctx context.Context, t Table, after Key, p *Onboarding
 		if ka, ra, kb, rb, err = o.reread(ctx, t, keys); err != nil {
 			return nil, false, err
 		}
-		pairs = pairs[:0]
-		clear(idx)
-		for i, k := range ka {
-			idx[k.String()] = len(pairs)
-			pairs = append(pairs, pair{key: k, a: ra[i]})
-		}
-		for i, k := range kb {
-			if j, ok := idx[k.String()]; ok {
-				pairs[j].b = rb[i]
-				continue
-			}
-			pairs = append(pairs, pair{key: k, b: rb[i]})
-		}
-		keys = keys[:0]
-		for i := range pairs {
-			keys = append(keys, pairs[i].key)
-		}
+		pairs, keys = joinRows(ka, ra, kb, rb)
 	}
 	recA, err := o.ka.Agreements(ctx, t, keys)
 	if err != nil {
@@ -512,6 +474,36 @@ func (o *onboarder) chunk(ctx context.Context, t Table, after Key, p *Onboarding
 	p.Held += int64(len(held))
 	p.Deferred += deferred + int64(len(dropped))
 	return hi, last, nil
+}
+
+// rowPair is a key with its rows on A and B (nil: absent).
+type rowPair struct {
+	key  Key
+	a, b Values
+}
+
+// joinRows joins the two sides' rows by key: A's keys in their order, then
+// the keys only B holds. It returns the pairs and their keys.
+func joinRows(ka []Key, ra []Values, kb []Key, rb []Values) ([]rowPair, []Key) {
+	idx := make(map[string]int, len(ka)+len(kb))
+	pairs := make([]rowPair, 0, max(len(ka), len(kb)))
+	for i, k := range ka {
+		idx[k.String()] = len(pairs)
+		pairs = append(pairs, rowPair{key: k, a: ra[i]})
+	}
+	for i, k := range kb {
+		if j, ok := idx[k.String()]; ok {
+			pairs[j].b = rb[i]
+			continue
+		}
+		idx[k.String()] = len(pairs)
+		pairs = append(pairs, rowPair{key: k, b: rb[i]})
+	}
+	keys := make([]Key, len(pairs))
+	for i := range pairs {
+		keys[i] = pairs[i].key
+	}
+	return pairs, keys
 }
 
 // finishHalf completes a key whose records differ: the newer record's

@@ -116,6 +116,17 @@ func onboardSync(ctx context.Context, c *cluster, p *pair) (*duplex.Sync, func()
 	return s, closeAll, nil
 }
 
+// timed runs f on a Sync of the pair and returns its reports and seconds.
+func timed(ctx context.Context, s *duplex.Sync, f func(context.Context, *duplex.Sync) ([]duplex.OnboardingProgress, error)) ([]duplex.OnboardingProgress, float64, error) {
+	start := time.Now()
+	ps, err := f(ctx, s)
+	return ps, time.Since(start).Seconds(), err
+}
+
+func onboard(ctx context.Context, s *duplex.Sync) ([]duplex.OnboardingProgress, error) {
+	return s.Onboard(ctx)
+}
+
 // onboardCopy times duplex's onboarding of a's rows into b's empty table.
 func onboardCopy(ctx context.Context, c *cluster, p *pair, rows int) (map[string]float64, error) {
 	s, closeAll, err := onboardSync(ctx, c, p)
@@ -123,12 +134,10 @@ func onboardCopy(ctx context.Context, c *cluster, p *pair, rows int) (map[string
 		return nil, err
 	}
 	defer closeAll()
-	start := time.Now()
-	ps, err := s.Onboard(ctx)
+	ps, secs, err := timed(ctx, s, onboard)
 	if err != nil {
 		return nil, err
 	}
-	secs := time.Since(start).Seconds()
 	if len(ps) != 1 || ps[0].Copied != int64(rows) {
 		return nil, fmt.Errorf("onboarding copied %v rows, want %d", ps, rows)
 	}
@@ -144,21 +153,19 @@ func onboardCompare(ctx context.Context, c *cluster, p *pair, rows int) (map[str
 		return nil, err
 	}
 	defer closeAll()
-	start := time.Now()
-	ps, err := s.Onboard(ctx)
+	ps, secs, err := timed(ctx, s, onboard)
 	if err != nil {
 		return nil, err
 	}
-	secs := time.Since(start).Seconds()
 	if len(ps) != 1 || ps[0].Agreed != int64(rows) {
 		return nil, fmt.Errorf("onboarding agreed %v rows, want %d", ps, rows)
 	}
-	start = time.Now()
-	ps, err = s.ReconcileTables(ctx, []duplex.Table{benchItems}, 0)
+	ps, rsecs, err := timed(ctx, s, func(ctx context.Context, s *duplex.Sync) ([]duplex.OnboardingProgress, error) {
+		return s.ReconcileTables(ctx, []duplex.Table{benchItems}, 0)
+	})
 	if err != nil {
 		return nil, err
 	}
-	rsecs := time.Since(start).Seconds()
 	if len(ps) != 1 || ps[0].Compared != int64(rows) {
 		return nil, fmt.Errorf("reconcile compared %v keys, want %d", ps, rows)
 	}

@@ -57,8 +57,8 @@ func (r *results) markdown() string {
 		b.WriteString("- **Diagnostic: every duplex sync ran with -lateral-ledger** (the benchmark's rewrite of the ledger query, internal/bench/ledgerfix.go), not the library as shipped.\n")
 	}
 	fmt.Fprintf(&b, "- Runs per system: %d, alternated; cells are median [min–max] over the runs.\n", r.o.runs)
-	fmt.Fprintf(&b, "- Sizes: %d seeded rows, %d updates in %d-row transactions, %d single-row transactions from %d clients, %d-row transaction, steady phases of %s.\n\n",
-		r.z.seed, r.z.updates, r.z.txRows, r.z.small, r.z.clients, r.z.big, r.z.steady)
+	fmt.Fprintf(&b, "- Sizes: %d seeded rows, %d updates in %d-row transactions, %d single-row transactions from %d clients, %d-row transaction, %d rows onboarded, steady phases of %s.\n\n",
+		r.z.seed, r.z.updates, r.z.txRows, r.z.small, r.z.clients, r.z.big, r.z.onboard, r.z.steady)
 	b.WriteString("| workload | metric | A | A value | B | B value | ratio B/A | target |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|\n")
 	for _, wr := range r.ws {
