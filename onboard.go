@@ -27,6 +27,28 @@ type Scanner interface {
 	EstimateRows(ctx context.Context, t Table) (int64, error)
 }
 
+// SnapshotExporter is implemented by ChangeSources that, when they created
+// their capture point (cdc/pglogical: the replication slot, with
+// EXPORT_SNAPSHOT), exported a snapshot of the database as of that point:
+// every transaction the snapshot does not see is captured. Onboarding reads
+// at it on the first start, so rows it reads and changes the stream brings
+// meet exactly: none in both, none in neither.
+type SnapshotExporter interface {
+	// Snapshot returns the exported snapshot's name, "" when there is none
+	// (the capture point existed already, or it was released).
+	Snapshot() string
+	// ReleaseSnapshot gives the snapshot up.
+	ReleaseSnapshot()
+}
+
+// SnapshotScanner is a Scanner that can read at an exported snapshot
+// (apply/applypg's Applier can).
+type SnapshotScanner interface {
+	// ScanRangeAt is ScanRange in a transaction that sees the database as
+	// the snapshot named snapshot does.
+	ScanRangeAt(ctx context.Context, snapshot string, t Table, after, upTo Key, limit int) ([]Key, []Values, error)
+}
+
 // DefaultOnboardingChunk is the default of OnboardingConfig.ChunkSize.
 const DefaultOnboardingChunk = 5000
 
@@ -117,6 +139,9 @@ type onboarder struct {
 	sa, sb Scanner
 	ca, cb Checkpointer
 	ka, kb AgreementKeeper
+	// snapA, snapB: the snapshots each side is read at ("": its current
+	// state), exported when the side's source created its slot.
+	snapA, snapB string
 	// repair: a reconcile of a sync that may be running (ReconcileTables):
 	// no progress is recorded, keys are locked against the Pipelines, and
 	// rows that differ despite records of one version are repaired.
@@ -218,6 +243,12 @@ func (s *Sync) onboardAtStart(ctx context.Context) error {
 }
 
 func (o *onboarder) run(ctx context.Context, first bool) ([]OnboardingProgress, error) {
+	if first && !o.repair {
+		o.snapA, o.snapB = o.snapshot(o.a), o.snapshot(o.b)
+		defer o.release()
+		o.s.cfg.Logger.InfoContext(ctx, "onboarding reads", "sync", o.s.cfg.Name,
+			o.a.Name, readsAt(o.snapA), o.b.Name, readsAt(o.snapB))
+	}
 	var out []OnboardingProgress
 	for _, t := range o.cfg.Tables {
 		p, err := o.table(ctx, t, first)
@@ -227,6 +258,33 @@ func (o *onboarder) run(ctx context.Context, first bool) ([]OnboardingProgress, 
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// snapshot returns the snapshot e's source exported, when e's Applier can
+// read at it.
+func (o *onboarder) snapshot(e *Endpoint) string {
+	x, ok1 := e.Source.(SnapshotExporter)
+	_, ok2 := e.Applier.(SnapshotScanner)
+	if !ok1 || !ok2 {
+		return ""
+	}
+	return x.Snapshot()
+}
+
+// release gives up both sources' snapshots.
+func (o *onboarder) release() {
+	for _, e := range []*Endpoint{o.a, o.b} {
+		if x, ok := e.Source.(SnapshotExporter); ok {
+			x.ReleaseSnapshot()
+		}
+	}
+}
+
+func readsAt(snapshot string) string {
+	if snapshot == "" {
+		return "current rows"
+	}
+	return "the snapshot exported with the slot"
 }
 
 // table onboards t, resuming after the progress A recorded.
@@ -308,7 +366,18 @@ func (o *onboarder) report(p OnboardingProgress) {
 func (o *onboarder) scanChunk(ctx context.Context, t Table, after Key) (ka []Key, ra []Values, kb []Key, rb []Values, hi Key, last bool, err error) {
 	n := o.cfg.ChunkSize
 	read := func(e *Endpoint, sc Scanner, upTo Key, limit int) ([]Key, []Values, error) {
-		ks, rs, err := sc.ScanRange(ctx, t, after, upTo, limit)
+		snap := o.snapA
+		if e == o.b {
+			snap = o.snapB
+		}
+		var ks []Key
+		var rs []Values
+		var err error
+		if ss, ok := sc.(SnapshotScanner); ok && snap != "" {
+			ks, rs, err = ss.ScanRangeAt(ctx, snap, t, after, upTo, limit)
+		} else {
+			ks, rs, err = sc.ScanRange(ctx, t, after, upTo, limit)
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("duplex: onboarding %s: read %s after %s: %w", t, e.Name, after, err)
 		}

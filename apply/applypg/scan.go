@@ -13,13 +13,26 @@ import (
 	"github.com/duplexsync/duplex/internal/pgutil"
 )
 
-var _ duplex.Scanner = (*Applier)(nil)
+var (
+	_ duplex.Scanner         = (*Applier)(nil)
+	_ duplex.SnapshotScanner = (*Applier)(nil)
+)
 
 // ScanRange implements duplex.Scanner: one query reading rows in primary
 // key order through the key's index, in PostgreSQL's text form decoded like
 // Lookup's (so values read either way compare equal), with CommitTimeField
 // when track_commit_timestamp is on.
 func (a *Applier) ScanRange(ctx context.Context, t duplex.Table, after, upTo duplex.Key, limit int) ([]duplex.Key, []duplex.Values, error) {
+	return a.scan(ctx, "", t, after, upTo, limit)
+}
+
+// ScanRangeAt implements duplex.SnapshotScanner: ScanRange in a REPEATABLE
+// READ transaction that imports snapshot (SET TRANSACTION SNAPSHOT).
+func (a *Applier) ScanRangeAt(ctx context.Context, snapshot string, t duplex.Table, after, upTo duplex.Key, limit int) ([]duplex.Key, []duplex.Values, error) {
+	return a.scan(ctx, snapshot, t, after, upTo, limit)
+}
+
+func (a *Applier) scan(ctx context.Context, snapshot string, t duplex.Table, after, upTo duplex.Key, limit int) ([]duplex.Key, []duplex.Values, error) {
 	m, err := a.meta(ctx, t)
 	if err != nil {
 		return nil, nil, err
@@ -80,11 +93,20 @@ func (a *Applier) ScanRange(ctx context.Context, t duplex.Table, after, upTo dup
 	what := func(err error) error {
 		return pgutil.Classify(fmt.Errorf("applypg: scan %s on %s after %s: %w", t, a.cfg.Target, after, err))
 	}
-	tx, err := a.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	opts := pgx.TxOptions{AccessMode: pgx.ReadOnly}
+	if snapshot != "" {
+		opts.IsoLevel = pgx.RepeatableRead
+	}
+	tx, err := a.pool.BeginTx(ctx, opts)
 	if err != nil {
 		return nil, nil, what(err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if snapshot != "" {
+		if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+strings.ReplaceAll(snapshot, "'", "''")+"'"); err != nil {
+			return nil, nil, what(fmt.Errorf("import snapshot %s: %w", snapshot, err))
+		}
+	}
 	if _, err := tx.Exec(ctx, pinOutputSettings); err != nil {
 		return nil, nil, what(err)
 	}

@@ -98,6 +98,7 @@ type Source struct {
 	idle      pglogrepl.LSN            // server position seen while nothing was pending
 	flushed   pglogrepl.LSN            // last flush position sent
 	xids      map[pglogrepl.LSN]uint32 // transactions delivered and not yet acknowledged, by commit LSN
+	snapshot  *exported                // exported when Setup created the slot, until released
 }
 
 var _ duplex.ChangeSource = (*Source)(nil)
@@ -152,7 +153,10 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 func (s *Source) Slot() string { return s.slot }
 
 // Close releases the source's connections. Call it after Stream returned.
-func (s *Source) Close() { s.pool.Close() }
+func (s *Source) Close() {
+	s.ReleaseSnapshot()
+	s.pool.Close()
+}
 
 // RetainedWAL returns how many bytes of WAL the slot holds back on the
 // server (current WAL position minus the slot's confirmed position).
@@ -287,6 +291,8 @@ func (e errFatal) Unwrap() error { return e.err }
 // slot's confirmed position when from is "". Connection losses are retried
 // with backoff; a dropped, invalidated or busy slot is returned as an error.
 func (s *Source) Stream(ctx context.Context, from duplex.Position, fn func(context.Context, []duplex.Change) error) error {
+	// Onboarding, which reads at the exported snapshot, is over.
+	s.ReleaseSnapshot()
 	var start pos
 	if from != "" {
 		var err error
@@ -326,6 +332,7 @@ func (s *Source) Stream(ctx context.Context, from duplex.Position, fn func(conte
 			return nil
 		}
 	}
+	s.ReleaseSnapshot() // a slot Setup just created: nobody reads at its snapshot
 	if s.cfg.Heartbeat > 0 {
 		hctx, cancel := context.WithCancel(ctx)
 		defer cancel()
