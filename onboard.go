@@ -230,13 +230,15 @@ func (s *Sync) onboardAtStart(ctx context.Context) error {
 		log.InfoContext(ctx, "onboarding skipped", "sync", s.cfg.Name, "reason", err.Error())
 		return nil
 	}
-	if len(o.cfg.Tables) == 0 {
-		log.WarnContext(ctx, "onboarding skipped: no tables configured (SyncConfig.Onboarding.Tables); rows held before the start are not compared", "sync", s.cfg.Name)
-		return nil
-	}
 	first, err := o.firstStart(ctx)
 	if err != nil {
 		return err
+	}
+	if len(o.cfg.Tables) == 0 {
+		if first {
+			log.WarnContext(ctx, "onboarding skipped: no tables configured (SyncConfig.Onboarding.Tables); rows both systems held before this first start are not compared", "sync", s.cfg.Name)
+		}
+		return nil
 	}
 	_, err = o.run(ctx, first)
 	return err
