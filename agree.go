@@ -56,6 +56,13 @@ type AgreementKeeper interface {
 	Agreements(ctx context.Context, table Table, keys []Key) ([]Agreement, error)
 }
 
+// AgreedLookup is implemented by AgreementKeepers that read rows (as
+// Lookup) and their agreement records (as Agreements) together, in one
+// round trip: a two-way merge then reads each system once per chunk.
+type AgreedLookup interface {
+	LookupAgreements(ctx context.Context, table Table, keys []Key) ([]Values, []Agreement, error)
+}
+
 // AgreementStore keeps agreement records apart from the system's own
 // transactions, for an Endpoint whose Applier is not an AgreementKeeper.
 // Load returns the records of keys, in their order (the zero Agreement for
@@ -72,6 +79,9 @@ type AgreementStore interface {
 // agreement records, and reads the records back.
 type records interface {
 	load(ctx context.Context, t Table, keys []Key) ([]Agreement, error)
+	Lookup(ctx context.Context, t Table, keys []Key) ([]Values, error)
+	// read returns the rows of keys and their records.
+	read(ctx context.Context, t Table, keys []Key) ([]Values, []Agreement, error)
 	apply(ctx context.Context, b *Batch) error
 }
 
@@ -97,7 +107,24 @@ func (r keptRecords) load(ctx context.Context, t Table, keys []Key) ([]Agreement
 	return r.keeper.Agreements(ctx, t, keys)
 }
 
+func (r keptRecords) read(ctx context.Context, t Table, keys []Key) ([]Values, []Agreement, error) {
+	if l, ok := r.keeper.(AgreedLookup); ok {
+		return l.LookupAgreements(ctx, t, keys)
+	}
+	return readApart(ctx, r, t, keys)
+}
+
 func (r keptRecords) apply(ctx context.Context, b *Batch) error { return r.Apply(ctx, b) }
+
+// readApart reads the rows of keys, then their records.
+func readApart(ctx context.Context, r records, t Table, keys []Key) ([]Values, []Agreement, error) {
+	vals, err := r.Lookup(ctx, t, keys)
+	if err != nil {
+		return nil, nil, err
+	}
+	ags, err := r.load(ctx, t, keys)
+	return vals, ags, err
+}
 
 // storedRecords are kept in an AgreementStore, saved once the writes
 // committed.
@@ -108,6 +135,10 @@ type storedRecords struct {
 
 func (r storedRecords) load(ctx context.Context, t Table, keys []Key) ([]Agreement, error) {
 	return r.store.Load(ctx, t, keys)
+}
+
+func (r storedRecords) read(ctx context.Context, t Table, keys []Key) ([]Values, []Agreement, error) {
+	return readApart(ctx, r, t, keys)
 }
 
 func (r storedRecords) apply(ctx context.Context, b *Batch) error {

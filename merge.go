@@ -87,20 +87,13 @@ func (p *Pipeline) makeMergePlan(items []*item) (plan, error) {
 		// Both systems are read at once: the target's rows and records in
 		// another goroutine, the source's in this one.
 		var (
-			tv, sv   []Values
-			onT, onS []Agreement
-			terr     error
-			wg       sync.WaitGroup
+			tv   []Values
+			onT  []Agreement
+			terr error
+			wg   sync.WaitGroup
 		)
-		wg.Go(func() {
-			if tv, terr = p.lookupAll(p.cfg.Target, p.dir.To, g.table, g.keys); terr == nil {
-				onT, terr = p.loadAgreements(p.target, p.dir.To, g)
-			}
-		})
-		sv, err := p.lookupAll(p.cfg.Peer, p.dir.From, g.table, g.keys)
-		if err == nil {
-			onS, err = p.loadAgreements(p.source, p.dir.From, g)
-		}
+		wg.Go(func() { tv, onT, terr = p.readSide(p.target, p.dir.To, g) })
+		sv, onS, err := p.readSide(p.source, p.dir.From, g)
 		wg.Wait()
 		if err = errors.Join(terr, err); err != nil {
 			return pl, err
@@ -150,16 +143,17 @@ func (p *Pipeline) heldMove(i int, items []*item, pl *plan) bool {
 	return true
 }
 
-// loadAgreements reads the agreement records of g's keys kept on side.
-func (p *Pipeline) loadAgreements(r records, side string, g tableKeys) ([]Agreement, error) {
-	ag, err := r.load(p.opCtx, g.table, g.keys)
+// readSide reads the rows of g's keys on side and their agreement records,
+// checking the answers' lengths.
+func (p *Pipeline) readSide(r records, side string, g tableKeys) ([]Values, []Agreement, error) {
+	vals, ags, err := r.read(p.opCtx, g.table, g.keys)
 	if err != nil {
-		return nil, fmt.Errorf("duplex: %s: read the agreed rows of %d keys of %s on %s: %w", p.dir, len(g.keys), g.table, side, err)
+		return nil, nil, fmt.Errorf("duplex: %s: read %d rows of %s and their agreed rows on %s: %w", p.dir, len(g.keys), g.table, side, err)
 	}
-	if len(ag) != len(g.keys) {
-		return nil, Permanent(fmt.Errorf("duplex: %s: %s returned %d agreed rows for %d keys of %s", p.dir, side, len(ag), len(g.keys), g.table))
+	if len(vals) != len(g.keys) || len(ags) != len(g.keys) {
+		return nil, nil, Permanent(fmt.Errorf("duplex: %s: %s returned %d rows and %d agreed rows for %d keys of %s", p.dir, side, len(vals), len(ags), len(g.keys), g.table))
 	}
-	return ag, nil
+	return vals, ags, nil
 }
 
 // mergeKey merges one key: the source's current row against the target's,

@@ -102,9 +102,10 @@ func tableName(schema string) string {
 // apply/applypg run them.
 //
 // One row per sync, system, table and key: the duplex.Agreement of that
-// key on that system. "row" and peer are rows in the typed JSON format of
-// internal/valuecodec, stored as bytea (the records are duplex's own: no
-// jsonb parsing on every write); "row" is NULL when the row is agreed
+// key on that system. "row" and peer are rows in the binary row form of
+// internal/valuecodec (AppendRow; the tagged JSON of older records still
+// reads), stored as bytea (the records are duplex's own: no jsonb parsing
+// on every write); "row" is NULL when the row is agreed
 // absent; peer_kind says where Peer is (0: peer, 1: equal to "row", 2: no
 // row); unknown is a JSON array of field names, NULL for none.
 func DDL(schema string) []string {

@@ -87,3 +87,23 @@ func TestTexts(t *testing.T) {
 	}
 	require.Equal(t, "public.customers", tableText(duplex.Table{Schema: "public", Name: "customers"}))
 }
+
+// TestRecordsOfTheJSONFormRead: records stored with rows in the tagged
+// JSON form (before the binary row form) read as before.
+func TestRecordsOfTheJSONFormRead(t *testing.T) {
+	t.Parallel()
+	db := testenv.Postgres(t)
+	s, err := New(t.Context(), db.Pool, Config{Sync: "s", Cache: -1})
+	require.NoError(t, err)
+	tbl := duplex.Table{Schema: "public", Name: "t"}
+	key := duplex.Key{{Name: "id", Value: int64(7)}}
+	row := `{"t":"values","v":{"id":{"t":"int64","v":"7"},"name":{"t":"s","v":"seven"}}}`
+	peer := `{"t":"values","v":{"id":{"t":"int64","v":"7"},"name":{"t":"s","v":"SEVEN"}}}`
+	_, err = db.Pool.Exec(t.Context(), `INSERT INTO `+tableName("")+` (sync, system, tbl, key, version, "row", peer, peer_kind, unknown)
+		VALUES ('s', '', $1, $2, 3, $3, $4, 0, '["name"]')`, tableText(tbl), dbText(key.String()), []byte(row), []byte(peer))
+	require.NoError(t, err)
+	as, err := s.Load(t.Context(), tbl, []duplex.Key{key})
+	require.NoError(t, err)
+	require.Equal(t, duplex.Agreement{Known: true, Version: 3, Row: duplex.Values{"id": int64(7), "name": "seven"},
+		Peer: duplex.Values{"id": int64(7), "name": "SEVEN"}, Unknown: []string{"name"}}, as[0])
+}

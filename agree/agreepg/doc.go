@@ -15,9 +15,9 @@
 // when a part holds a dot or a quote), key the duplex.Key.String form (text
 // that PostgreSQL cannot hold, with NUL or invalid UTF-8, is stored as
 // U+FFFD followed by its base64). The agreed row and Peer are stored in the
-// typed JSON format of internal/valuecodec (as bytea: the records are
-// duplex's own, and are written with every merge), which keeps the Go type
-// of every value; "row" is NULL when both systems agreed the row does not
+// binary row form of internal/valuecodec (AppendRow; bytea: the records are
+// duplex's own, and are written and read with every merge), which keeps the
+// Go type of every value (records written in its typed JSON still read); "row" is NULL when both systems agreed the row does not
 // exist, and peer_kind says where Peer is (see DDL).
 //
 // Load is one statement whatever the number of keys (an index probe per

@@ -1,11 +1,16 @@
 package agreepg
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/duplexsync/duplex"
 	"github.com/duplexsync/duplex/internal/pgutil"
@@ -72,14 +77,14 @@ func (e entry) agreement() (duplex.Agreement, error) {
 	}
 	a := duplex.Agreement{Known: true, Version: uint64(e.version), Unknown: e.unknown}
 	var err error
-	if a.Row, err = valuecodec.UnmarshalValues(e.row); err != nil {
+	if a.Row, err = valuecodec.UnmarshalRow(e.row); err != nil {
 		return a, err
 	}
 	switch e.peerKind {
 	case peerAsRow:
 		a.Peer = a.Row.Clone()
 	case peerValue:
-		a.Peer, err = valuecodec.UnmarshalValues(e.peer)
+		a.Peer, err = valuecodec.UnmarshalRow(e.peer)
 	}
 	return a, err
 }
@@ -88,7 +93,7 @@ func encode(a duplex.Agreement) (entry, error) {
 	e := entry{known: a.Known, version: int64(a.Version), unknown: a.Unknown}
 	var err error
 	if a.Row != nil {
-		if e.row, err = valuecodec.MarshalValues(a.Row); err != nil {
+		if e.row, err = valuecodec.AppendRow(nil, a.Row); err != nil {
 			return e, err
 		}
 	}
@@ -99,7 +104,7 @@ func encode(a duplex.Agreement) (entry, error) {
 		e.peerKind = peerAsRow
 	default:
 		e.peerKind = peerValue
-		e.peer, err = valuecodec.MarshalValues(a.Peer)
+		e.peer, err = valuecodec.AppendRow(nil, a.Peer)
 	}
 	return e, err
 }
@@ -143,6 +148,91 @@ func (r *Records) Load(ctx context.Context, q Querier, t duplex.Table, keys []du
 		if out[i], err = e.agreement(); err != nil {
 			return nil, duplex.Permanent(fmt.Errorf("agreepg: load %s %s from %s: %w", t, keys[i], r.table, err))
 		}
+	}
+	return out, nil
+}
+
+// QueueLoad queues on b the query of the records of keys of t, its
+// parameters and results in text form; ReadLoad reads its result. With
+// Lookup's rows in the same batch, a merge reads a system in one round
+// trip.
+func (r *Records) QueueLoad(b *pgconn.Batch, t duplex.Table, keys []duplex.Key) {
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		names[i] = dbText(k.String())
+	}
+	b.ExecParams(r.loadSQL, [][]byte{[]byte(r.sync), []byte(r.system), []byte(tableText(t)), pgutil.TextArray(names)},
+		[]uint32{pgtype.TextOID, pgtype.TextOID, pgtype.TextOID, pgtype.TextArrayOID}, nil, nil)
+}
+
+// ReadLoad reads the result of QueueLoad's query into out (one per key, in
+// the order of keys; the zero Agreement for keys without a record). The
+// batch must pin bytea_output = hex.
+func (r *Records) ReadLoad(rr *pgconn.ResultReader, t duplex.Table, keys []duplex.Key, out []duplex.Agreement) error {
+	for rr.NextRow() {
+		raw := rr.Values()
+		if len(raw) != 6 {
+			return duplex.Permanent(fmt.Errorf("agreepg: load agreed rows of %s: %d columns, want 6", t, len(raw)))
+		}
+		e, i, err := textEntry(raw)
+		if err != nil {
+			return duplex.Permanent(fmt.Errorf("agreepg: load agreed rows of %s from %s: %w", t, r.table, err))
+		}
+		if i < 1 || i > len(out) {
+			return duplex.Permanent(fmt.Errorf("agreepg: load agreed rows of %s: row for key %d of %d", t, i, len(out)))
+		}
+		if out[i-1], err = e.agreement(); err != nil {
+			return duplex.Permanent(fmt.Errorf("agreepg: load %s %s from %s: %w", t, keys[i-1], r.table, err))
+		}
+	}
+	return nil
+}
+
+// textEntry parses a row of loadSQL in text form: the key's ordinal and
+// its entry.
+func textEntry(raw [][]byte) (entry, int, error) {
+	e := entry{known: true}
+	i, err := strconv.Atoi(string(raw[0]))
+	if err != nil {
+		return e, 0, fmt.Errorf("ordinal %q: %w", raw[0], err)
+	}
+	if e.version, err = strconv.ParseInt(string(raw[1]), 10, 64); err != nil {
+		return e, 0, fmt.Errorf("version %q: %w", raw[1], err)
+	}
+	if e.row, err = hexBytea(raw[2]); err != nil {
+		return e, 0, fmt.Errorf("row: %w", err)
+	}
+	if e.peer, err = hexBytea(raw[3]); err != nil {
+		return e, 0, fmt.Errorf("peer: %w", err)
+	}
+	kind, err := strconv.ParseInt(string(raw[4]), 10, 16)
+	if err != nil {
+		return e, 0, fmt.Errorf("peer kind %q: %w", raw[4], err)
+	}
+	e.peerKind = int16(kind)
+	if raw[5] != nil {
+		if err := json.Unmarshal(raw[5], &e.unknown); err != nil {
+			return e, 0, fmt.Errorf("unknown fields %s: %w", raw[5], err)
+		}
+	}
+	if len(e.unknown) == 0 {
+		e.unknown = nil
+	}
+	return e, i, nil
+}
+
+// hexBytea decodes a bytea in its hex text form (nil: NULL).
+func hexBytea(b []byte) ([]byte, error) {
+	if b == nil {
+		return nil, nil
+	}
+	h, ok := bytes.CutPrefix(b, []byte(`\x`))
+	if !ok {
+		return nil, fmt.Errorf("bytea not in hex form: %.20q", b)
+	}
+	out := make([]byte, hex.DecodedLen(len(h)))
+	if _, err := hex.Decode(out, h); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

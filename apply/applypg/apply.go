@@ -588,6 +588,7 @@ const (
 	resDelete                    // one bool, false is stale
 	resStateOK                   // ledger or checkpoint
 	resLedger                    // plain ledger insert: a unique violation is errLedgerDup
+	resSetup                     // the origin's session setup: the backend's start time
 )
 
 type queued struct {
@@ -636,8 +637,12 @@ func (a *Applier) queueState(b *pgx.Batch, q *[]queued, batch *duplex.Batch, p *
 // the table grows to millions of rows.
 const customPlans = "SET LOCAL plan_cache_mode = force_custom_plan"
 
-// queueBegin queues BEGIN.
+// queueBegin queues the origin's session setup, unless done, and BEGIN.
 func (s *session) queueBegin(b *pgx.Batch, q *[]queued) {
+	if !s.originSet {
+		b.Queue(setupSQL, s.origin)
+		*q = append(*q, queued{kind: resSetup})
+	}
 	b.Queue("BEGIN")
 	b.Queue(customPlans)
 	*q = append(*q, queued{kind: resExec}, queued{kind: resExec})
@@ -647,9 +652,6 @@ func (s *session) queueBegin(b *pgx.Batch, q *[]queued) {
 // fast applies p with method in one transaction.
 func (a *Applier) fast(ctx context.Context, s *session, batch *duplex.Batch, p *plan, method Method) error {
 	conn := s.conn.Conn()
-	if err := a.setup(ctx, s); err != nil {
-		return err
-	}
 	b := &pgx.Batch{}
 	var q []queued
 	s.queueBegin(b, &q)
@@ -751,6 +753,11 @@ func (a *Applier) readBatch(ctx context.Context, s *session, br pgx.BatchResults
 	}()
 	for _, it := range q {
 		switch it.kind {
+		case resSetup:
+			if err := a.setupResult(br.QueryRow().Scan(&s.started), s.origin); err != nil {
+				return err
+			}
+			s.originSet = true
 		case resExec:
 			if _, err := br.Exec(); err != nil {
 				return a.writeError(err, -1)

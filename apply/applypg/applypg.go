@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/duplexsync/duplex"
@@ -74,6 +73,7 @@ var (
 	_ duplex.Ledger          = (*Applier)(nil)
 	_ duplex.Truncater       = (*Applier)(nil)
 	_ duplex.AgreementKeeper = (*Applier)(nil)
+	_ duplex.AgreedLookup    = (*Applier)(nil)
 )
 
 // New checks cfg, creates the sync's state tables and replication origin
@@ -290,110 +290,54 @@ func DropOrigins(ctx context.Context, pool *pgxpool.Pool, origin string) error {
 	return errors.Join(errs...)
 }
 
-// Lookup implements duplex.Applier: one query per call, reading the rows'
+// Lookup implements duplex.Applier: one round trip per call, reading the rows'
 // columns in PostgreSQL's text form and decoding them like the logical
 // replication source does (pgvalue), so values read either way compare
 // equal. With track_commit_timestamp on, a row also carries its last commit
 // time under duplex.CommitTimeField (absent when the server no longer
 // knows it).
 func (a *Applier) Lookup(ctx context.Context, table duplex.Table, keys []duplex.Key) ([]duplex.Values, error) {
+	rows, _, err := a.lookup(ctx, table, keys, false)
+	return rows, err
+}
+
+// LookupAgreements implements duplex.AgreedLookup: the rows of keys, as
+// Lookup reads them, and their agreement records, in one round trip and
+// one snapshot.
+func (a *Applier) LookupAgreements(ctx context.Context, table duplex.Table, keys []duplex.Key) ([]duplex.Values, []duplex.Agreement, error) {
+	return a.lookup(ctx, table, keys, true)
+}
+
+// lookup reads the rows of keys (and, with records, their agreement
+// records), reading table's columns again once when the table changed.
+func (a *Applier) lookup(ctx context.Context, table duplex.Table, keys []duplex.Key, records bool) ([]duplex.Values, []duplex.Agreement, error) {
 	out := make([]duplex.Values, len(keys))
+	var recs []duplex.Agreement
+	if records {
+		recs = make([]duplex.Agreement, len(keys))
+	}
 	if len(keys) == 0 {
-		return out, nil
+		return out, recs, nil
 	}
 	m, err := a.meta(ctx, table)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for attempt := 0; ; attempt++ {
-		err = a.lookup(ctx, m, keys, out)
+		err = a.read(ctx, m, keys, out, recs)
 		if err == nil || attempt > 0 || !isSchemaChange(err) {
 			break
 		}
 		if m, err = a.refreshMeta(ctx, table, m); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		clear(out)
+		clear(recs)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return out, nil
-}
-
-// pinOutputSettings fixes, for one transaction, the settings that shape
-// values' text form, so Lookup produces the same values as the logical
-// replication source (which sets them on its connection).
-const pinOutputSettings = "SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL IntervalStyle = 'postgres'; " +
-	"SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex'"
-
-func (a *Applier) lookup(ctx context.Context, m *tableMeta, keys []duplex.Key, out []duplex.Values) error {
-	params := make([][]pgtype.Text, len(m.key))
-	for i := range params {
-		params[i] = make([]pgtype.Text, len(keys))
-	}
-	for r, k := range keys {
-		texts, err := m.keyTexts(k)
-		if err != nil {
-			return err
-		}
-		for i, s := range texts {
-			params[i][r] = pgtype.Text{String: s, Valid: true}
-		}
-	}
-	args := make([]any, 0, 1+len(params))
-	args = append(args, pgx.QueryResultFormats{pgx.TextFormatCode})
-	for _, p := range params {
-		args = append(args, p)
-	}
-	// The rows are read in text form: pin the output settings that shape it
-	// (the source pins the same ones), whatever the database's defaults.
-	tx, err := a.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return pgutil.Classify(fmt.Errorf("applypg: look up %d rows of %s: %w", len(keys), m.table, err))
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if _, err := tx.Exec(ctx, pinOutputSettings); err != nil {
-		return pgutil.Classify(fmt.Errorf("applypg: look up %d rows of %s: %w", len(keys), m.table, err))
-	}
-	rows, err := tx.Query(ctx, m.lookupSQL, args...)
-	if err != nil {
-		return pgutil.Classify(fmt.Errorf("applypg: look up %d rows of %s: %w", len(keys), m.table, err))
-	}
-	defer rows.Close()
-	for rows.Next() {
-		raw := rows.RawValues()
-		ord, err := strconv.Atoi(string(raw[0]))
-		if err != nil || ord < 1 || ord > len(keys) {
-			return fmt.Errorf("applypg: look up %s: bad ordinal %q", m.table, raw[0])
-		}
-		row := make(duplex.Values, len(m.cols)+1)
-		for i := range m.cols {
-			c := &m.cols[i]
-			b := raw[1+i]
-			if b == nil {
-				row[c.name] = nil
-				continue
-			}
-			v, err := c.decode(b)
-			if err != nil {
-				return &decodeError{duplex.Permanent(fmt.Errorf("applypg: look up %s: decode column %s: %w", m.table, c.name, err))}
-			}
-			row[c.name] = v
-		}
-		if a.commitTime {
-			if b := raw[1+len(m.cols)]; b != nil {
-				if v, err := commitTimeDecoder(b); err == nil {
-					row[duplex.CommitTimeField] = v
-				}
-			}
-		}
-		out[ord-1] = row
-	}
-	if err := rows.Err(); err != nil {
-		return pgutil.Classify(fmt.Errorf("applypg: look up %d rows of %s: %w", len(keys), m.table, err))
-	}
-	return nil
+	return out, recs, nil
 }
 
 // Agreements implements duplex.AgreementKeeper: one statement, an index

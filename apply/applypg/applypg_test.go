@@ -333,3 +333,36 @@ func TestAgreementRecordsConformance(t *testing.T) {
 		return agreetest.KeeperStore(newApplier(t, db, testenv.UniqueName(t, "s")))
 	})
 }
+
+// TestLookupOddTextKeys: keys with quotes, backslashes, commas, braces,
+// spaces, NULL-looking text and non-ASCII letters are looked up (rows and
+// records) as themselves.
+func TestLookupOddTextKeys(t *testing.T) {
+	t.Parallel()
+	db := testenv.Postgres(t)
+	exec(t, db, `CREATE TABLE odd (k text PRIMARY KEY, v int NOT NULL)`)
+	a := newApplier(t, db, "odd")
+	tbl := duplex.Table{Schema: "public", Name: "odd"}
+	texts := []string{`a"b`, `back\slash`, `c,d`, `{e}`, ` f `, `NULL`, ``, `größe`, `"`, `\`}
+	var writes []duplex.Write
+	var records []duplex.AgreementWrite
+	keys := make([]duplex.Key, 0, len(texts)+1)
+	for i, s := range texts {
+		k := duplex.Key{{Name: "k", Value: s}}
+		keys = append(keys, k)
+		writes = append(writes, duplex.Write{Op: duplex.OpInsert, Table: tbl, Key: k, Set: duplex.Values{"k": s, "v": int64(i)},
+			Change: &duplex.Change{ID: fmt.Sprintf("odd:%d", i)}})
+		records = append(records, duplex.AgreementWrite{Table: tbl, Key: k, Agreement: duplex.Agreement{Known: true, Version: uint64(i + 1), Row: duplex.Values{"k": s, "v": int64(i)}}})
+	}
+	require.NoError(t, a.Apply(t.Context(), &duplex.Batch{Source: "a", Writes: writes, Agreements: records}))
+	keys = append(keys, duplex.Key{{Name: "k", Value: "absent"}})
+	rows, ags, err := a.LookupAgreements(t.Context(), tbl, keys)
+	require.NoError(t, err)
+	for i, s := range texts {
+		require.Equal(t, duplex.Values{"k": s, "v": int64(i)}, rows[i], "row of %q", s)
+		require.True(t, ags[i].Known, "record of %q", s)
+		require.Equal(t, uint64(i+1), ags[i].Version, "record of %q", s)
+	}
+	require.Nil(t, rows[len(texts)])
+	require.False(t, ags[len(texts)].Known)
+}

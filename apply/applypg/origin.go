@@ -161,20 +161,28 @@ func (a *Applier) setup(ctx context.Context, s *session) error {
 	if s.originSet {
 		return nil
 	}
-	if err := s.conn.QueryRow(ctx, setupSQL, s.origin).Scan(&s.started); err != nil {
-		if isOriginBusy(err) {
-			return errOriginBusy
-		}
-		cerr := pgutil.Classify(err)
-		if pgutil.SQLState(err) == "" || duplex.IsUnavailable(cerr) {
-			return fmt.Errorf("applypg: %s: %w", a.cfg.Target, cerr)
-		}
-		// The endpoint cannot take the sync's writes (no right to use
-		// replication origins?): not the changes' fault.
-		return duplex.Unavailable(fmt.Errorf("applypg: %s: set up replication origin %s: %w", a.cfg.Target, s.origin, err))
+	if err := a.setupResult(s.conn.QueryRow(ctx, setupSQL, s.origin).Scan(&s.started), s.origin); err != nil {
+		return err
 	}
 	s.originSet = true
 	return nil
+}
+
+// setupResult classifies the error of setupSQL for origin (nil: none).
+func (a *Applier) setupResult(err error, origin string) error {
+	if err == nil {
+		return nil
+	}
+	if isOriginBusy(err) {
+		return errOriginBusy
+	}
+	cerr := pgutil.Classify(err)
+	if pgutil.SQLState(err) == "" || duplex.IsUnavailable(cerr) {
+		return fmt.Errorf("applypg: %s: %w", a.cfg.Target, cerr)
+	}
+	// The endpoint cannot take the sync's writes (no right to use
+	// replication origins?): not the changes' fault.
+	return duplex.Unavailable(fmt.Errorf("applypg: %s: set up replication origin %s: %w", a.cfg.Target, origin, err))
 }
 
 // cleanup ends s's transaction and origin use; it closes the connection

@@ -422,4 +422,48 @@ func testAgreements(t *testing.T, b *bundle) {
 	require.NoError(t, b.a.Apply(t.Context(), &duplex.Batch{Source: b.source,
 		Agreements: []duplex.AgreementWrite{{Table: b.table, Key: key(1)}}}))
 	require.False(t, load("after removing the record").Known)
+
+	testAgreedLookup(t, b, k)
+}
+
+// testAgreedLookup: an AgreedLookup reads what Lookup and Agreements read,
+// key by key, for keys with a row and a record, a row only, a record only
+// (a row agreed absent), and neither.
+func testAgreedLookup(t *testing.T, b *bundle, k duplex.AgreementKeeper) {
+	l, ok := b.a.(duplex.AgreedLookup)
+	if !ok {
+		return
+	}
+	peer := row(10, "peer", 7, nil)
+	require.NoError(t, b.a.Apply(t.Context(), &duplex.Batch{Source: b.source,
+		Writes: []duplex.Write{b.insert(10, "ten", 10, nil), b.insert(11, "eleven", 11, nil)},
+		Agreements: []duplex.AgreementWrite{
+			{Table: b.table, Key: key(10), Agreement: duplex.Agreement{Known: true, Version: 4, Row: row(10, "ten", 10, nil), Peer: peer, Unknown: []string{"s"}}},
+			{Table: b.table, Key: key(12), Agreement: duplex.Agreement{Known: true, Version: 2}},
+		}}))
+	keys := []duplex.Key{key(13), key(12), key(11), key(10)}
+	rows, ags, err := l.LookupAgreements(t.Context(), b.table, keys)
+	require.NoError(t, err)
+	wantRows, err := b.a.Lookup(t.Context(), b.table, keys)
+	require.NoError(t, err)
+	wantAgs, err := k.Agreements(t.Context(), b.table, keys)
+	require.NoError(t, err)
+	require.Len(t, rows, len(keys))
+	require.Len(t, ags, len(keys))
+	for i, kk := range keys {
+		requireValues(t, wantRows[i], rows[i], "row of %s", kk)
+		require.Equal(t, wantAgs[i].Known, ags[i].Known, "record of %s", kk)
+		require.Equal(t, wantAgs[i].Version, ags[i].Version, "record of %s", kk)
+		require.Equal(t, wantAgs[i].Unknown, ags[i].Unknown, "record of %s", kk)
+		requireValues(t, wantAgs[i].Row, ags[i].Row, "agreed row of %s", kk)
+		requireValues(t, wantAgs[i].Peer, ags[i].Peer, "peer row of %s", kk)
+	}
+	require.Nil(t, rows[0], "no row, no record")
+	require.False(t, ags[0].Known, "no row, no record")
+	require.True(t, ags[1].Known, "a row agreed absent")
+	require.Nil(t, ags[1].Row, "a row agreed absent")
+	require.Nil(t, ags[2].Row, "a row without a record")
+	require.False(t, ags[2].Known, "a row without a record")
+	requireValues(t, peer, ags[3].Peer, "peer row")
+	require.Equal(t, []string{"s"}, ags[3].Unknown)
 }

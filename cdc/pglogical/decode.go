@@ -283,6 +283,10 @@ func (d *decoder) dispatch(kind byte, r *reader, c *duplex.Change) (event, error
 		if rel == nil {
 			return evNone, fmt.Errorf("change for unknown relation %d", relID)
 		}
+		if d.tx.skip && (d.marker.Name == "" || rel.table != d.marker) {
+			r.b = nil // the sync's own write: dropped undecoded
+			return evNone, nil
+		}
 		ev, err := d.row(kind, rel, r, c)
 		if err != nil || d.tx.skip {
 			return evNone, err

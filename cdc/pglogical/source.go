@@ -98,7 +98,13 @@ type Source struct {
 	idle      pglogrepl.LSN            // server position seen while nothing was pending
 	flushed   pglogrepl.LSN            // last flush position sent
 	xids      map[pglogrepl.LSN]uint32 // transactions delivered and not yet acknowledged, by commit LSN
-	snapshot  *exported                // exported when Setup created the slot, until released
+	// horizon is the xmin of the newest snapshot WaitVisible took: the
+	// transactions before it are over (horizonKnown: one was taken).
+	horizon      uint32
+	horizonKnown bool
+	// snapshot is the one exported when Setup created the slot, until
+	// released.
+	snapshot *exported
 }
 
 var _ duplex.ChangeSource = (*Source)(nil)

@@ -26,13 +26,19 @@ func (s *Source) noteXid(commit pglogrepl.LSN, xid uint32) {
 
 // visibleSQL counts the transactions (32-bit IDs, widened to xid8 with the
 // epoch of the current snapshot's xmax) that a new snapshot does not see
-// yet.
-const visibleSQL = `SELECT count(*)
-	FROM pg_current_snapshot() AS s, unnest($1::bigint[]) AS x(x32)
+// yet, and returns the snapshot's xmin: every transaction before it has
+// ended.
+const visibleSQL = `SELECT (SELECT count(*) FROM unnest($1::bigint[]) AS x(x32)
 	WHERE NOT pg_visible_in_snapshot(
 		(((pg_snapshot_xmax(s)::text::bigint >> 32)
 			- CASE WHEN x.x32 > (pg_snapshot_xmax(s)::text::bigint & 4294967295) THEN 1 ELSE 0 END) << 32
-			| x.x32)::text::xid8, s)`
+			| x.x32)::text::xid8, s)),
+	pg_snapshot_xmin(s)::text::bigint & 4294967295
+	FROM pg_current_snapshot() AS s`
+
+// xidPrecedes reports whether 32-bit transaction ID a is older than b
+// (modulo 2^32, as PostgreSQL compares them).
+func xidPrecedes(a, b uint32) bool { return int32(a-b) < 0 }
 
 // WaitVisible implements duplex.VisibilityWaiter: it returns once a new
 // snapshot of the source database sees the transactions of positions. The
@@ -50,7 +56,9 @@ func (s *Source) WaitVisible(ctx context.Context, positions []duplex.Position) e
 			continue
 		}
 		seen[q.commit] = true
-		if x, ok := s.xids[q.commit]; ok {
+		// A delivered transaction older than the xmin of a snapshot taken
+		// before is over, so committed and visible.
+		if x, ok := s.xids[q.commit]; ok && (!s.horizonKnown || !xidPrecedes(x, s.horizon)) {
 			xids = append(xids, int64(x))
 		}
 	}
@@ -60,10 +68,18 @@ func (s *Source) WaitVisible(ctx context.Context, positions []duplex.Position) e
 	}
 	pause := 100 * time.Microsecond
 	for {
-		var n int
-		if err := s.pool.QueryRow(ctx, visibleSQL, xids).Scan(&n); err != nil {
+		var (
+			n    int
+			xmin int64
+		)
+		if err := s.pool.QueryRow(ctx, visibleSQL, xids).Scan(&n, &xmin); err != nil {
 			return fmt.Errorf("pglogical: wait until %d transactions are visible on %s: %w", len(xids), s.cfg.System, pgutil.Classify(err))
 		}
+		s.mu.Lock()
+		if !s.horizonKnown || xidPrecedes(s.horizon, uint32(xmin)) {
+			s.horizon, s.horizonKnown = uint32(xmin), true
+		}
+		s.mu.Unlock()
 		if n == 0 {
 			return nil
 		}

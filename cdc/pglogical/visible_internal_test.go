@@ -70,3 +70,17 @@ func TestWaitVisibleWaitsForTheTransaction(t *testing.T) {
 	require.Empty(t, src.xids)
 	src.mu.Unlock()
 }
+
+// TestXidPrecedes: transaction IDs compare modulo 2^32, across the
+// wraparound.
+func TestXidPrecedes(t *testing.T) {
+	for _, c := range []struct {
+		a, b uint32
+		want bool
+	}{
+		{100, 200, true}, {200, 100, false}, {100, 100, false},
+		{4294967290, 5, true}, {5, 4294967290, false},
+	} {
+		require.Equal(t, c.want, xidPrecedes(c.a, c.b), "%d precedes %d", c.a, c.b)
+	}
+}
