@@ -202,10 +202,15 @@ func (o *onboarder) firstStart(ctx context.Context) (bool, error) {
 // compare-and-set on every write, so a restart goes on after the last
 // chunk A committed, and completes a chunk B committed alone from B's
 // records. Writes go through the Appliers (the sources drop their echo).
-// The change sources must exist before Onboard reads (their slots created):
-// a write either side commits while it runs is then in the stream, and
-// merged when the stream delivers it, against the records onboarding wrote
-// (see the README, "Starting on existing data").
+// The change sources' capture points must exist before Onboard reads
+// (pglogical: Setup created the slots). On the first start a side whose
+// source exported a snapshot with its slot (SnapshotExporter) is read at
+// it, so a write made while onboarding runs is either seen by onboarding or
+// in the stream, never both nor neither; after a restart the current rows
+// are read, and a write seen by both finds, when streamed, both sides
+// holding it. Either way it is merged against the records onboarding wrote
+// (see the README, "Starting on existing data"). Onboard releases the
+// snapshots when it returns.
 func (s *Sync) Onboard(ctx context.Context) ([]OnboardingProgress, error) {
 	o, err := s.onboarder()
 	if err != nil {
