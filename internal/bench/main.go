@@ -259,12 +259,12 @@ func workloads(c *cluster, z sizes, timeout time.Duration) []workload {
 				if v == native {
 					return nativeCopy(ctx, c, p, z.onboard, timeout)
 				}
-				return onboardCopy(ctx, c, p, z.onboard)
+				return onboardRun(ctx, c, p, z.onboard, false)
 			},
 			metrics: []metric{{"secs", fmt.Sprintf("%d rows into an empty side, s", z.onboard), false, ""}, {"rows_s", "rows/s", true, ">= 1.0x native copy_data"}}},
 		workload{name: "compare", variants: []string{duplexOne}, self: true, seed: z.onboard, estimate: 10*time.Second + time.Duration(z.onboard/20)*time.Millisecond,
 			body: func(ctx context.Context, p *pair, _ string) (map[string]float64, error) {
-				return onboardCompare(ctx, c, p, z.onboard)
+				return onboardRun(ctx, c, p, z.onboard, true)
 			},
 			metrics: []metric{{"rows_s", fmt.Sprintf("onboarding %d equal rows on both sides, rows/s", z.onboard), true, ">= 100,000"},
 				{"reconcile_keys_s", "ReconcileTables compare, keys/s", true, ">= 20,000"}}},

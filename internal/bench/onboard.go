@@ -127,8 +127,11 @@ func onboard(ctx context.Context, s *duplex.Sync) ([]duplex.OnboardingProgress, 
 	return s.Onboard(ctx)
 }
 
-// onboardCopy times duplex's onboarding of a's rows into b's empty table.
-func onboardCopy(ctx context.Context, c *cluster, p *pair, rows int) (map[string]float64, error) {
+// onboardRun times duplex's onboarding of the pair: with populated, of two
+// sides holding the same rows (each compared and recorded as agreed on
+// both), followed by a ReconcileTables pass over them (compare only:
+// nothing differs); else of a's rows into b's empty table.
+func onboardRun(ctx context.Context, c *cluster, p *pair, rows int, populated bool) (map[string]float64, error) {
 	s, closeAll, err := onboardSync(ctx, c, p)
 	if err != nil {
 		return nil, err
@@ -138,27 +141,19 @@ func onboardCopy(ctx context.Context, c *cluster, p *pair, rows int) (map[string
 	if err != nil {
 		return nil, err
 	}
-	if len(ps) != 1 || ps[0].Copied != int64(rows) {
-		return nil, fmt.Errorf("onboarding copied %v rows, want %d", ps, rows)
+	if len(ps) != 1 {
+		return nil, fmt.Errorf("onboarding reported %d tables, want 1", len(ps))
 	}
-	return map[string]float64{"secs": secs, "rows_s": float64(rows) / secs}, nil
-}
-
-// onboardCompare times duplex's onboarding of two populated sides holding
-// the same rows (each compared and recorded as agreed on both), then a
-// ReconcileTables pass over them (compare only: nothing differs).
-func onboardCompare(ctx context.Context, c *cluster, p *pair, rows int) (map[string]float64, error) {
-	s, closeAll, err := onboardSync(ctx, c, p)
-	if err != nil {
-		return nil, err
+	got, what := ps[0].Copied, "copied"
+	if populated {
+		got, what = ps[0].Agreed, "agreed"
 	}
-	defer closeAll()
-	ps, secs, err := timed(ctx, s, onboard)
-	if err != nil {
-		return nil, err
+	if got != int64(rows) {
+		return nil, fmt.Errorf("onboarding %s %v rows, want %d", what, ps, rows)
 	}
-	if len(ps) != 1 || ps[0].Agreed != int64(rows) {
-		return nil, fmt.Errorf("onboarding agreed %v rows, want %d", ps, rows)
+	m := map[string]float64{"secs": secs, "rows_s": float64(rows) / secs}
+	if !populated {
+		return m, nil
 	}
 	ps, rsecs, err := timed(ctx, s, func(ctx context.Context, s *duplex.Sync) ([]duplex.OnboardingProgress, error) {
 		return s.ReconcileTables(ctx, []duplex.Table{benchItems}, 0)
@@ -169,5 +164,6 @@ func onboardCompare(ctx context.Context, c *cluster, p *pair, rows int) (map[str
 	if len(ps) != 1 || ps[0].Compared != int64(rows) {
 		return nil, fmt.Errorf("reconcile compared %v keys, want %d", ps, rows)
 	}
-	return map[string]float64{"secs": secs, "rows_s": float64(rows) / secs, "reconcile_keys_s": float64(rows) / rsecs}, nil
+	m["reconcile_keys_s"] = float64(rows) / rsecs
+	return m, nil
 }

@@ -99,17 +99,7 @@ func (ob *onboardBed) sync(t *testing.T, tables []duplex.Table, res duplex.Resol
 // itemRows reads items as text rows by id.
 func itemRows(t *testing.T, pool *pgxpool.Pool) map[int64]string {
 	t.Helper()
-	rows, err := pool.Query(t.Context(), `SELECT id, row(name, email, status, tags, visits, updated_at AT TIME ZONE 'UTC')::text FROM items`)
-	require.NoError(t, err)
-	out := map[int64]string{}
-	for rows.Next() {
-		var id int64
-		var v string
-		require.NoError(t, rows.Scan(&id, &v))
-		out[id] = v
-	}
-	require.NoError(t, rows.Err())
-	return out
+	return textRows(t, pool, `SELECT id, row(name, email, status, tags, visits, updated_at AT TIME ZONE 'UTC')::text FROM items`)
 }
 
 // requireAgreedRecords checks that both sides hold a record of every key

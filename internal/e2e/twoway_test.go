@@ -262,7 +262,13 @@ func (p *pair) waitQuiet(t *testing.T, want int) {
 
 func rowsOf(t *testing.T, pool *pgxpool.Pool) map[int64]string {
 	t.Helper()
-	rows, err := pool.Query(t.Context(), `SELECT id, row(name, email, status, visits)::text FROM customers`)
+	return textRows(t, pool, `SELECT id, row(name, email, status, visits)::text FROM customers`)
+}
+
+// textRows runs query, which selects an id and a text, into a map.
+func textRows(t *testing.T, pool *pgxpool.Pool, query string) map[int64]string {
+	t.Helper()
+	rows, err := pool.Query(t.Context(), query)
 	require.NoError(t, err)
 	out := map[int64]string{}
 	for rows.Next() {
