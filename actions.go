@@ -261,15 +261,12 @@ func (s *Sync) Reconcile(ctx context.Context, t Table, k Key) (ActionResult, err
 		}
 		return ActionResult{Outcome: OutcomeApplied, Detail: fmt.Sprintf("%s: copied the row from %s to %s", what, b.Name, a.Name)}, nil
 	}
-	dir := Direction{From: a.Name, To: b.Name}
-	h := sha256.New()
-	fmt.Fprintf(h, "%v\x00%v", arow, brow)
-	ch := &Change{
-		ID:     "reconcile:" + s.cfg.Name + ":" + what + ":" + hex.EncodeToString(h.Sum(nil)[:8]),
-		Source: a.Name, Table: t, Key: k, Op: OpInsert, After: arow, CommitTime: aat,
+	d, err := s.decideRows(ctx, t, k, arow, brow, aat, bat, "reconcile")
+	if err != nil {
+		return ActionResult{}, err
 	}
-	var c Conflict
-	if !c.detect(dir, ch, brow) {
+	switch {
+	case d.same:
 		rec, err := s.nextAgreement(ctx, t, k, arow)
 		if err != nil {
 			return ActionResult{}, err
@@ -280,57 +277,13 @@ func (s *Sync) Reconcile(ctx context.Context, t Table, k Key) (ActionResult, err
 			}
 		}
 		return ActionResult{Outcome: OutcomeUnchanged, Detail: what + " is the same on both sides"}, nil
-	}
-	c.TargetTime = bat
-	if s.cfg.Resolver != nil {
-		if err := s.cfg.Resolver.Resolve(ctx, &c); err != nil {
-			return ActionResult{}, fmt.Errorf("duplex: resolver on %s: %w", what, err)
-		}
-	}
-	var undecided []string
-	merged := arow.Clone()
-	decided := 0
-	for i := range c.fields {
-		f := &c.fields[i]
-		switch f.pick {
-		case TakeSource:
-		case KeepTarget:
-			merged[f.name] = brow[f.name]
-			decided++
-		case UseValue:
-			merged[f.name] = f.value
-			decided++
-		default:
-			if f.conflicting {
-				undecided = append(undecided, f.name)
-			}
-		}
-	}
-	if c.deadLetter != "" || len(undecided) > 0 {
-		reason := c.deadLetter
-		if reason == "" {
-			reason = fmt.Sprintf("reconcile: %s differs on %s and no resolver decided field(s) %s", what, strings.Join(c.Conflicting(), ", "), strings.Join(undecided, ", "))
-		}
-		err := s.cfg.DeadLetters.Put(ctx, &DeadLetter{
-			Sync: s.cfg.Name, Direction: dir, Change: *ch, Reason: ReasonConflict, Error: reason,
-			Conflict: &ConflictInfo{Kind: c.Kind, Fields: c.Conflicting(), Source: arow.Clone(), Target: brow.Clone(), DecidedBy: c.by},
-			At:       time.Now(),
-		})
-		if err != nil {
+	case d.held != nil:
+		if err := s.cfg.DeadLetters.Put(ctx, d.held); err != nil {
 			return ActionResult{}, fmt.Errorf("duplex: dead-letter %s: %w", what, err)
 		}
-		return ActionResult{Outcome: OutcomeDeadLettered, Detail: what + ": " + reason}, nil
+		return ActionResult{Outcome: OutcomeDeadLettered, Detail: what + ": " + d.held.Error}, nil
 	}
-	// Columns only one side has (schema drift) are left alone.
-	for f := range merged {
-		if _, ok := brow[f]; !ok {
-			delete(merged, f)
-		}
-	}
-	mergedA := arow.Clone()
-	for f, v := range merged {
-		mergedA[f] = v
-	}
+	merged, mergedA, decided, ch := d.forB, d.forA, d.decided, d.change
 	rec, err := s.nextAgreement(ctx, t, k, mergedA)
 	if err != nil {
 		return ActionResult{}, err
@@ -401,4 +354,88 @@ func (s *Sync) record(ctx context.Context, e *Endpoint, t Table, k Key, rec Agre
 		return fmt.Errorf("duplex: record the agreed row of %s %s on %s: %w", t, k, e.Name, err)
 	}
 	return nil
+}
+
+// rowsDecision is what the Resolver made of a key both sides hold with
+// different rows and no common base (decideRows).
+type rowsDecision struct {
+	// same: the rows do not differ; nothing else is set.
+	same bool
+	// held: the Resolver left fields undecided; the entry to dead-letter
+	// (both rows in its Conflict). forA and forB are then nil.
+	held *DeadLetter
+	// forB is the decided row for B (B's columns only: a column only one
+	// side has is left alone); forA the decided row for A.
+	forB, forA Values
+	// decided counts the fields the Resolver decided for B's value.
+	decided int
+	// change is the synthetic change the conflict was detected on.
+	change *Change
+}
+
+// decideRows decides a key that both sides hold, as a conflict without a
+// common base (every differing field is contested, like an insert-insert
+// conflict seen from A), through the sync's Resolver. what prefixes the
+// IDs of the changes and dead letters ("reconcile", "onboarding").
+func (s *Sync) decideRows(ctx context.Context, t Table, k Key, arow, brow Values, aat, bat time.Time, what string) (rowsDecision, error) {
+	a, b := &s.cfg.A, &s.cfg.B
+	name := t.String() + " " + k.String()
+	dir := Direction{From: a.Name, To: b.Name}
+	h := sha256.New()
+	fmt.Fprintf(h, "%v\x00%v", arow, brow)
+	ch := &Change{
+		ID:     what + ":" + s.cfg.Name + ":" + name + ":" + hex.EncodeToString(h.Sum(nil)[:8]),
+		Source: a.Name, Table: t, Key: k, Op: OpInsert, After: arow, CommitTime: aat,
+	}
+	var c Conflict
+	if !c.detect(dir, ch, brow) {
+		return rowsDecision{same: true}, nil
+	}
+	c.TargetTime = bat
+	if s.cfg.Resolver != nil {
+		if err := s.cfg.Resolver.Resolve(ctx, &c); err != nil {
+			return rowsDecision{}, fmt.Errorf("duplex: resolver on %s: %w", name, err)
+		}
+	}
+	var undecided []string
+	merged := arow.Clone()
+	decided := 0
+	for i := range c.fields {
+		f := &c.fields[i]
+		switch f.pick {
+		case TakeSource:
+		case KeepTarget:
+			merged[f.name] = brow[f.name]
+			decided++
+		case UseValue:
+			merged[f.name] = f.value
+			decided++
+		default:
+			if f.conflicting {
+				undecided = append(undecided, f.name)
+			}
+		}
+	}
+	if c.deadLetter != "" || len(undecided) > 0 {
+		reason := c.deadLetter
+		if reason == "" {
+			reason = fmt.Sprintf("%s: %s differs on %s and no resolver decided field(s) %s", what, name, strings.Join(c.Conflicting(), ", "), strings.Join(undecided, ", "))
+		}
+		return rowsDecision{change: ch, held: &DeadLetter{
+			Sync: s.cfg.Name, Direction: dir, Change: *ch, Reason: ReasonConflict, Error: reason,
+			Conflict: &ConflictInfo{Kind: c.Kind, Fields: c.Conflicting(), Source: arow.Clone(), Target: brow.Clone(), DecidedBy: c.by},
+			At:       time.Now(),
+		}}, nil
+	}
+	// Columns only one side has (schema drift) are left alone.
+	for f := range merged {
+		if _, ok := brow[f]; !ok {
+			delete(merged, f)
+		}
+	}
+	mergedA := arow.Clone()
+	for f, v := range merged {
+		mergedA[f] = v
+	}
+	return rowsDecision{forB: merged, forA: mergedA, decided: decided, change: ch}, nil
 }

@@ -53,6 +53,11 @@ type SyncConfig struct {
 	// and does not start when it finds a blocker (*PreflightError). nil:
 	// no checks.
 	Preflight Preflight
+	// Onboarding configures what Run does on the first start of the sync's
+	// name, before streaming: bring together the rows both systems already
+	// hold (see Sync.Onboard). It runs by default when both Appliers can
+	// (apply/applypg's) and Onboarding.Tables names tables.
+	Onboarding OnboardingConfig
 	// Options tunes both Pipelines.
 	Options
 }
@@ -125,9 +130,19 @@ func (s *Sync) Pipelines() (ab, ba *Pipeline) { return s.ab, s.ba }
 
 // Run runs the Preflight, when configured (a *PreflightError when it finds
 // a blocker), then both directions until ctx is canceled (nil) or one of
-// them fails, which stops the other; it returns the failures joined.
+// them fails, which stops the other; it returns the failures joined. On the
+// first start of the sync's name (and after a start stopped while
+// onboarding) it onboards, after the preflight and before streaming, the
+// rows both systems hold (Sync.Onboard), unless
+// SyncConfig.Onboarding.Disabled.
 func (s *Sync) Run(ctx context.Context) error {
 	if err := s.preflight(ctx); err != nil {
+		return err
+	}
+	if err := s.onboardAtStart(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	ctx, cancel := context.WithCancelCause(ctx)

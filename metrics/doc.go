@@ -28,6 +28,13 @@
 //   - duplex_dlq_depth{direction,table,reason}: pending DLQ entries (scrape time)
 //   - duplex_slot_retained_wal_bytes{slot}: WAL held by a slot (scrape time)
 //
+// Onboarding (NewOnboarding, fed by duplex.OnboardingConfig.Progress):
+// duplex_onboarding_rows_total{table,outcome},
+// duplex_onboarding_running{table}, duplex_onboarding_rows_estimated{table},
+// duplex_onboarding_rows_per_second{table} and
+// duplex_onboarding_eta_seconds{table}; HealthConfig.Onboarding adds a line
+// per table to /healthz while it runs.
+//
 // Parity (NewParity, fed by the reconcile package's reports):
 // duplex_parity_rows{side,table}, duplex_parity_ranges{table},
 // duplex_parity_mismatched_ranges{table},

@@ -31,6 +31,10 @@ type HealthConfig struct {
 	Slots map[string]RetainedFunc
 	// Timeout bounds the DLQ read. 0: 5s.
 	Timeout time.Duration
+	// Onboarding, when set, returns lines describing an onboarding in
+	// progress (Onboarding.Lines fits); they follow the figures. They never
+	// make the sync unhealthy.
+	Onboarding func() []string
 }
 
 // Health returns an http.Handler for /healthz: 200 and "ok" with the
@@ -92,13 +96,19 @@ func Health(cfg HealthConfig) http.Handler {
 				problems = append(problems, fmt.Sprintf("slot %s retains %d bytes of WAL, above %d: the sync is behind or stopped and the source server keeps its WAL", name, n, cfg.MaxRetainedWAL))
 			}
 		}
+		var extra string
+		if cfg.Onboarding != nil {
+			for _, l := range cfg.Onboarding() {
+				extra += l + "\n"
+			}
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		if len(problems) > 0 {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "unhealthy\n%s\n%s\n", strings.Join(problems, "\n"), strings.Join(figures, " "))
+			fmt.Fprintf(w, "unhealthy\n%s\n%s\n%s", strings.Join(problems, "\n"), strings.Join(figures, " "), extra)
 			return
 		}
-		fmt.Fprintf(w, "ok\n%s\n", strings.Join(figures, " "))
+		fmt.Fprintf(w, "ok\n%s\n%s", strings.Join(figures, " "), extra)
 	})
 }

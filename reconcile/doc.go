@@ -37,8 +37,13 @@
 // keys at once; [Reconciler.Diff] lists the differences without repairing
 // them (a dry run).
 //
-// The same two steps bring together two systems that already hold data when
-// the sync starts (onboarding): check, then reconcile.
+// Two systems that already hold data when the sync starts are brought
+// together by the Sync itself (onboarding: duplex.Sync.Onboard, which
+// Sync.Run runs on the first start), and (*duplex.Sync).ReconcileTables
+// compares and repairs whole tables in batched key ranges with the same
+// engine, instead of one key at a time. The two steps below remain
+// the way to find drift without repairing it, and to repair only the ranges
+// a check found.
 //
 //	checker, _ := reconcile.NewChecker(poolA, poolB, reconcile.Config{Tables: tables})
 //	rec, _ := reconcile.NewReconciler(checker, reconcile.ReconcilerConfig{Repair: sync.Reconcile})

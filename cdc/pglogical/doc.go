@@ -10,6 +10,12 @@
 // that has a stored position, refuses to create a slot that has gone
 // missing: the changes made since would be lost silently.
 //
+// Setup creates a missing slot over a replication connection with
+// EXPORT_SNAPSHOT and keeps that connection open: Snapshot names a snapshot
+// of the database as of the slot's consistent point (every transaction it
+// does not see is in the slot), which a Sync's onboarding reads at
+// (duplex.SnapshotExporter). ReleaseSnapshot, Stream and Close give it up.
+//
 // Changes arrive in commit order, in batches, each with an ID that is the
 // same on every redelivery (slot, commit LSN, ordinal in the transaction),
 // before and after images decoded to Go values, the commit time and a

@@ -216,13 +216,13 @@ func (s *Source) ensureSlot(ctx context.Context, resuming bool) error {
 		if resuming {
 			return duplex.Permanent(fmt.Errorf("pglogical: replication slot %s does not exist, but the sync has a stored position: the slot was dropped and changes made since may be lost; re-seed the target (reconcile both sides) and reset the sync's checkpoint before starting again", s.slot))
 		}
-		if _, err := s.pool.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", s.slot); err != nil {
-			var pe *pgconn.PgError
-			if !errors.As(err, &pe) || pe.Code != "42710" {
-				return fmt.Errorf("pglogical: create replication slot %s: %w", s.slot, err)
-			}
+		exists, err := s.createSlotExporting(ctx)
+		if err != nil {
+			return err
 		}
-		s.log.InfoContext(ctx, "created replication slot", "slot", s.slot)
+		if !exists {
+			s.log.InfoContext(ctx, "created replication slot", "slot", s.slot, "snapshot_exported", true)
+		}
 		return nil
 	case err != nil:
 		return fmt.Errorf("pglogical: read replication slot %s: %w", s.slot, err)

@@ -102,6 +102,9 @@ type Source struct {
 	// transactions before it are over (horizonKnown: one was taken).
 	horizon      uint32
 	horizonKnown bool
+	// snapshot is the one exported when Setup created the slot, until
+	// released.
+	snapshot *exported
 }
 
 var _ duplex.ChangeSource = (*Source)(nil)
@@ -156,7 +159,10 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 func (s *Source) Slot() string { return s.slot }
 
 // Close releases the source's connections. Call it after Stream returned.
-func (s *Source) Close() { s.pool.Close() }
+func (s *Source) Close() {
+	s.ReleaseSnapshot()
+	s.pool.Close()
+}
 
 // RetainedWAL returns how many bytes of WAL the slot holds back on the
 // server (current WAL position minus the slot's confirmed position).
@@ -291,6 +297,8 @@ func (e errFatal) Unwrap() error { return e.err }
 // slot's confirmed position when from is "". Connection losses are retried
 // with backoff; a dropped, invalidated or busy slot is returned as an error.
 func (s *Source) Stream(ctx context.Context, from duplex.Position, fn func(context.Context, []duplex.Change) error) error {
+	// Onboarding, which reads at the exported snapshot, is over.
+	s.ReleaseSnapshot()
 	var start pos
 	if from != "" {
 		var err error
@@ -330,6 +338,7 @@ func (s *Source) Stream(ctx context.Context, from duplex.Position, fn func(conte
 			return nil
 		}
 	}
+	s.ReleaseSnapshot() // a slot Setup just created: nobody reads at its snapshot
 	if s.cfg.Heartbeat > 0 {
 		hctx, cancel := context.WithCancel(ctx)
 		defer cancel()

@@ -51,6 +51,9 @@ type config struct {
 	adminPassword     string
 	name              string
 	noReplicaIdentity bool
+	onboarding        bool
+	onboardingChunk   int
+	reconcile         bool
 	batch             int
 	lockWait          time.Duration
 	lockCheck         time.Duration
@@ -90,6 +93,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.adminUser, "admin-user", "", "user name of the admin server's basic auth")
 	fs.StringVar(&c.adminPassword, "admin-password", "", "password of the admin server's basic auth (or env "+envAdminPasswd+")")
 	fs.StringVar(&c.name, "name", "", "name of the sync: it names the slots, publications, origins and state, so a restart with the same name resumes (required)")
+	fs.BoolVar(&c.onboarding, "onboarding", true, "on the first start of -name, bring together the rows both databases already hold before streaming (copy rows one side lacks, record equal rows as agreed, decide different rows by -authority/-conflict); -onboarding=false skips it, e.g. for databases known to be identical")
+	fs.BoolVar(&c.reconcile, "reconcile", false, "instead of syncing: compare -tables on both databases in batched key ranges, repair what differs through -authority/-conflict (copy rows one side lacks, decide different rows, dead-letter undecided ones), print a line per table and exit; takes the sync's lock, so run it while the sync of -name is stopped")
+	fs.IntVar(&c.onboardingChunk, "onboarding-chunk", 0, "keys per onboarding chunk, each committed with its progress (0: the library default, 5000)")
 	fs.BoolVar(&c.noReplicaIdentity, "no-replica-identity", false, "do not set REPLICA IDENTITY FULL on the tables (they must have it already)")
 	fs.IntVar(&c.batch, "batch", 0, "most changes applied in one transaction (0: the library default)")
 	fs.DurationVar(&c.lockWait, "lock-wait", 3*time.Second, "how long to wait for the sync's lock (held by another pgbisync with the same -name) before giving up")
@@ -135,6 +141,9 @@ func (c *config) check() error {
 	c.tables = tables
 	if !slices.Contains([]string{conflictLWW, conflictDLQ, conflictAWins, conflictBWins}, c.conflict) {
 		bad("-conflict %q: want lww, dlq, a-wins or b-wins", c.conflict)
+	}
+	if c.onboardingChunk < 0 {
+		bad("-onboarding-chunk %d: must not be negative", c.onboardingChunk)
 	}
 	if c.skew < 0 {
 		bad("-skew %s: the clock-skew tolerance must not be negative", c.skew)

@@ -45,6 +45,21 @@
 // names, its replication origins (duplex:<name>:*) and its rows in the
 // duplex schema; -name is lower-cased in those names.
 //
+// On the first start of a -name (and after a start stopped while it ran),
+// pgbisync onboards before streaming: rows one database lacks are copied
+// to it, rows both hold alike are recorded as agreed, rows both hold
+// differently are decided by -authority and -conflict (what they leave
+// undecided goes to the DLQ with both rows, both databases untouched). It
+// commits in chunks of keys with its progress, so a restart goes on where
+// it stopped; it logs its progress (rows compared, copied, decided, held,
+// rate, ETA), exports duplex_onboarding_* metrics and a /healthz line while
+// it runs, and prints one "pgbisync: onboarded <table>: ..." line per table
+// when done. -onboarding=false skips it. See the README, "Starting on
+// existing data". -reconcile runs the same engine once as a repair pass
+// (compare -tables in batched key ranges, repair what differs, print a
+// "pgbisync: reconciled <table>: ..." line per table) and exits, without
+// streaming; it takes the sync's lock, so the sync must be stopped.
+//
 // Output: a one-line summary on stdout at start, then the exact line
 // "pgbisync: ready" on stdout once both directions are streaming (with
 // -cdc logical every change committed from then on is captured; with -cdc
@@ -417,7 +432,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("-%s: %w", other.name, err)
 		}
-		if err := setupSource(ctx, cfg, s, pos != "", logger); err != nil {
+		if err := setupSource(ctx, cfg, s, pos != "" || cfg.reconcile, logger); err != nil {
 			return err
 		}
 	}
@@ -460,24 +475,36 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 			s.endpoint.Deduper = d
 		}
 	}
+	onboarding := metrics.NewOnboarding()
 	pair, err := duplex.NewSync(&duplex.SyncConfig{
 		Name: cfg.name, A: sides[0].endpoint, B: sides[1].endpoint, Preflight: checker,
 		Resolver: res, DeadLetters: deadLetters, Observer: m, Logger: logger,
+		Onboarding: duplex.OnboardingConfig{Disabled: !cfg.onboarding, Tables: cfg.tables, ChunkSize: cfg.onboardingChunk, Progress: func(p duplex.OnboardingProgress) {
+			onboarding.Progress(p)
+			if p.Done && !p.Skipped {
+				fmt.Fprintf(stdout, "pgbisync: onboarded %s: compared %d, copied %d, agreed %d, decided %d, held %d (in the DLQ), deferred %d (to the stream) in %s\n",
+					p.Table, p.Compared, p.Copied, p.Agreed, p.Decided, p.Held, p.Deferred, p.Elapsed.Round(time.Millisecond))
+			}
+		}},
 		Options: duplex.Options{BatchSize: cfg.batch},
 	})
 	if err != nil {
 		return err
 	}
 
+	if cfg.reconcile {
+		return reconcileTables(ctx, pair, cfg, stdout)
+	}
+
 	adminURL := "none"
 	if adminLn != nil {
 		reg := prometheus.NewRegistry()
-		reg.MustRegister(m, metrics.NewPreflight(pair.Report))
+		reg.MustRegister(m, metrics.NewPreflight(pair.Report), onboarding)
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.Handle("GET /healthz", metrics.Health(metrics.HealthConfig{
 			Directions: directions, MaxLag: time.Minute, Lag: m.Lag, Depth: depth,
-			MaxRetainedWAL: cfg.maxRetained, Slots: slots,
+			MaxRetainedWAL: cfg.maxRetained, Slots: slots, Onboarding: onboarding.Lines,
 		}))
 		if err := mountAdmin(mux, cfg, deadLetters, pair, logger); err != nil {
 			return err
@@ -612,6 +639,9 @@ func setupSource(ctx context.Context, cfg *config, s *side, resuming bool, logge
 	}
 	s.endpoint.Source, s.close = src, src.Close
 	s.slot, s.retained = src.Slot(), src.RetainedWAL
+	if cfg.reconcile {
+		return nil // nothing streams: no slot is created
+	}
 	if err := src.Setup(ctx, resuming); err != nil {
 		return fmt.Errorf("-%s: %w", s.name, err)
 	}
@@ -662,4 +692,18 @@ func watchRetained(ctx context.Context, slots map[string]metrics.RetainedFunc, l
 			}
 		}
 	}
+}
+
+// reconcileTables runs -reconcile: one batched compare-and-repair pass
+// over -tables (Sync.ReconcileTables), a line per table on stdout.
+func reconcileTables(ctx context.Context, pair *duplex.Sync, cfg *config, stdout io.Writer) error {
+	ps, err := pair.ReconcileTables(ctx, cfg.tables, cfg.onboardingChunk)
+	for _, p := range ps {
+		fmt.Fprintf(stdout, "pgbisync: reconciled %s: compared %d, copied %d, agreed %d, decided %d, held %d (in the DLQ), deferred %d (a merge in progress) in %s (%.0f keys/s)\n",
+			p.Table, p.Compared, p.Copied, p.Agreed, p.Decided, p.Held, p.Deferred, p.Elapsed.Round(time.Millisecond), p.Rate())
+	}
+	if err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	return nil
 }

@@ -21,6 +21,11 @@
 //	twoway   the same offered load on both sides at once (duplex only:
 //	         native replication cannot do this on PostgreSQL 15)
 //	bigtx    one 1,000,000-row transaction: time, and the sync's peak RSS
+//	onboard  200,000 rows on a, b's table empty: native logical
+//	         replication's initial copy (copy_data = true) against duplex's
+//	         onboarding (Sync.Onboard, in this process), rows/s
+//	compare  200,000 equal rows on both sides: onboarding (compare, record
+//	         as agreed) rows/s, then Sync.ReconcileTables keys/s
 //	redis    catchup with and without Redis dedup (duplex against duplex)
 //	aa       catchup of duplex against itself: the noise floor
 //	aa-native  the same for native replication
@@ -99,9 +104,9 @@ type options struct {
 
 // sizes are a workload run's dimensions.
 type sizes struct {
-	seed, updates, txRows, small, clients, big int
-	loads                                      []int
-	steady                                     time.Duration
+	seed, updates, txRows, small, clients, big, onboard int
+	loads                                               []int
+	steady                                              time.Duration
 	// The two-way workloads': single-row transactions and their clients
 	// (bi-pgbench), the offered load of bi-steady and bi-twoway, the keys
 	// and per-side load of bi-contention, and their steady phases.
@@ -119,7 +124,7 @@ func main() {
 	flag.StringVar(&o.redis, "redis", "redis://127.0.0.1:6379/0", "Redis for the redis workload")
 	flag.BoolVar(&o.quick, "quick", false, "small sizes, 1 run, 10 s steady phases: a smoke test")
 	flag.IntVar(&o.runs, "runs", 3, "runs of each system per workload (alternated)")
-	flag.StringVar(&o.only, "only", "", "comma-separated workloads to run, of either mode (catchup,smalltx,backlog,steady,twoway,bigtx,redis,ledger,aa,aa-native; bi-catchup,bi-pgbench,bi-steady,bi-twoway,bi-contention,bi-bigtx); empty: those of -mode")
+	flag.StringVar(&o.only, "only", "", "comma-separated workloads to run, of either mode (catchup,smalltx,backlog,steady,twoway,bigtx,onboard,compare,redis,ledger,aa,aa-native; bi-catchup,bi-pgbench,bi-steady,bi-twoway,bi-contention,bi-bigtx); empty: those of -mode")
 	flag.StringVar(&o.loads, "loads", "2000,5000,10000,20000", "offered loads (rows/s) of steady and twoway")
 	flag.DurationVar(&o.steady, "steady", 60*time.Second, "length of each steady phase (two-way mode: 20 s unless given)")
 	flag.StringVar(&o.out, "out", "", "write the results as a Markdown section (for BENCHMARKS.md) to this file")
@@ -189,6 +194,9 @@ type workload struct {
 	// conflicts: the load makes conflicts, so dead letters are reported
 	// rather than voiding the run.
 	conflicts bool
+	// self: the body sets up what it measures (no sync process, no native
+	// subscription is started for it).
+	self bool
 	// metrics lists what the table shows: key, label, whether higher is
 	// better, and the target text.
 	metrics []metric
@@ -220,7 +228,7 @@ func parseLoads(s string) ([]int, error) {
 
 // workloads returns every workload of both modes at sizes z; pgbench is
 // bi-pgbench's writer ("" : Go writers).
-func workloads(z sizes, timeout time.Duration, pgbench string) []workload {
+func workloads(c *cluster, z sizes, timeout time.Duration, pgbench string) []workload {
 	catch := func(ctx context.Context, p *pair, _ string) (map[string]float64, error) {
 		o, err := catchUp(ctx, p, z.seed, z.updates, z.txRows, timeout)
 		if err != nil {
@@ -295,6 +303,23 @@ func workloads(z sizes, timeout time.Duration, pgbench string) []workload {
 			metrics: []metric{{"rows_s", "catch-up rows/s", true, "overhead <= 10%", nil}}},
 		workload{name: "ledger", variants: []string{duplexOne, duplexFix}, seed: z.seed, estimate: catchEst, body: catch,
 			metrics: []metric{{"rows_s", "catch-up rows/s (diagnostic)", true, "", nil}}},
+		workload{name: "onboard", variants: []string{native, duplexOne}, self: true, estimate: 10*time.Second + time.Duration(z.onboard/10)*time.Millisecond,
+			body: func(ctx context.Context, p *pair, v string) (map[string]float64, error) {
+				if err := seedA(ctx, p, z.onboard); err != nil {
+					return nil, err
+				}
+				if v == native {
+					return nativeCopy(ctx, c, p, z.onboard, timeout)
+				}
+				return onboardRun(ctx, c, p, z.onboard, false)
+			},
+			metrics: []metric{{"secs", fmt.Sprintf("%d rows into an empty side, s", z.onboard), false, "", nil}, {"rows_s", "rows/s", true, ">= 1.0x native copy_data", nil}}},
+		workload{name: "compare", variants: []string{duplexOne}, self: true, seed: z.onboard, estimate: 10*time.Second + time.Duration(z.onboard/20)*time.Millisecond,
+			body: func(ctx context.Context, p *pair, _ string) (map[string]float64, error) {
+				return onboardRun(ctx, c, p, z.onboard, true)
+			},
+			metrics: []metric{{"rows_s", fmt.Sprintf("onboarding %d equal rows on both sides, rows/s", z.onboard), true, ">= 100,000", nil},
+				{"reconcile_keys_s", "ReconcileTables compare, keys/s", true, ">= 20,000", nil}}},
 		workload{name: "aa", variants: []string{duplexOne, duplexAgain}, seed: z.seed, estimate: catchEst, body: catch, metrics: catchMetrics[:1]},
 		workload{name: "aa-native", variants: []string{native, nativeAgain}, seed: z.seed, estimate: catchEst, body: catch, metrics: catchMetrics[:1]},
 	)
@@ -352,10 +377,10 @@ func run(ctx context.Context, o options) error {
 		fmt.Printf("cleanup: %d duplex_bench_* databases dropped\n", n)
 		return err
 	}
-	z := sizes{seed: 100000, updates: 200000, txRows: 1000, small: 50000, clients: 8, big: 1000000, steady: o.steady,
+	z := sizes{seed: 100000, updates: 200000, txRows: 1000, small: 50000, clients: 8, big: 1000000, onboard: 200000, steady: o.steady,
 		biSmall: 20000, biClients: 4, biRate: 5000, contKeys: 1000, contRate: 1000, biSteady: 20 * time.Second}
 	if o.quick {
-		z = sizes{seed: 10000, updates: 20000, txRows: 1000, small: 5000, clients: 8, big: 50000, steady: 10 * time.Second,
+		z = sizes{seed: 10000, updates: 20000, txRows: 1000, small: 5000, clients: 8, big: 50000, onboard: 20000, steady: 10 * time.Second,
 			biSmall: 2000, biClients: 4, biRate: 5000, contKeys: 1000, contRate: 1000, biSteady: 10 * time.Second}
 		o.runs = 1
 		if o.loads == "2000,5000,10000,20000" {
@@ -389,7 +414,7 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
-	all := workloads(z, o.timeout, pgbench)
+	all := workloads(c, z, o.timeout, pgbench)
 	var ws []workload
 	if o.only == "" {
 		for _, w := range all {
@@ -405,7 +430,7 @@ func run(ctx context.Context, o options) error {
 			}
 		}
 		if len(ws) == 0 {
-			return fmt.Errorf("-only %q matches no workload (catchup,smalltx,backlog,steady,twoway,bigtx,redis,ledger,aa,aa-native,%s)", o.only, strings.Join(twoWayFamilies, ","))
+			return fmt.Errorf("-only %q matches no workload (catchup,smalltx,backlog,steady,twoway,bigtx,onboard,compare,redis,ledger,aa,aa-native,%s)", o.only, strings.Join(twoWayFamilies, ","))
 		}
 	}
 	var est time.Duration
@@ -511,6 +536,8 @@ func (b *bench) runOnce(ctx context.Context, w workload, v string, r int) (m map
 		}
 	}()
 	switch {
+	case w.self:
+		// The body starts what it measures.
 	case isNative:
 		if err := b.c.startNative(ctx, p, w.held); err != nil {
 			return nil, err
@@ -557,7 +584,7 @@ func (b *bench) runOnce(ctx context.Context, w workload, v string, r int) (m map
 			p.release = func(context.Context) error { return held.release() }
 		}
 	}
-	if !w.held {
+	if !w.held && !w.self {
 		if err := ready(ctx, p, twoWay || w.twoSided); err != nil {
 			return nil, err
 		}

@@ -61,8 +61,8 @@ func (r *results) markdown() string {
 	fmt.Fprintf(&b, "- Runs per system: %d, alternated; cells are median [min–max] over the runs.\n", r.o.runs)
 	oneWay, twoWay := r.byMode()
 	if len(oneWay) > 0 {
-		fmt.Fprintf(&b, "- Sizes: %d seeded rows, %d updates in %d-row transactions, %d single-row transactions from %d clients, %d-row transaction, steady phases of %s.\n",
-			r.z.seed, r.z.updates, r.z.txRows, r.z.small, r.z.clients, r.z.big, r.z.steady)
+		fmt.Fprintf(&b, "- Sizes: %d seeded rows, %d updates in %d-row transactions, %d single-row transactions from %d clients, %d-row transaction, %d rows onboarded, steady phases of %s.\n",
+			r.z.seed, r.z.updates, r.z.txRows, r.z.small, r.z.clients, r.z.big, r.z.onboard, r.z.steady)
 	}
 	if len(twoWay) > 0 {
 		fmt.Fprintf(&b, "- Two-way sizes: %d seeded customers; %d updates in %d-row transactions and %d one-row transactions from %d clients written while the sync is stopped; %d rows/s offered per side for %s; contention on %d keys at %d rows/s per side; %d-row insert transaction. pgbisync ran with its default flags (-a, -b, -name, -tables, -log-level warn).\n",

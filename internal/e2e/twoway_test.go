@@ -58,6 +58,8 @@ type pair struct {
 	sync *duplex.Sync
 	// preflight, when set, builds the sync's Preflight (SyncConfig.Preflight).
 	preflight func(p *pair) duplex.Preflight
+	// onboarding configures the Sync's onboarding (off unless Tables set).
+	onboarding duplex.OnboardingConfig
 	// seeded is the number of rows both sides held before the first start;
 	// the first start records them as agreed (Sync.Reconcile).
 	seeded int
@@ -210,7 +212,8 @@ func (p *pair) start(t *testing.T) {
 	s, err := duplex.NewSync(&duplex.SyncConfig{
 		Name: p.syncName, A: endpoint("a", p.a), B: endpoint("b", p.b), Preflight: pf,
 		Resolver: p.resolver, DeadLetters: p.dlq, Observer: p.events, Logger: p.logger,
-		Options: duplex.Options{MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
+		Onboarding: p.onboarding,
+		Options:    duplex.Options{MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
 	})
 	require.NoError(t, err)
 	for id := 1; id <= p.seeded; id++ {
@@ -273,7 +276,13 @@ func (p *pair) waitQuiet(t *testing.T, want int) {
 
 func rowsOf(t *testing.T, pool *pgxpool.Pool) map[int64]string {
 	t.Helper()
-	rows, err := pool.Query(t.Context(), `SELECT id, row(name, email, status, visits)::text FROM customers`)
+	return textRows(t, pool, `SELECT id, row(name, email, status, visits)::text FROM customers`)
+}
+
+// textRows runs query, which selects an id and a text, into a map.
+func textRows(t *testing.T, pool *pgxpool.Pool, query string) map[int64]string {
+	t.Helper()
+	rows, err := pool.Query(t.Context(), query)
 	require.NoError(t, err)
 	out := map[int64]string{}
 	for rows.Next() {
