@@ -313,7 +313,7 @@ func (s *Sync) Reconcile(ctx context.Context, t Table, k Key) (ActionResult, err
 		}
 		err := s.cfg.DeadLetters.Put(ctx, &DeadLetter{
 			Sync: s.cfg.Name, Direction: dir, Change: *ch, Reason: ReasonConflict, Error: reason,
-			Conflict: &ConflictInfo{Kind: c.Kind, Fields: c.Conflicting(), Source: arow.Clone(), Target: brow.Clone(), DecidedBy: c.by},
+			Conflict: &ConflictInfo{Kind: c.Kind, Fields: c.Conflicting(), Source: arow.Clone(), Target: brow.Clone(), DecidedBy: c.by, Merge: true},
 			At:       time.Now(),
 		})
 		if err != nil {

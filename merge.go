@@ -249,7 +249,8 @@ func (p *Pipeline) resolveMerge(i int, ch, syn *Change, x, y Values, targetAt ti
 		if c.Kind == NoConflict {
 			return nil, nil, true, nil
 		}
-		ip.info = &ConflictInfo{Kind: c.Kind, Fields: c.Conflicting(), Source: x.Clone(), Target: y.Clone(), DecidedBy: c.by}
+		ip.info = &ConflictInfo{Kind: c.Kind, Fields: c.Conflicting(), Source: x.Clone(), Target: y.Clone(), DecidedBy: c.by,
+			Base: syn.Before.Clone(), Merge: true}
 		if c.Kind != UpdateUpdate || x == nil || y == nil {
 			return nil, nil, true, nil
 		}
