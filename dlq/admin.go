@@ -765,10 +765,10 @@ func (a *admin) pageList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := listPage{
-		page:     a.newPage(r),
-		Filter:   f,
-		Entries:  entries,
-		Total:    total,
+		page:      a.newPage(r),
+		Filter:    f,
+		Entries:   entries,
+		Total:     total,
 		Depth:     depth,
 		OlderThan: q.Get("older_than"),
 		Statuses:  []Status{StatusPending, StatusRetried, StatusDismissed, StatusResolved},
