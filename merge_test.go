@@ -159,6 +159,49 @@ func TestMergeWriteBackFailureDeadLetters(t *testing.T) {
 	requireSameRows(t, ab.a, ab.b)
 }
 
+// A write-back failing with a transient error (a serialization failure,
+// an admin shutdown during an outage) many more times than MaxAttempts is
+// waited out, never dead-lettered: an outage of the source costs no DLQ
+// entry, and the rows converge once it ends.
+func TestMergeWriteBackOutageIsAWait(t *testing.T) {
+	t.Parallel()
+	for _, class := range []struct {
+		name string
+		wrap func(error) error
+	}{{"transient", duplex.Transient}, {"unavailable", duplex.Unavailable}} {
+		t.Run(class.name, func(t *testing.T) {
+			t.Parallel()
+			ab := mergeBed(t, nil)
+			ab.seedBoth(t, 1)
+			require.NoError(t, ab.a.Update(customers, key(1), duplex.Values{"name": "from a"}))
+			require.NoError(t, ab.b.Update(customers, key(1), duplex.Values{"n": int64(42)}))
+			var mu sync.Mutex
+			failed := 0
+			outage := func(_ int, b *duplex.Batch) error {
+				if !isWriteBack(b) {
+					return nil
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if failed < 5*fastOptions().MaxAttempts {
+					failed++
+					return class.wrap(errors.New("could not serialize access due to concurrent update"))
+				}
+				return nil
+			}
+			ab.fa.setFail(outage)
+			ab.fb.setFail(outage)
+			ab.run(t)
+			waitFor(t, func() bool { return agreedOnBoth(t, ab, 1, duplex.Values{"name": "from a", "n": int64(42)}) })
+			requireSameRows(t, ab.a, ab.b)
+			mu.Lock()
+			require.Equal(t, 5*fastOptions().MaxAttempts, failed, "the write-back failed past the retry budget")
+			mu.Unlock()
+			require.Empty(t, ab.dlq.all(), "an outage is a wait, not a dead letter")
+		})
+	}
+}
+
 // A merge that writes both systems commits each system's record with its
 // write: the target's with the target's write, the source's with the
 // write back, both of one version.
