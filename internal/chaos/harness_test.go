@@ -340,14 +340,24 @@ type verdict struct {
 	events    int
 	dlq       int
 	dlqKeys   []string
+	heldRows  int // rows (table and key) with a DLQ entry, whatever its status
 	applied   float64
 	unequal   []string
 	lastCheck string
 }
 
 func (v verdict) String() string {
-	return fmt.Sprintf("converged %.1fs after the writers stopped; %d events on each side; %d DLQ entries (%d customers held: %s); %0.f changes applied",
-		v.converge.Seconds(), v.events, v.dlq, len(v.dlqKeys), strings.Join(v.dlqKeys, " "), v.applied)
+	return fmt.Sprintf("converged %.1fs after the writers stopped; %d events on each side; %d DLQ entries (%d customers held: %s; %s); %0.f changes applied",
+		v.converge.Seconds(), v.events, v.dlq, len(v.dlqKeys), strings.Join(v.dlqKeys, " "), v.perHeldRow(), v.applied)
+}
+
+// perHeldRow reports the DLQ entries per held row (the goal is 1: later
+// changes of a held row refresh its entry).
+func (v verdict) perHeldRow() string {
+	if v.heldRows == 0 {
+		return "no held row"
+	}
+	return fmt.Sprintf("%d rows held, %.2f DLQ entries per held row", v.heldRows, float64(v.dlq)/float64(v.heldRows))
 }
 
 // converge waits until the oracle holds, then checks that nothing more is
@@ -447,7 +457,9 @@ func (e *env) check() (verdict, bool) {
 	}
 	v.dlq = len(entries)
 	held := map[string]bool{}
+	heldRows := map[string]bool{}
 	for _, en := range entries {
+		heldRows[en.Change.Table.String()+" "+en.Key()] = true
 		if en.Error == "" || en.Reason == "" || en.Change.ID == "" {
 			v.lastCheck = fmt.Sprintf("DLQ entry %d lacks its payload or reason: %+v", en.ID, en)
 			return v, false
@@ -456,6 +468,7 @@ func (e *env) check() (verdict, bool) {
 			held[en.Key()] = true
 		}
 	}
+	v.heldRows = len(heldRows)
 	for k := range held {
 		v.dlqKeys = append(v.dlqKeys, k)
 	}
