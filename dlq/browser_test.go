@@ -312,7 +312,7 @@ func TestBrowserResolveEndToEnd(t *testing.T) {
 	// The three-way view: base, a, b; the held field marked, both sides'
 	// values changed from the base.
 	header := text(t, bctx, "#conflict thead")
-	require.Contains(t, header, "base (agreed)")
+	require.Contains(t, strings.ToLower(header), "base (agreed)")
 	held := text(t, bctx, "#conflict tr.conflict")
 	require.Contains(t, held, "email")
 	require.Contains(t, held, "ann@old.example", "the agreed row")
