@@ -322,3 +322,45 @@ func TestForgottenAgreementNeverCountsTwice(t *testing.T) {
 		require.Equal(t, int64(3), db.Get(customers, key(1))["n"], "%s: the +2 counted twice", db.Name())
 	}
 }
+
+// A retry of an entry whose change was applied in part (a merge wrote the
+// field that flowed and held the contested one, recording the change in
+// the target's ledger) is not answered "already applied" while the held
+// field is still missing: it merges again, and the row is held again.
+func TestRetryOfPartlyAppliedEntryIsNotAlreadyApplied(t *testing.T) {
+	t.Parallel()
+	ab := mergeBed(t, nil)
+	ab.seedBoth(t, 1)
+	require.NoError(t, ab.a.Update(customers, key(1), duplex.Values{"name": "from a", "n": int64(7)}))
+	require.NoError(t, ab.b.Update(customers, key(1), duplex.Values{"n": int64(9)}))
+	ab.run(t)
+	var dl duplex.DeadLetter
+	waitFor(t, func() bool {
+		for _, l := range ab.dlq.all() {
+			if l.Direction.From == "a" && l.Change.Key.String() == key(1).String() {
+				dl = l
+				return true
+			}
+		}
+		return false
+	})
+	waitFor(t, func() bool { return ab.b.Get(customers, key(1))["name"] == "from a" })
+	applied, err := ab.b.Applier("duplex").Applied(t.Context(), []string{dl.Change.ID})
+	require.NoError(t, err)
+	require.True(t, applied[0], "the flowing field's write recorded the change in b's ledger")
+	require.Equal(t, []string{"n"}, dl.Conflict.Fields)
+
+	res, err := ab.sync.Retry(t.Context(), &dl)
+	require.NoError(t, err)
+	require.NotEqual(t, duplex.OutcomeAlreadyApplied, res.Outcome, "the held field n is not on b: %s", res.Detail)
+	require.Equal(t, duplex.OutcomeDeadLettered, res.Outcome, res.Detail)
+	require.Equal(t, int64(9), ab.b.Get(customers, key(1))["n"], "the held field stays as it is")
+
+	// Resolved, a retry has nothing left to do.
+	_, err = ab.sync.Resolve(t.Context(), &dl, "a")
+	require.NoError(t, err)
+	res, err = ab.sync.Retry(t.Context(), &dl)
+	require.NoError(t, err)
+	require.NotEqual(t, duplex.OutcomeDeadLettered, res.Outcome, res.Detail)
+	requireSameRows(t, ab.a, ab.b)
+}
