@@ -159,6 +159,18 @@ func TestMergeWriteBackFailureDeadLetters(t *testing.T) {
 	requireSameRows(t, ab.a, ab.b)
 }
 
+// mergeBothEdits runs the sync with fail watching both systems' Applies
+// and waits until key 1 holds both edits ("from a", 42) and its records
+// agree on both systems.
+func mergeBothEdits(t *testing.T, ab *actionBed, fail func(int, *duplex.Batch) error) {
+	t.Helper()
+	ab.fa.setFail(fail)
+	ab.fb.setFail(fail)
+	ab.run(t)
+	waitFor(t, func() bool { return agreedOnBoth(t, ab, 1, duplex.Values{"name": "from a", "n": int64(42)}) })
+	requireSameRows(t, ab.a, ab.b)
+}
+
 // A write-back failing with a transient error (a serialization failure,
 // an admin shutdown during an outage) many more times than MaxAttempts is
 // waited out, never dead-lettered: an outage of the source costs no DLQ
@@ -189,11 +201,7 @@ func TestMergeWriteBackOutageIsAWait(t *testing.T) {
 				}
 				return nil
 			}
-			ab.fa.setFail(outage)
-			ab.fb.setFail(outage)
-			ab.run(t)
-			waitFor(t, func() bool { return agreedOnBoth(t, ab, 1, duplex.Values{"name": "from a", "n": int64(42)}) })
-			requireSameRows(t, ab.a, ab.b)
+			mergeBothEdits(t, ab, outage)
 			mu.Lock()
 			require.Equal(t, 5*fastOptions().MaxAttempts, failed, "the write-back failed past the retry budget")
 			mu.Unlock()
@@ -221,11 +229,7 @@ func TestMergeCommitsEachRecordWithItsWrite(t *testing.T) {
 		}
 		return nil
 	}
-	ab.fa.setFail(watch)
-	ab.fb.setFail(watch)
-	ab.run(t)
-	waitFor(t, func() bool { return agreedOnBoth(t, ab, 1, duplex.Values{"name": "from a", "n": int64(42)}) })
-	requireSameRows(t, ab.a, ab.b)
+	mergeBothEdits(t, ab, watch)
 	mu.Lock()
 	defer mu.Unlock()
 	require.Equal(t, 2, recordsWithWrites, "one merge: the target's write and the write back, each with its record")
