@@ -178,7 +178,9 @@ func (s *Store) put(ctx context.Context, l *duplex.DeadLetter) (bool, error) {
 		e, found, err := s.lockEntry(ctx, tx, "sync = $1 AND direction_from = $2 AND direction_to = $3 AND change_id = $4 AND change_id <> ''",
 			pgText(l.Sync), pgText(l.Direction.From), pgText(l.Direction.To), pgText(l.Change.ID))
 		if err == nil && !found && row != "" {
-			e, found, err = s.lockEntry(ctx, tx, "row_key = $1 AND status = 'pending'", pgText(row))
+			// row_key <> '' spelled out, so a generic plan can use the
+			// partial unique index.
+			e, found, err = s.lockEntry(ctx, tx, "row_key = $1 AND row_key <> '' AND status = 'pending'", pgText(row))
 		}
 		if err != nil {
 			return err

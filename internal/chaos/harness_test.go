@@ -362,6 +362,20 @@ func (v verdict) perHeldRow() string {
 
 // converge waits until the oracle holds, then checks that nothing more is
 // applied, and returns the figures. p is the running pgbisync.
+// dlqFigure says how many DLQ entries the sync has per held row, for a
+// run that did not converge (the verdict says it for one that did).
+func (e *env) dlqFigure() string {
+	entries, err := e.deadLetters(context.Background())
+	if err != nil {
+		return "DLQ unreadable: " + err.Error()
+	}
+	rows := map[string]bool{}
+	for _, en := range entries {
+		rows[en.Change.Table.String()+" "+en.Key()] = true
+	}
+	return fmt.Sprintf("%d DLQ entries; %s", len(entries), verdict{dlq: len(entries), heldRows: len(rows)}.perHeldRow())
+}
+
 func (e *env) converge(p *proc) verdict {
 	t := e.t
 	t.Helper()
@@ -371,7 +385,7 @@ func (e *env) converge(p *proc) verdict {
 	ok := 0
 	for ok < 2 {
 		if time.Now().After(deadline) {
-			t.Fatalf("the sides did not converge in %s: %s\n%s", time.Since(start).Round(time.Second), v.lastCheck, tail(p.output(), 4000))
+			t.Fatalf("the sides did not converge in %s: %s; %s\n%s", time.Since(start).Round(time.Second), v.lastCheck, e.dlqFigure(), tail(p.output(), 4000))
 		}
 		select {
 		case <-p.done:
