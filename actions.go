@@ -423,7 +423,7 @@ func (s *Sync) decideRows(ctx context.Context, t Table, k Key, arow, brow Values
 		}
 		return rowsDecision{change: ch, held: &DeadLetter{
 			Sync: s.cfg.Name, Direction: dir, Change: *ch, Reason: ReasonConflict, Error: reason,
-			Conflict: &ConflictInfo{Kind: c.Kind, Fields: c.Conflicting(), Source: arow.Clone(), Target: brow.Clone(), DecidedBy: c.by},
+			Conflict: &ConflictInfo{Kind: c.Kind, Fields: c.Conflicting(), Source: arow.Clone(), Target: brow.Clone(), DecidedBy: c.by, Merge: true},
 			At:       time.Now(),
 		}}, nil
 	}

@@ -26,9 +26,11 @@
 //     transient error is retried with exponential backoff and jitter while
 //     changes to other keys go on; later changes to its key wait behind it.
 //   - A failing batch is split to find the one bad change, which goes to the
-//     DLQ (permanent errors at once, others after Options.MaxAttempts) while
-//     the rest commit. An outage of the target ([Unavailable]) is waited out
-//     and never dead-letters anything.
+//     DLQ (permanent errors at once, unclassified ones after
+//     Options.MaxAttempts) while the rest commit. An outage of either system
+//     ([Unavailable]) or a transient error ([Transient]: serialization
+//     failure, deadlock) is waited out however long it lasts, and never
+//     dead-letters anything: a two-way merge's write-back included.
 //   - Writes carry the values they were decided on ([Write].Expect); when the
 //     target row moved in between, the change is decided again, so a user's
 //     edit is never overwritten unseen.
@@ -73,8 +75,9 @@
 // # Errors
 //
 // Errors are classified by behaviour ([ErrorClass]): mark your own with
-// [Transient], [Unavailable] or [Permanent]. Unknown errors are retried like
-// transient ones a bounded number of times, then dead-lettered.
+// [Transient], [Unavailable] or [Permanent]. Unknown errors are retried a
+// bounded number of times, then dead-lettered; transient and unavailable
+// ones for as long as they last.
 //
 // The packages cdc, apply, check, resolve, dedup, dlq, loopguard and metrics hold
 // the implementations; memdb is an in-memory database implementing the

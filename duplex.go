@@ -252,4 +252,13 @@ type ConflictInfo struct {
 	Target Values `json:"target"`
 	// DecidedBy names the resolver that sent it to the DLQ.
 	DecidedBy string `json:"decided_by,omitempty"`
+	// Base is the row both sides last agreed on (the base of a two-way
+	// merge, or the change's before image one way); nil when unknown or
+	// the row did not exist.
+	Base Values `json:"base,omitempty"`
+	// Merge says a two-way merge held the row: Source and Target are the
+	// two systems' current rows as the merge read them, not a change's
+	// images, so a later merge of the same row supersedes them (the DLQ
+	// keeps one pending entry per held row and field set).
+	Merge bool `json:"merge,omitempty"`
 }

@@ -24,11 +24,12 @@ type ErrorClass uint8
 
 // Error classes, from the least to the most severe for a single change.
 const (
-	// ClassUnknown errors are retried like transient ones, up to
+	// ClassUnknown errors are retried with backoff up to
 	// Config.MaxAttempts, then dead-lettered with their text.
 	ClassUnknown ErrorClass = iota
 	// ClassTransient errors (serialization failure, deadlock, lock timeout)
-	// are retried with backoff up to Config.MaxAttempts, then dead-lettered.
+	// are retried with backoff for as long as they last, holding back the
+	// change's key (other keys go on); they are never dead-lettered.
 	ClassTransient
 	// ClassUnavailable errors say the endpoint itself is down (connection
 	// refused or lost). They are not the change's fault: the Pipeline waits
@@ -71,8 +72,8 @@ type Classifier interface {
 	ErrorClass() ErrorClass
 }
 
-// Transient marks err as worth retrying: it is retried with backoff up to
-// Config.MaxAttempts, then dead-lettered. Transient(nil) is nil.
+// Transient marks err as worth retrying: it is retried with backoff for as
+// long as it lasts, never dead-lettered. Transient(nil) is nil.
 func Transient(err error) error { return classify(err, ClassTransient) }
 
 // Unavailable marks err as an outage of the endpoint rather than a fault of

@@ -243,7 +243,8 @@ func (p *Pipeline) resolveMerge(i int, ch, syn *Change, x, y Values, targetAt ti
 		if c.Kind == NoConflict {
 			return nil, nil, true, nil
 		}
-		ip.info = &ConflictInfo{Kind: c.Kind, Fields: c.Conflicting(), Source: x.Clone(), Target: y.Clone(), DecidedBy: c.by}
+		ip.info = &ConflictInfo{Kind: c.Kind, Fields: c.Conflicting(), Source: x.Clone(), Target: y.Clone(), DecidedBy: c.by,
+			Base: syn.Before.Clone(), Merge: true}
 		if c.Kind != UpdateUpdate || x == nil || y == nil {
 			return nil, nil, true, nil
 		}
@@ -450,9 +451,10 @@ func (p *Pipeline) commitSource(pl *plan) error {
 	return nil
 }
 
-// applyBack applies one key's side of a merge to the source: transient
-// failures are retried MaxAttempts times, an unavailable source is waited
-// for as long as it lasts (or until the Pipeline stops).
+// applyBack applies one key's side of a merge to the source: unclassified
+// failures are retried MaxAttempts times, an unavailable source or a
+// transient error is waited out for as long as it lasts (or until the
+// Pipeline stops): an outage never dead-letters a write-back.
 func (p *Pipeline) applyBack(b *Batch) error {
 	for attempt := 1; ; attempt++ {
 		err := p.source.apply(p.opCtx, b)
@@ -460,7 +462,7 @@ func (p *Pipeline) applyBack(b *Batch) error {
 			return err
 		}
 		class := ClassOf(err)
-		if class == ClassPermanent || (class != ClassUnavailable && attempt >= p.cfg.MaxAttempts) {
+		if exhausted(class, attempt, p.cfg.MaxAttempts) {
 			return err
 		}
 		if !p.wait(attempt, 1, class, err) {

@@ -159,6 +159,57 @@ func TestMergeWriteBackFailureDeadLetters(t *testing.T) {
 	requireSameRows(t, ab.a, ab.b)
 }
 
+// mergeBothEdits runs the sync with fail watching both systems' Applies
+// and waits until key 1 holds both edits ("from a", 42) and its records
+// agree on both systems.
+func mergeBothEdits(t *testing.T, ab *actionBed, fail func(int, *duplex.Batch) error) {
+	t.Helper()
+	ab.fa.setFail(fail)
+	ab.fb.setFail(fail)
+	ab.run(t)
+	waitFor(t, func() bool { return agreedOnBoth(t, ab, 1, duplex.Values{"name": "from a", "n": int64(42)}) })
+	requireSameRows(t, ab.a, ab.b)
+}
+
+// A write-back failing with a transient error (a serialization failure,
+// an admin shutdown during an outage) many more times than MaxAttempts is
+// waited out, never dead-lettered: an outage of the source costs no DLQ
+// entry, and the rows converge once it ends.
+func TestMergeWriteBackOutageIsAWait(t *testing.T) {
+	t.Parallel()
+	for _, class := range []struct {
+		name string
+		wrap func(error) error
+	}{{"transient", duplex.Transient}, {"unavailable", duplex.Unavailable}} {
+		t.Run(class.name, func(t *testing.T) {
+			t.Parallel()
+			ab := mergeBed(t, nil)
+			ab.seedBoth(t, 1)
+			require.NoError(t, ab.a.Update(customers, key(1), duplex.Values{"name": "from a"}))
+			require.NoError(t, ab.b.Update(customers, key(1), duplex.Values{"n": int64(42)}))
+			var mu sync.Mutex
+			failed := 0
+			outage := func(_ int, b *duplex.Batch) error {
+				if !isWriteBack(b) {
+					return nil
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if failed < 5*fastOptions().MaxAttempts {
+					failed++
+					return class.wrap(errors.New("could not serialize access due to concurrent update"))
+				}
+				return nil
+			}
+			mergeBothEdits(t, ab, outage)
+			mu.Lock()
+			require.Equal(t, 5*fastOptions().MaxAttempts, failed, "the write-back failed past the retry budget")
+			mu.Unlock()
+			require.Empty(t, ab.dlq.all(), "an outage is a wait, not a dead letter")
+		})
+	}
+}
+
 // A merge that writes both systems commits each system's record with its
 // write: the target's with the target's write, the source's with the
 // write back, both of one version.
@@ -178,11 +229,7 @@ func TestMergeCommitsEachRecordWithItsWrite(t *testing.T) {
 		}
 		return nil
 	}
-	ab.fa.setFail(watch)
-	ab.fb.setFail(watch)
-	ab.run(t)
-	waitFor(t, func() bool { return agreedOnBoth(t, ab, 1, duplex.Values{"name": "from a", "n": int64(42)}) })
-	requireSameRows(t, ab.a, ab.b)
+	mergeBothEdits(t, ab, watch)
 	mu.Lock()
 	defer mu.Unlock()
 	require.Equal(t, 2, recordsWithWrites, "one merge: the target's write and the write back, each with its record")
@@ -278,4 +325,46 @@ func TestForgottenAgreementNeverCountsTwice(t *testing.T) {
 	for _, db := range []*memdb.DB{a, b} {
 		require.Equal(t, int64(3), db.Get(customers, key(1))["n"], "%s: the +2 counted twice", db.Name())
 	}
+}
+
+// A retry of an entry whose change was applied in part (a merge wrote the
+// field that flowed and held the contested one, recording the change in
+// the target's ledger) is not answered "already applied" while the held
+// field is still missing: it merges again, and the row is held again.
+func TestRetryOfPartlyAppliedEntryIsNotAlreadyApplied(t *testing.T) {
+	t.Parallel()
+	ab := mergeBed(t, nil)
+	ab.seedBoth(t, 1)
+	require.NoError(t, ab.a.Update(customers, key(1), duplex.Values{"name": "from a", "n": int64(7)}))
+	require.NoError(t, ab.b.Update(customers, key(1), duplex.Values{"n": int64(9)}))
+	ab.run(t)
+	var dl duplex.DeadLetter
+	waitFor(t, func() bool {
+		for _, l := range ab.dlq.all() {
+			if l.Direction.From == "a" && l.Change.Key.String() == key(1).String() {
+				dl = l
+				return true
+			}
+		}
+		return false
+	})
+	waitFor(t, func() bool { return ab.b.Get(customers, key(1))["name"] == "from a" })
+	applied, err := ab.b.Applier("duplex").Applied(t.Context(), []string{dl.Change.ID})
+	require.NoError(t, err)
+	require.True(t, applied[0], "the flowing field's write recorded the change in b's ledger")
+	require.Equal(t, []string{"n"}, dl.Conflict.Fields)
+
+	res, err := ab.sync.Retry(t.Context(), &dl)
+	require.NoError(t, err)
+	require.NotEqual(t, duplex.OutcomeAlreadyApplied, res.Outcome, "the held field n is not on b: %s", res.Detail)
+	require.Equal(t, duplex.OutcomeDeadLettered, res.Outcome, res.Detail)
+	require.Equal(t, int64(9), ab.b.Get(customers, key(1))["n"], "the held field stays as it is")
+
+	// Resolved, a retry has nothing left to do.
+	_, err = ab.sync.Resolve(t.Context(), &dl, "a")
+	require.NoError(t, err)
+	res, err = ab.sync.Retry(t.Context(), &dl)
+	require.NoError(t, err)
+	require.NotEqual(t, duplex.OutcomeDeadLettered, res.Outcome, res.Detail)
+	requireSameRows(t, ab.a, ab.b)
 }

@@ -18,8 +18,9 @@ import (
 type Options struct {
 	// BatchSize is the most changes applied in one Apply call. 0: 512.
 	BatchSize int
-	// MaxAttempts is how often a change failing with a transient or unknown
-	// error is tried before it is dead-lettered. 0: 5.
+	// MaxAttempts is how often a change failing with an unclassified error
+	// is tried before it is dead-lettered (transient and unavailable errors
+	// are retried for as long as they last). 0: 5.
 	MaxAttempts int
 	// MinBackoff and MaxBackoff bound the exponential backoff (with jitter)
 	// between retries. 0: 100ms and 10s.
@@ -656,7 +657,7 @@ func (p *Pipeline) truncate(it *item) error {
 			return nil
 		}
 		class := ClassOf(err)
-		if class == ClassPermanent || (class != ClassUnavailable && attempt >= p.cfg.MaxAttempts) {
+		if class == ClassPermanent || exhausted(class, attempt, p.cfg.MaxAttempts) {
 			it.attempts = attempt
 			return p.deadLetter(it, ReasonTruncate, "truncate failed: "+err.Error(), nil)
 		}
@@ -809,6 +810,22 @@ func (p *Pipeline) wait(attempt, n int, class ErrorClass, err error) bool {
 	return backoff.Sleep(p.ctx, d)
 }
 
+// exhausted reports whether a change failing attempts times with an error
+// of class has used up its retries. Only unclassified errors run out:
+// an outage (unavailable) or a transient error (serialization failure,
+// deadlock, lock timeout) is waited out however long it lasts, holding
+// back the change's key (the lag rises, /healthz says why), and never
+// dead-letters; a permanent error dead-letters at once.
+func exhausted(class ErrorClass, attempts, maxAttempts int) bool {
+	switch class {
+	case ClassUnavailable, ClassTransient:
+		return false
+	case ClassPermanent:
+		return true
+	}
+	return attempts >= maxAttempts
+}
+
 // failOne handles the failure of a single change: dead-letter it or park it
 // for a later retry while other keys go on.
 func (p *Pipeline) failOne(it *item, class ErrorClass, err error) error {
@@ -816,7 +833,7 @@ func (p *Pipeline) failOne(it *item, class ErrorClass, err error) error {
 	if class == ClassPermanent {
 		return p.deadLetter(it, ReasonPermanentError, err.Error(), nil)
 	}
-	if it.attempts >= p.cfg.MaxAttempts || it.replay {
+	if it.replay || exhausted(class, it.attempts, p.cfg.MaxAttempts) {
 		return p.deadLetter(it, ReasonRetriesExhausted, err.Error(), nil)
 	}
 	d := p.retry.Delay(it.attempts)

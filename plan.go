@@ -144,6 +144,7 @@ func (p *Pipeline) makePlan(items []*item) (plan, error) {
 				Source:    it.c.After.Clone(),
 				Target:    cur.Clone(),
 				DecidedBy: c.by,
+				Base:      it.c.Before.Clone(),
 			}
 		}
 	}

@@ -67,7 +67,10 @@ type replayResp struct {
 
 // Replay runs a dead-lettered change through the Pipeline's normal path
 // again: loop guard, the target's ledger, conflict detection and the
-// Resolver against the target's current row, apply. It does not consult the
+// Resolver against the target's current row, apply. In a two-way
+// Pipeline the ledger is not the last word (a change dead-lettered after a
+// merge wrote part of it is in the ledger): the row is merged again, and
+// OutcomeAlreadyApplied means that merge found nothing missing. It does not consult the
 // Deduper (a dead-lettered change is marked settled there) and never moves
 // the checkpoint or the source's acknowledged position. If the change fails
 // or is dead-lettered again, it is put to the DeadLetterSink again (the
@@ -136,12 +139,20 @@ func (p *Pipeline) replay(c *Change) (ActionResult, error) {
 			return ActionResult{Outcome: OutcomeUnchanged, Detail: what + " is the sync's own write coming back; nothing to apply"}, nil
 		}
 	}
+	// In a two-way sync the ledger holding the change does not mean its
+	// whole effect is there: a merge writes the fields that flow and holds
+	// the contested ones, or its write-back to the source fails, and the
+	// change is dead-lettered after its target write committed. Merging
+	// again is idempotent, so a two-way retry merges, and answers "already
+	// applied" only when that merge finds nothing missing.
+	inLedger := false
 	if p.ledger != nil {
 		applied, err := p.ledger.Applied(p.opCtx, []string{c.ID})
 		if err != nil {
 			return ActionResult{}, &replayError{err}
 		}
-		if len(applied) == 1 && applied[0] {
+		inLedger = len(applied) == 1 && applied[0]
+		if inLedger && p.cfg.Peer == nil {
 			return ActionResult{Outcome: OutcomeAlreadyApplied, Detail: what + " was applied to " + p.dir.To + " already"}, nil
 		}
 	}
@@ -151,6 +162,9 @@ func (p *Pipeline) replay(c *Change) (ActionResult, error) {
 		}
 	} else if err := p.runChunk([]*item{it}); err != nil {
 		return ActionResult{}, err
+	}
+	if inLedger && it.out != outWrite && it.out != outDead {
+		return ActionResult{Outcome: OutcomeAlreadyApplied, Detail: what + " was applied to " + p.dir.To + " already, and both sides hold its merge"}, nil
 	}
 	switch it.out {
 	case outWrite:

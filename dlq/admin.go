@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -122,17 +121,27 @@ type admin struct {
 //
 // JSON API (errors are {"error": "..."} with a 4xx or 5xx status):
 //
-//	GET  /dlq?direction=&table=&reason=&status=&key=&sync=&limit=&offset=&after=
+//	GET  /dlq?direction=&table=&reason=&status=&key=&field=&older_than=&sync=&limit=&offset=&after=
 //	     -> {"entries": [Entry...], "total": N}, newest first
 //	GET  /dlq/{id}                -> Entry
+//	POST /dlq/bulk?action=retry|dismiss|resolve&winner=&dry_run=1&<filter>
+//	     -> BulkResult: acts on every pending entry the filter matches
+//	        (oldest first), or with dry_run only counts them
 //	POST /dlq/{id}/retry          -> {"entry": Entry, "result": ActionResult}
 //	POST /dlq/{id}/dismiss        -> {"entry": Entry}
 //	POST /dlq/{id}/resolve?winner=a|b|<side name> (or a winner form field)
 //	     -> {"entry": Entry, "result": ActionResult}
 //
-// HTML: GET / lists entries with filters, paging and the pending depth;
-// GET /entries/{id} shows one with its payload, the two versions of a
-// conflict side by side, its history and buttons that POST to
+// An Entry in JSON has, besides its fields, "table" and "key" at the top
+// level and, for a conflict, "three_way": the agreed row and both sides'
+// rows field by field (see [Entry.ThreeWay]). field= matches a held field,
+// older_than= (a Go duration, "10m") entries first seen longer ago.
+//
+// HTML: GET / lists entries with filters, paging, the pending depth and a
+// bulk form (POST /bulk: the list's filter, an action, and a dry-run
+// button that only counts); GET /entries/{id} shows one with its
+// three-way view (base, A, B; differing and held fields marked), why it
+// was held, its superseded versions, its payload and buttons that POST to
 // /entries/{id}/retry|dismiss|resolve and redirect back with a message.
 //
 // Every action is idempotent: repeating one on an entry already in the
@@ -206,10 +215,12 @@ func NewAdmin(cfg AdminConfig) (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /dlq", a.apiList)
 	mux.HandleFunc("GET /dlq/{id}", a.apiGet)
+	mux.HandleFunc("POST /dlq/bulk", a.apiBulk)
 	mux.HandleFunc("POST /dlq/{id}/{action}", a.apiAction)
 	mux.HandleFunc("GET /{$}", a.pageList)
 	mux.HandleFunc("GET /entries/{id}", a.pageDetail)
 	mux.HandleFunc("POST /entries/{id}/{action}", a.pageAction)
+	mux.HandleFunc("POST /bulk", a.pageBulk)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusNotFound, "dlq: no such page: "+r.Method+" "+r.URL.Path)
 	})
@@ -325,7 +336,15 @@ func parseFilter(q url.Values, defaultLimit int) (Filter, error) {
 		Table:     q.Get("table"),
 		Reason:    duplex.Reason(q.Get("reason")),
 		Key:       q.Get("key"),
+		Field:     q.Get("field"),
 		Limit:     defaultLimit,
+	}
+	if s := q.Get("older_than"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return Filter{}, badRequest("dlq: parameter older_than: %q is not a duration such as 90s, 10m or 2h", s)
+		}
+		f.Before = time.Now().Add(-d)
 	}
 	if s := q.Get("status"); s != "" {
 		st, err := ParseStatus(s)
@@ -646,6 +665,7 @@ type page struct {
 type listPage struct {
 	page
 	Filter     Filter
+	OlderThan  string
 	Entries    []Entry
 	Total      int
 	From, To   int // 1-based positions of the first and last entry shown
@@ -661,21 +681,33 @@ type detailPage struct {
 	page
 	Entry      Entry
 	Payload    string
-	Conflict   []conflictRow
+	ThreeWay   *threeWayView
 	CanRetry   bool
 	CanDismiss bool
 	CanSolve   bool
 	HasAction  bool
 }
 
-// conflictRow is one field of a conflict's two versions.
-type conflictRow struct {
-	Field          string
-	Source, Target string
-	SourceAbsent   bool
-	TargetAbsent   bool
-	Conflict       bool
-	Key            bool
+// threeWayView is an entry's three-way view as the detail page shows it.
+type threeWayView struct {
+	*ThreeWay
+	Rows []threeWayRow
+}
+
+// threeWayRow is one field of the three-way view, its values formatted.
+type threeWayRow struct {
+	FieldView
+	BaseText string
+	Text     [2]string
+}
+
+func newThreeWayView(tw *ThreeWay) *threeWayView {
+	v := &threeWayView{ThreeWay: tw}
+	for _, f := range tw.Fields {
+		v.Rows = append(v.Rows, threeWayRow{FieldView: f, BaseText: formatValue(f.Base),
+			Text: [2]string{formatValue(f.Values[0]), formatValue(f.Values[1])}})
+	}
+	return v
 }
 
 func (a *admin) newPage(r *http.Request) page {
@@ -733,12 +765,13 @@ func (a *admin) pageList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := listPage{
-		page:     a.newPage(r),
-		Filter:   f,
-		Entries:  entries,
-		Total:    total,
-		Depth:    depth,
-		Statuses: []Status{StatusPending, StatusRetried, StatusDismissed, StatusResolved},
+		page:      a.newPage(r),
+		Filter:    f,
+		Entries:   entries,
+		Total:     total,
+		Depth:     depth,
+		OlderThan: q.Get("older_than"),
+		Statuses:  []Status{StatusPending, StatusRetried, StatusDismissed, StatusResolved},
 	}
 	dirs := []string{
 		duplex.Direction{From: a.sides[0], To: a.sides[1]}.String(),
@@ -760,7 +793,7 @@ func (a *admin) pageList(w http.ResponseWriter, r *http.Request) {
 	// filter and move by one page.
 	pageQuery := func(offset int) string {
 		v := url.Values{}
-		for _, k := range []string{"sync", "direction", "table", "reason", "status", "key", "limit", "after"} {
+		for _, k := range append(filterParams, "limit", "after") {
 			if s := q.Get(k); s != "" {
 				v.Set(k, s)
 			}
@@ -811,8 +844,8 @@ func (a *admin) pageDetail(w http.ResponseWriter, r *http.Request) {
 		CanDismiss: e.Status == StatusPending || e.Status == StatusRetried,
 		CanSolve:   a.actions != nil && e.Status == StatusPending,
 	}
-	if e.Conflict != nil {
-		p.Conflict = conflictRows(&e)
+	if tw := e.ThreeWay(a.sides); tw != nil {
+		p.ThreeWay = newThreeWayView(tw)
 	}
 	a.render(w, http.StatusOK, a.detail, p)
 }
@@ -853,47 +886,6 @@ func prettyJSON(v any) string {
 		return "(cannot encode payload as JSON: " + err.Error() + ")\n" + fmt.Sprintf("%#v", v)
 	}
 	return buf.String()
-}
-
-func conflictRows(e *Entry) []conflictRow {
-	c := e.Conflict
-	contested := make(map[string]bool, len(c.Fields))
-	for _, f := range c.Fields {
-		contested[f] = true
-	}
-	var rows []conflictRow
-	seen := map[string]bool{}
-	add := func(field string, key bool) {
-		if seen[field] {
-			return
-		}
-		seen[field] = true
-		sv, sok := c.Source[field]
-		tv, tok := c.Target[field]
-		rows = append(rows, conflictRow{
-			Field: field, Key: key, Conflict: contested[field],
-			Source: formatValue(sv), Target: formatValue(tv),
-			SourceAbsent: !sok, TargetAbsent: !tok,
-		})
-	}
-	for _, col := range e.Change.Key {
-		add(col.Name, true)
-	}
-	var rest []string
-	for f := range c.Source {
-		rest = append(rest, f)
-	}
-	for f := range c.Target {
-		rest = append(rest, f)
-	}
-	for _, f := range c.Fields {
-		rest = append(rest, f)
-	}
-	slices.Sort(rest)
-	for _, f := range rest {
-		add(f, false)
-	}
-	return rows
 }
 
 // formatValue renders a field value for the conflict table.

@@ -263,6 +263,9 @@ func TestAdmin(t *testing.T) {
 		{"HTMLDetailConflict", testHTMLDetailConflict},
 		{"HTMLActionsRedirect", testHTMLActionsRedirect},
 		{"HTMLNotFound", testHTMLNotFound},
+		{"Bulk", testBulk},
+		{"BulkHTML", testBulkHTML},
+		{"ListFieldAndAge", testListFieldAndAge},
 		{"MountedAtRoot", func(t *testing.T, s sink) { testMount(t, s, "") }},
 		{"MountedUnderPrefix", func(t *testing.T, s sink) { testMount(t, s, "/ops/dlq-admin") }},
 	}
@@ -357,9 +360,22 @@ func testGet(t *testing.T, s sink) {
 	// The public contract: the Entry's JSON field names.
 	var raw map[string]any
 	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &raw))
-	for _, f := range []string{"id", "sync", "direction", "change", "reason", "error", "attempts", "conflict", "first_seen", "last_seen", "count", "status", "updated_at"} {
+	for _, f := range []string{"id", "sync", "direction", "change", "reason", "error", "attempts", "conflict", "first_seen", "last_seen", "count", "status", "updated_at",
+		"table", "key", "three_way"} {
 		require.Contains(t, raw, f)
 	}
+	require.Equal(t, "public.customers", raw["table"])
+	require.Equal(t, "id=7", raw["key"])
+	require.Contains(t, raw["change"], "table", "the nested change keeps its table")
+	tw := raw["three_way"].(map[string]any)
+	require.Equal(t, []any{"a", "b"}, tw["sides"])
+	fields := tw["fields"].([]any)
+	require.Len(t, fields, 2)
+	email := fields[1].(map[string]any)
+	require.Equal(t, "email", email["name"])
+	require.Equal(t, []any{"a@example.com", "b@example.com"}, email["values"])
+	require.Equal(t, true, email["differs"])
+	require.Equal(t, true, email["held"])
 	e := decode[dlq.Entry](t, rec)
 	require.Equal(t, id, e.ID)
 	require.Equal(t, ab, e.Direction)
@@ -855,6 +871,7 @@ func testHTMLDetailConflict(t *testing.T, s sink) {
 		Kind: duplex.UpdateUpdate, Fields: []string{"email"}, DecidedBy: "lww",
 		Source: duplex.Values{"id": int64(42), "email": "a@example.com", "name": "Ann", "vip": nil},
 		Target: duplex.Values{"id": int64(42), "email": "b@example.com", "name": "Ann"},
+		Base:   duplex.Values{"id": int64(42), "email": "old@example.com", "name": "Ann"},
 	}
 	id := put(t, s, dl)
 	h := newAdmin(t, dlq.AdminConfig{Store: s, Actions: newFakeSync(s), Sides: [2]string{"a", "b"}})
@@ -862,10 +879,12 @@ func testHTMLDetailConflict(t *testing.T, s sink) {
 	rec := request(t, h, "GET", fmt.Sprintf("/entries/%d", id), nil)
 	require.Equal(t, http.StatusOK, rec.Code)
 	body := rec.Body.String()
-	require.Regexp(t, `<tr class="conflict">\s*<td class="field mono">email</td>\s*<td class="mono">a@example.com</td>\s*<td class="mono">b@example.com</td>`, body)
-	require.Regexp(t, `<tr>\s*<td class="field mono">name</td>`, body, "an agreed field is not highlighted")
-	require.Regexp(t, `<tr>\s*<td class="field mono">id <span class="muted">\(key\)</span></td>`, body, "the key comes first")
-	require.Regexp(t, `<td class="field mono">vip</td>\s*<td class="mono">NULL</td>\s*<td class="mono absent">absent</td>`, body)
+	require.Regexp(t, `<tr class="conflict">\s*<td class="field mono">email</td>\s*<td class="mono">old@example.com</td>\s*<td class="mono changed">a@example.com</td>\s*<td class="mono changed">b@example.com</td>`, body)
+	require.Regexp(t, `<tr class="">\s*<td class="field mono">name</td>`, body, "an agreed field is not highlighted")
+	require.Regexp(t, `<tbody>\s*<tr class="">\s*<td class="field mono">id <span class="muted">\(key\)</span></td>`, body, "the key comes first")
+	require.Regexp(t, `<tr class="differs">\s*<td class="field mono">vip</td>\s*<td class="mono absent">absent</td>\s*<td class="mono changed">NULL</td>\s*<td class="mono absent">absent</td>`, body)
+	require.Regexp(t, `id="held-by">lww<`, body, "why it was held")
+	require.Contains(t, body, "error for row 42", "the rule")
 	require.Contains(t, body, "update_update, decided by lww")
 	// The payload, indented.
 	require.Contains(t, body, "\n  &#34;table&#34;: {\n    &#34;schema&#34;: &#34;public&#34;,")
@@ -1000,4 +1019,121 @@ func testRetryInRowOrder(t *testing.T, s sink) {
 	}
 	retries, _ = fs.calls()
 	require.Equal(t, []int64{other, oldID, newID}, retries)
+}
+
+// heldLetter returns the dead letter of row id=n held by a two-way merge
+// on field, found in direction dir by change cid.
+func heldLetter(n int, cid string, dir duplex.Direction, table duplex.Table, field string) *duplex.DeadLetter {
+	dl := deadLetter(n, dir, table, duplex.ReasonConflict)
+	dl.Change.ID = cid
+	dl.Conflict = &duplex.ConflictInfo{
+		Kind: duplex.UpdateUpdate, Fields: []string{field}, DecidedBy: "manual_review", Merge: true,
+		Base:   duplex.Values{"id": int64(n), field: "base"},
+		Source: duplex.Values{"id": int64(n), field: "from " + dir.From + " " + cid},
+		Target: duplex.Values{"id": int64(n), field: "from " + dir.To},
+	}
+	return dl
+}
+
+// testBulk: POST /dlq/bulk counts with dry_run, then acts on exactly the
+// pending entries its filter matches.
+func testBulk(t *testing.T, s sink) {
+	for n := 1; n <= 4; n++ {
+		put(t, s, heldLetter(n, fmt.Sprintf("h%d", n), ab, tCustomers, "email"))
+	}
+	put(t, s, heldLetter(5, "h5", ab, tCustomers, "name"))
+	put(t, s, heldLetter(6, "h6", ab, tOrders, "email"))
+	put(t, s, deadLetter(7, ab, tCustomers, duplex.ReasonPermanentError))
+	// Later changes of row 1 refresh its entry.
+	require.NoError(t, s.Put(t.Context(), heldLetter(1, "h1b", ba, tCustomers, "email")))
+	fs := newFakeSync(s)
+	h := newAdmin(t, dlq.AdminConfig{Store: s, Actions: fs})
+
+	rec := request(t, h, "POST", "/dlq/bulk?action=resolve&winner=a&table=public.customers&field=email&reason=conflict&dry_run=1", nil)
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	dry := decode[dlq.BulkResult](t, rec)
+	require.True(t, dry.DryRun)
+	require.Equal(t, 4, dry.Matched)
+	require.Zero(t, dry.Done)
+	_, resolves := fs.calls()
+	require.Empty(t, resolves, "a dry run acts on nothing")
+
+	rec = request(t, h, "POST", "/dlq/bulk?action=resolve&winner=a&table=public.customers&field=email&reason=conflict", nil)
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	res := decode[dlq.BulkResult](t, rec)
+	require.Equal(t, 4, res.Matched)
+	require.Equal(t, 4, res.Done)
+	require.Zero(t, res.Failed)
+	_, resolves = fs.calls()
+	require.Len(t, resolves, 4)
+	es, total, err := s.List(t.Context(), dlq.Filter{Status: dlq.StatusPending})
+	require.NoError(t, err)
+	require.Equal(t, 3, total, "the name entry, the orders entry and the permanent error stay")
+	for _, e := range es {
+		require.NotEqual(t, "h1b", e.Change.ID)
+	}
+
+	// Failures are counted and reported; age filters too.
+	fs.mu.Lock()
+	fs.resolveErr = fmt.Errorf("row changed: %w", duplex.ErrNewerData)
+	fs.mu.Unlock()
+	rec = request(t, h, "POST", "/dlq/bulk?action=resolve&winner=b&reason=conflict&older_than=1h", nil)
+	res = decode[dlq.BulkResult](t, rec)
+	require.Equal(t, 2, res.Matched)
+	require.Equal(t, 2, res.Failed)
+	require.Contains(t, res.Errors[0], "row changed")
+
+	rec = request(t, h, "POST", "/dlq/bulk?action=dismiss&reason=permanent_error", nil)
+	res = decode[dlq.BulkResult](t, rec)
+	require.Equal(t, 1, res.Done)
+	requireError(t, request(t, h, "POST", "/dlq/bulk?action=explode", nil), http.StatusBadRequest, "unknown bulk action")
+	requireError(t, request(t, h, "POST", "/dlq/bulk?action=resolve", nil), http.StatusBadRequest, "winner is required")
+	requireError(t, request(t, h, "POST", "/dlq/bulk?action=dismiss&older_than=soon", nil), http.StatusBadRequest, "older_than")
+}
+
+// testBulkHTML: the list page's bulk form, dry run then apply, redirects
+// back to the filtered list with the outcome.
+func testBulkHTML(t *testing.T, s sink) {
+	put(t, s, heldLetter(1, "h1", ab, tCustomers, "email"))
+	put(t, s, heldLetter(2, "h2", ab, tCustomers, "email"))
+	put(t, s, heldLetter(3, "h3", ab, tOrders, "email"))
+	h := newAdmin(t, dlq.AdminConfig{Store: s, Actions: newFakeSync(s)})
+	body := request(t, h, "GET", "/?table=public.customers", nil).Body.String()
+	require.Contains(t, body, `<form class="bulk" id="bulk" method="post" action="./bulk">`)
+	require.Contains(t, body, `<input type="hidden" name="table" value="public.customers">`)
+
+	form := url.Values{"table": {"public.customers"}, "action": {"resolve"}, "winner": {"b"}, "dry_run": {"1"}}
+	rec := request(t, h, "POST", "/bulk", form, "Sec-Fetch-Site", "same-origin")
+	require.Equal(t, http.StatusSeeOther, rec.Code, rec.Body.String())
+	loc := resolveRef(t, "/bulk", rec.Header().Get("Location"))
+	body = request(t, h, "GET", loc, nil).Body.String()
+	require.Contains(t, body, "dry run: 2 pending entries match; resolve for b would act on them")
+	require.Equal(t, 2, entryRows(body))
+
+	delete(form, "dry_run")
+	rec = request(t, h, "POST", "/bulk", form)
+	loc = resolveRef(t, "/bulk", rec.Header().Get("Location"))
+	body = request(t, h, "GET", loc, nil).Body.String()
+	require.Contains(t, body, "bulk resolve for b: 2 of 2 pending entries done, 0 failed")
+	_, total, err := s.List(t.Context(), dlq.Filter{Status: dlq.StatusPending})
+	require.NoError(t, err)
+	require.Equal(t, 1, total)
+
+	// Cross-origin bulk POSTs are refused, like every other action.
+	rec = request(t, h, "POST", "/bulk", form, "Sec-Fetch-Site", "cross-site")
+	require.Equal(t, http.StatusForbidden, rec.Code)
+}
+
+// testListFieldAndAge: GET /dlq filters by held field and by age.
+func testListFieldAndAge(t *testing.T, s sink) {
+	put(t, s, heldLetter(1, "h1", ab, tCustomers, "email"))
+	put(t, s, heldLetter(2, "h2", ab, tCustomers, "name"))
+	h := newAdmin(t, dlq.AdminConfig{Store: s})
+	rep := decode[listReply](t, request(t, h, "GET", "/dlq?field=name", nil))
+	require.Equal(t, 1, rep.Total)
+	require.Equal(t, "h2", rep.Entries[0].Change.ID)
+	rep = decode[listReply](t, request(t, h, "GET", "/dlq?older_than=1h", nil))
+	require.Equal(t, 2, rep.Total, "t0 is long ago")
+	rep = decode[listReply](t, request(t, h, "GET", "/dlq?older_than=87600h", nil))
+	require.Zero(t, rep.Total)
 }

@@ -20,6 +20,7 @@ func copyDeadLetter(l *duplex.DeadLetter) duplex.DeadLetter {
 		ci.Fields = slices.Clone(ci.Fields)
 		ci.Source = copyValues(ci.Source)
 		ci.Target = copyValues(ci.Target)
+		ci.Base = copyValues(ci.Base)
 		c.Conflict = &ci
 	}
 	return c

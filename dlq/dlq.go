@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -57,8 +58,14 @@ type Entry struct {
 	// dead letter's At, or the store's clock when At is zero).
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`
-	// Count is how many times the change was put.
+	// Count is how many times the entry was put: the change again (a
+	// replay, a retry that failed), or, for a row held by a two-way merge
+	// (see RowIdentity), every later change of that row.
 	Count int `json:"count"`
+	// History holds the versions this entry superseded (a held row's
+	// earlier versions), oldest first, at most HistoryLimit of them: the
+	// oldest are dropped first. Count tells how many there were in all.
+	History []Version `json:"history,omitempty"`
 	// Status is where the entry stands.
 	Status Status `json:"status"`
 	// ResolvedBy and Resolution record the last SetStatus: who acted (an
@@ -93,6 +100,12 @@ type Filter struct {
 	// Key matches the change's key in its canonical form (duplex.Key.String,
 	// such as `id=42`).
 	Key string `json:"key,omitempty"`
+	// Field matches entries whose conflict holds this field
+	// (ConflictInfo.Fields).
+	Field string `json:"field,omitempty"`
+	// Before matches entries first seen before this time (older than an
+	// age). Zero: any.
+	Before time.Time `json:"before,omitzero"`
 	// OldestFirst lists entries by ascending ID instead of the default
 	// newest first (descending ID).
 	OldestFirst bool `json:"oldest_first,omitempty"`
@@ -116,7 +129,9 @@ func (f *Filter) Match(e *Entry) bool {
 		(f.Table == "" || e.Change.Table.String() == f.Table) &&
 		(f.Reason == "" || e.Reason == f.Reason) &&
 		(f.Status == "" || e.Status == f.Status) &&
-		(f.Key == "" || e.Change.Key.String() == f.Key)
+		(f.Key == "" || e.Change.Key.String() == f.Key) &&
+		(f.Field == "" || e.Conflict != nil && slices.Contains(e.Conflict.Fields, f.Field)) &&
+		(f.Before.IsZero() || e.FirstSeen.Before(f.Before))
 }
 
 // DepthRow counts the pending entries of one sync, direction, table and
@@ -127,6 +142,8 @@ type DepthRow struct {
 	Table     string `json:"table"`     // "public.customers"
 	Reason    string `json:"reason"`
 	Count     int    `json:"count"`
+	// Oldest is the earliest FirstSeen of the group's entries.
+	Oldest time.Time `json:"oldest"`
 }
 
 // Store is the admin side of a dead-letter queue. Implementations are safe

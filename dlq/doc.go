@@ -21,6 +21,28 @@
 // pending again, since it failed again. Nothing is ever deleted: dismissing
 // an entry keeps it, with who dismissed it.
 //
+// # One pending entry per held row
+//
+// A row a two-way merge holds (ConflictInfo.Merge: fields both sides
+// changed that no resolver decided) is held again by every later merge of
+// the row, in either direction, until someone resolves it. Those puts do
+// not add entries: while the row has a pending entry for the same held
+// fields ([RowIdentity]: sync, table, key, field set), each later put
+// refreshes it ([Absorb]): the entry takes the newest dead letter (both
+// sides' current rows, the base, the change and direction that found it),
+// Count grows, and the version it replaces goes to History, which keeps
+// the newest [HistoryLimit] superseded versions (older ones are dropped;
+// Count still counts them). A put older than the entry's (a redelivery)
+// only goes to History. Resolving the entry therefore decides the row's
+// newest versions. Once the entry is resolved, retried or dismissed, a new
+// hold of the row opens a new entry. Dead letters of failed changes and
+// one-way conflicts stay one entry per change: each must be replayed.
+//
+// [Entry.ThreeWay] lays out an entry's conflict as base, side A and side
+// B field by field (differing, changed and held fields marked), with the
+// resolver that held it and its explanation; the JSON form of an Entry
+// carries it as "three_way", with "table" and "key" at the top level.
+//
 // # Statuses
 //
 // An entry is [StatusPending] until someone acts on it: [StatusRetried]

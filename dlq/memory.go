@@ -27,6 +27,7 @@ type Memory struct {
 	mu       sync.RWMutex
 	entries  []*Entry         // entries[i].ID == i+1
 	byChange map[string]int64 // identity -> ID
+	byRow    map[string]int64 // RowIdentity -> ID of its pending entry
 }
 
 var (
@@ -39,7 +40,7 @@ func NewMemory(cfg MemoryConfig) *Memory {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Memory{now: cfg.Now, byChange: make(map[string]int64)}
+	return &Memory{now: cfg.Now, byChange: make(map[string]int64), byRow: make(map[string]int64)}
 }
 
 // identity is what makes two puts the same entry. Changes without an ID
@@ -51,9 +52,10 @@ func identity(l *duplex.DeadLetter) string {
 	return l.Sync + "\x00" + l.Direction.From + "\x00" + l.Direction.To + "\x00" + l.Change.ID
 }
 
-// Put implements [duplex.DeadLetterSink]. It stores a deep copy of l; a
+// Put implements [duplex.DeadLetterSink]. It stores a deep copy of l. A
 // change put again (same Sync, Direction and Change.ID) updates its entry
-// and makes it pending again.
+// and makes it pending again; a row held by a two-way merge that has a
+// pending entry (same RowIdentity) updates that entry (see Absorb).
 func (m *Memory) Put(ctx context.Context, l *duplex.DeadLetter) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -61,36 +63,42 @@ func (m *Memory) Put(ctx context.Context, l *duplex.DeadLetter) error {
 	if l == nil {
 		return errors.New("dlq: Put of a nil dead letter")
 	}
-	dl := copyDeadLetter(l)
 	now := m.now()
-	if dl.At.IsZero() {
-		dl.At = now
-	}
-	key := identity(&dl)
+	key, row := identity(l), RowIdentity(l)
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if id, ok := m.byChange[key]; ok && key != "" {
+	id, ok := m.byChange[key]
+	if !ok || key == "" {
+		id, ok = m.byRow[row]
+		if ok && (row == "" || m.entries[id-1].Status != StatusPending) {
+			ok = false
+		}
+	}
+	if ok {
 		e := m.entries[id-1]
-		e.DeadLetter = dl
-		e.LastSeen = dl.At
-		e.Count++
-		e.Status = StatusPending
-		e.UpdatedAt = now
+		old := identity(&e.DeadLetter)
+		Absorb(e, l, now)
+		if k := identity(&e.DeadLetter); k != old {
+			delete(m.byChange, old)
+			if k != "" {
+				m.byChange[k] = e.ID
+			}
+		}
+		if row != "" {
+			m.byRow[row] = e.ID
+		}
 		return nil
 	}
-	e := &Entry{
-		ID:         int64(len(m.entries) + 1),
-		DeadLetter: dl,
-		FirstSeen:  dl.At,
-		LastSeen:   dl.At,
-		Count:      1,
-		Status:     StatusPending,
-		UpdatedAt:  now,
-	}
+	ne := NewEntry(l, now)
+	e := &ne
+	e.ID = int64(len(m.entries) + 1)
 	m.entries = append(m.entries, e)
 	if key != "" {
 		m.byChange[key] = e.ID
+	}
+	if row != "" {
+		m.byRow[row] = e.ID
 	}
 	return nil
 }
@@ -190,17 +198,27 @@ func (m *Memory) Depth(ctx context.Context) ([]DepthRow, error) {
 		return nil, err
 	}
 	type group struct{ sync, dir, table, reason string }
-	counts := map[group]int{}
+	counts := map[group]*DepthRow{}
 	m.mu.RLock()
 	for _, e := range m.entries {
-		if e.Status == StatusPending {
-			counts[group{e.Sync, e.Direction.String(), e.Change.Table.String(), string(e.Reason)}]++
+		if e.Status != StatusPending {
+			continue
+		}
+		g := group{e.Sync, e.Direction.String(), e.Change.Table.String(), string(e.Reason)}
+		r := counts[g]
+		if r == nil {
+			r = &DepthRow{Sync: g.sync, Direction: g.dir, Table: g.table, Reason: g.reason, Oldest: e.FirstSeen}
+			counts[g] = r
+		}
+		r.Count++
+		if e.FirstSeen.Before(r.Oldest) {
+			r.Oldest = e.FirstSeen
 		}
 	}
 	m.mu.RUnlock()
 	out := make([]DepthRow, 0, len(counts))
-	for g, n := range counts {
-		out = append(out, DepthRow{Sync: g.sync, Direction: g.dir, Table: g.table, Reason: g.reason, Count: n})
+	for _, r := range counts {
+		out = append(out, *r)
 	}
 	slices.SortFunc(out, compareDepth)
 	return out, nil
@@ -233,5 +251,12 @@ func (m *Memory) PendingForKey(ctx context.Context, direction duplex.Direction, 
 func copyEntry(e *Entry) Entry {
 	c := *e
 	c.DeadLetter = copyDeadLetter(&e.DeadLetter)
+	if e.History != nil {
+		c.History = make([]Version, len(e.History))
+		for i, v := range e.History {
+			c.History[i] = v
+			c.History[i].Source, c.History[i].Target = copyValues(v.Source), copyValues(v.Target)
+		}
+	}
 	return c
 }

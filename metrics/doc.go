@@ -15,7 +15,9 @@
 //
 //   - duplex_changes_applied_total{direction,table}
 //   - duplex_changes_skipped_total{direction,table,reason} (echo, duplicate, noop)
-//   - duplex_sync_lag_seconds{direction}: lag of the last applied change
+//   - duplex_sync_lag_seconds{direction}: lag of the last applied change, or,
+//     while the direction waits out an outage (retries failing with
+//     unavailable or transient errors), the time it has waited if longer
 //   - duplex_apply_lag_seconds{direction}: histogram of lags
 //   - duplex_retries_total{direction,class}
 //   - duplex_conflicts_total{direction,table,kind,resolution}
@@ -26,6 +28,8 @@
 //   - duplex_dedup_errors_total{direction,op}
 //   - duplex_acked_total{direction}: acknowledgements sent to the source
 //   - duplex_dlq_depth{direction,table,reason}: pending DLQ entries (scrape time)
+//   - duplex_dlq_oldest_pending_age_seconds{direction,table,reason}: age of
+//     the oldest pending entry of the group (scrape time; DepthRow.Oldest)
 //   - duplex_slot_retained_wal_bytes{slot}: WAL held by a slot (scrape time)
 //
 // Onboarding (NewOnboarding, fed by duplex.OnboardingConfig.Progress):

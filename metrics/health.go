@@ -20,6 +20,9 @@ type HealthConfig struct {
 	MaxDLQDepth int
 	// Lag returns a direction's current lag; Prometheus.Lag fits.
 	Lag func(direction string) time.Duration
+	// Waiting reports whether a direction is waiting out an outage, since
+	// when and why; Prometheus.Waiting fits. nil: not reported.
+	Waiting func(direction string) (since time.Time, reason string, ok bool)
 	// Depth reads the DLQ depth; nil: not checked.
 	Depth DepthFunc
 	// MaxRetainedWAL is the most WAL bytes a replication slot may hold back
@@ -57,8 +60,15 @@ func Health(cfg HealthConfig) http.Handler {
 			}
 			lag := cfg.Lag(d)
 			figures = append(figures, fmt.Sprintf("lag %s=%s", d, lag))
+			why := ""
+			if cfg.Waiting != nil {
+				if since, reason, ok := cfg.Waiting(d); ok {
+					why = fmt.Sprintf(": waiting since %s for an outage to end (%s)", since.UTC().Format(time.RFC3339), reason)
+					figures = append(figures, fmt.Sprintf("%s waiting since %s", d, since.UTC().Format(time.RFC3339)))
+				}
+			}
 			if cfg.MaxLag > 0 && lag > cfg.MaxLag {
-				problems = append(problems, fmt.Sprintf("lag %s is %s, above %s", d, lag, cfg.MaxLag))
+				problems = append(problems, fmt.Sprintf("lag %s is %s, above %s%s", d, lag, cfg.MaxLag, why))
 			}
 		}
 		if cfg.Depth != nil {

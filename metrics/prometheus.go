@@ -15,6 +15,9 @@ import (
 type DepthRow struct {
 	Direction, Table, Reason string
 	Count                    int
+	// Oldest is when the group's oldest pending entry was first seen
+	// (zero: unknown), for duplex_dlq_oldest_pending_age_seconds.
+	Oldest time.Time
 }
 
 // DepthFunc reads the DLQ depth; dlq stores provide it (adapt dlq.Store.Depth).
@@ -57,9 +60,11 @@ type Prometheus struct {
 	depthDesc    *prometheus.Desc
 	retainedDesc *prometheus.Desc
 	rateDesc     *prometheus.Desc
+	oldestDesc   *prometheus.Desc
 
 	mu      sync.Mutex
 	last    map[string]time.Duration // direction -> lag of the last applied change
+	waiting map[string]wait          // direction -> the outage it waits out, if any
 	handled map[string]float64       // direction -> changes decided (applied, no-op, dead-lettered)
 	contest map[string]float64       // direction -> conflicts
 }
@@ -104,7 +109,10 @@ func New(cfg Config) *Prometheus {
 			"WAL bytes a replication slot holds back on the server.", []string{"slot"}, nil),
 		rateDesc: prometheus.NewDesc("duplex_conflict_rate_per_1000_changes",
 			"Conflicts per 1,000 changes decided (applied, no-op or dead-lettered) since the process started.", []string{"direction"}, nil),
+		oldestDesc: prometheus.NewDesc("duplex_dlq_oldest_pending_age_seconds",
+			"Age of the oldest pending dead-letter entry (since it was first seen).", []string{"direction", "table", "reason"}, nil),
 		last:    map[string]time.Duration{},
+		waiting: map[string]wait{},
 		handled: map[string]float64{},
 		contest: map[string]float64{},
 	}
@@ -129,11 +137,18 @@ func (p *Prometheus) Describe(ch chan<- *prometheus.Desc) {
 	ch <- p.depthDesc
 	ch <- p.retainedDesc
 	ch <- p.rateDesc
+	ch <- p.oldestDesc
 }
 
 // Collect implements prometheus.Collector; it reads the DLQ depth and the
 // slots' retained WAL now.
 func (p *Prometheus) Collect(ch chan<- prometheus.Metric) {
+	p.mu.Lock()
+	for d, w := range p.waiting {
+		// Waiting out an outage: nothing is applied, the lag grows.
+		p.lag.WithLabelValues(d).Set(max(p.last[d], time.Since(w.since)).Seconds())
+	}
+	p.mu.Unlock()
 	for _, c := range p.collectors() {
 		c.Collect(ch)
 	}
@@ -153,6 +168,9 @@ func (p *Prometheus) Collect(ch chan<- prometheus.Metric) {
 		}
 		for _, r := range rows {
 			ch <- prometheus.MustNewConstMetric(p.depthDesc, prometheus.GaugeValue, float64(r.Count), r.Direction, r.Table, r.Reason)
+			if !r.Oldest.IsZero() && r.Count > 0 {
+				ch <- prometheus.MustNewConstMetric(p.oldestDesc, prometheus.GaugeValue, time.Since(r.Oldest).Seconds(), r.Direction, r.Table, r.Reason)
+			}
 		}
 	}
 	for slot, f := range p.cfg.Slots {
@@ -184,7 +202,34 @@ func (p *Prometheus) Collectors(name string, labels ...string) prometheus.Collec
 func (p *Prometheus) Lag(direction string) time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if w, ok := p.waiting[direction]; ok {
+		return max(p.last[direction], time.Since(w.since))
+	}
 	return p.last[direction]
+}
+
+// wait is an outage a direction waits out: since when, and the error.
+type wait struct {
+	since  time.Time
+	reason string
+}
+
+// Waiting reports whether direction is waiting out an outage (its
+// retries fail with unavailable or transient errors and nothing has been
+// applied since), since when, and the last error. While it waits, Lag and
+// duplex_sync_lag_seconds grow with the wait.
+func (p *Prometheus) Waiting(direction string) (since time.Time, reason string, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w, ok := p.waiting[direction]
+	return w.since, w.reason, ok
+}
+
+// progressed ends a direction's wait.
+func (p *Prometheus) progressed(direction string) {
+	p.mu.Lock()
+	delete(p.waiting, direction)
+	p.mu.Unlock()
 }
 
 // Applied implements duplex.Observer.
@@ -192,6 +237,7 @@ func (p *Prometheus) Applied(_ context.Context, e duplex.AppliedEvent) {
 	d := e.Direction.String()
 	p.applied.WithLabelValues(d, e.Table.String()).Add(float64(e.Count))
 	p.count(p.handled, d, float64(e.Count))
+	p.progressed(d)
 	if len(e.Lags) == 0 {
 		return
 	}
@@ -211,12 +257,32 @@ func (p *Prometheus) Skipped(_ context.Context, e duplex.SkippedEvent) {
 	p.skipped.WithLabelValues(e.Direction.String(), e.Table.String(), string(e.Reason)).Add(float64(e.Count))
 	if e.Reason == duplex.SkipNoop {
 		p.count(p.handled, e.Direction.String(), float64(e.Count))
+		p.progressed(e.Direction.String())
 	}
 }
 
 // Retried implements duplex.Observer.
 func (p *Prometheus) Retried(_ context.Context, e duplex.RetriedEvent) {
 	p.retries.WithLabelValues(e.Direction.String(), e.Class.String()).Inc()
+	if e.Class != duplex.ClassUnavailable && e.Class != duplex.ClassTransient {
+		return
+	}
+	reason := e.Class.String()
+	if e.Err != nil {
+		reason += ": " + e.Err.Error()
+	}
+	if r := []rune(reason); len(r) > 300 {
+		reason = string(r[:299]) + "…"
+	}
+	d := e.Direction.String()
+	p.mu.Lock()
+	w, ok := p.waiting[d]
+	if !ok {
+		w.since = time.Now()
+	}
+	w.reason = reason
+	p.waiting[d] = w
+	p.mu.Unlock()
 }
 
 // Conflicted implements duplex.Observer.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/dlq"
 	"github.com/duplexsync/duplex/internal/valuecodec"
 )
 
@@ -144,6 +145,18 @@ type conflictDoc struct {
 	Source    json.RawMessage              `json:"source"`
 	Target    json.RawMessage              `json:"target"`
 	DecidedBy jstr                         `json:"decided_by"`
+	Base      json.RawMessage              `json:"base,omitempty"`
+	Merge     bool                         `json:"merge,omitempty"`
+}
+
+// versionDoc is one element of the history column: a dlq.Version.
+type versionDoc struct {
+	At       json.RawMessage `json:"at"`
+	From     jstr            `json:"from"`
+	To       jstr            `json:"to"`
+	ChangeID jstr            `json:"change_id"`
+	Source   json.RawMessage `json:"source"`
+	Target   json.RawMessage `json:"target"`
 }
 
 func encodeChange(c *duplex.Change) ([]byte, error) {
@@ -247,7 +260,62 @@ func encodeConflict(ci *duplex.ConflictInfo) ([]byte, error) {
 	if d.Target, err = valuecodec.MarshalValue(ci.Target); err != nil {
 		return nil, err
 	}
+	if ci.Base != nil {
+		if d.Base, err = valuecodec.MarshalValue(ci.Base); err != nil {
+			return nil, err
+		}
+	}
+	d.Merge = ci.Merge
 	return json.Marshal(d)
+}
+
+func encodeHistory(h []dlq.Version) ([]byte, error) {
+	if h == nil {
+		return nil, nil
+	}
+	docs := make([]versionDoc, len(h))
+	for i, v := range h {
+		d := versionDoc{From: jstr(v.Direction.From), To: jstr(v.Direction.To), ChangeID: jstr(v.ChangeID)}
+		var err error
+		if d.At, err = valuecodec.MarshalValue(v.At); err != nil {
+			return nil, err
+		}
+		if d.Source, err = valuecodec.MarshalValue(v.Source); err != nil {
+			return nil, err
+		}
+		if d.Target, err = valuecodec.MarshalValue(v.Target); err != nil {
+			return nil, err
+		}
+		docs[i] = d
+	}
+	return json.Marshal(docs)
+}
+
+func decodeHistory(b []byte) ([]dlq.Version, error) {
+	if b == nil {
+		return nil, nil
+	}
+	var docs []versionDoc
+	if err := json.Unmarshal(b, &docs); err != nil {
+		return nil, fmt.Errorf("dlqpg: decode history: %w", err)
+	}
+	out := make([]dlq.Version, len(docs))
+	for i, d := range docs {
+		v := dlq.Version{Direction: duplex.Direction{From: string(d.From), To: string(d.To)}, ChangeID: string(d.ChangeID)}
+		at, err := valuecodec.UnmarshalValue(d.At)
+		if err != nil {
+			return nil, fmt.Errorf("dlqpg: history time: %w", err)
+		}
+		v.At, _ = at.(time.Time)
+		if v.Source, err = decodeValues(d.Source, "history source"); err != nil {
+			return nil, err
+		}
+		if v.Target, err = decodeValues(d.Target, "history target"); err != nil {
+			return nil, err
+		}
+		out[i] = v
+	}
+	return out, nil
 }
 
 func decodeConflict(b []byte) (*duplex.ConflictInfo, error) {
@@ -258,13 +326,18 @@ func decodeConflict(b []byte) (*duplex.ConflictInfo, error) {
 	if err := json.Unmarshal(b, &d); err != nil {
 		return nil, fmt.Errorf("dlqpg: decode conflict: %w", err)
 	}
-	ci := &duplex.ConflictInfo{Kind: d.Kind.v, Fields: strs(d.Fields), DecidedBy: string(d.DecidedBy)}
+	ci := &duplex.ConflictInfo{Kind: d.Kind.v, Fields: strs(d.Fields), DecidedBy: string(d.DecidedBy), Merge: d.Merge}
 	var err error
 	if ci.Source, err = decodeValues(d.Source, "conflict source"); err != nil {
 		return nil, err
 	}
 	if ci.Target, err = decodeValues(d.Target, "conflict target"); err != nil {
 		return nil, err
+	}
+	if d.Base != nil {
+		if ci.Base, err = decodeValues(d.Base, "conflict base"); err != nil {
+			return nil, err
+		}
 	}
 	return ci, nil
 }

@@ -112,6 +112,12 @@ func DDL(schema string) []string {
 			last_seen timestamptz NOT NULL,
 			updated_at timestamptz NOT NULL,
 			count bigint NOT NULL DEFAULT 1)`,
+		// Added by later versions (issue 21): existing tables get them too.
+		`ALTER TABLE ` + t + ` ADD COLUMN IF NOT EXISTS row_key text NOT NULL DEFAULT ''`,
+		`ALTER TABLE ` + t + ` ADD COLUMN IF NOT EXISTS history jsonb`,
+		// One pending entry per held row (dlq.RowIdentity).
+		`CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_row_idx ON ` + t +
+			` (row_key) WHERE status = 'pending' AND row_key <> ''`,
 		// The identity of an entry, for the re-put upsert. Changes without
 		// an ID cannot be recognised and always add an entry.
 		`CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_change_idx ON ` + t +
@@ -143,67 +149,137 @@ func pgText(s string) string {
 }
 
 // Put implements [duplex.DeadLetterSink]. A change put again (same Sync,
-// Direction and Change.ID) updates its entry and makes it pending again;
-// it is durable when Put returns nil.
+// Direction and Change.ID), or a row held by a two-way merge that has a
+// pending entry (same dlq.RowIdentity, kept in row_key), updates that
+// entry (dlq.Absorb) and makes it pending again; it is durable when Put
+// returns nil.
 func (s *Store) Put(ctx context.Context, l *duplex.DeadLetter) error {
 	if l == nil {
 		return errNilLetter
 	}
-	payload, err := encodeChange(&l.Change)
-	if err != nil {
-		return duplex.Permanent(fmt.Errorf("dlqpg: put %s: %w", l.Change.String(), err))
+	// Two puts of one new held row racing: the partial unique index on
+	// row_key lets one insert, the other finds its entry on the next turn.
+	for range 3 {
+		done, err := s.put(ctx, l)
+		if err != nil || done {
+			return err
+		}
 	}
-	conflict, err := encodeConflict(l.Conflict)
-	if err != nil {
-		return duplex.Permanent(fmt.Errorf("dlqpg: put %s: %w", l.Change.String(), err))
-	}
+	return duplex.Transient(fmt.Errorf("dlqpg: put %s: its entry kept changing under the put", l.Change.String()))
+}
+
+// put stores l in one transaction; false means a concurrent put created
+// its entry first (try again).
+func (s *Store) put(ctx context.Context, l *duplex.DeadLetter) (bool, error) {
 	now := s.now()
-	at := l.At
-	if at.IsZero() {
-		at = now
-	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO `+s.table+` AS d (sync, direction, direction_from, direction_to,
-			table_name, table_schema, table_rel, change_key, change_id, reason, error, attempts,
-			payload, conflict, status, first_seen, last_seen, updated_at, count)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'pending', $15, $15, $16, 1)
-		ON CONFLICT (sync, direction_from, direction_to, change_id) WHERE change_id <> '' DO UPDATE SET
-			direction = EXCLUDED.direction,
-			table_name = EXCLUDED.table_name,
-			table_schema = EXCLUDED.table_schema,
-			table_rel = EXCLUDED.table_rel,
-			change_key = EXCLUDED.change_key,
-			reason = EXCLUDED.reason,
-			error = EXCLUDED.error,
-			attempts = EXCLUDED.attempts,
-			payload = EXCLUDED.payload,
-			conflict = EXCLUDED.conflict,
-			status = 'pending',
-			last_seen = EXCLUDED.last_seen,
-			updated_at = EXCLUDED.updated_at,
-			count = d.count + 1`,
-		pgText(l.Sync), pgText(l.Direction.String()), pgText(l.Direction.From), pgText(l.Direction.To),
-		pgText(l.Change.Table.String()), pgText(l.Change.Table.Schema), pgText(l.Change.Table.Name),
-		pgText(l.Change.Key.String()), pgText(l.Change.ID), pgText(string(l.Reason)), pgText(l.Error),
-		int64(l.Attempts), payload, conflict, at, now)
+	row := dlq.RowIdentity(l)
+	done := false
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		e, found, err := s.lockEntry(ctx, tx, "sync = $1 AND direction_from = $2 AND direction_to = $3 AND change_id = $4 AND change_id <> ''",
+			pgText(l.Sync), pgText(l.Direction.From), pgText(l.Direction.To), pgText(l.Change.ID))
+		if err == nil && !found && row != "" {
+			// row_key <> '' spelled out, so a generic plan can use the
+			// partial unique index.
+			e, found, err = s.lockEntry(ctx, tx, "row_key = $1 AND row_key <> '' AND status = 'pending'", pgText(row))
+		}
+		if err != nil {
+			return err
+		}
+		if found {
+			dlq.Absorb(&e, l, now)
+		} else {
+			e = dlq.NewEntry(l, now)
+		}
+		args, err := entryArgs(&e, row)
+		if err != nil {
+			return err
+		}
+		if found {
+			_, err = tx.Exec(ctx, `UPDATE `+s.table+` SET sync = $1, direction = $2, direction_from = $3, direction_to = $4,
+				table_name = $5, table_schema = $6, table_rel = $7, change_key = $8, change_id = $9, reason = $10,
+				error = $11, attempts = $12, payload = $13, conflict = $14, status = $15, first_seen = $16,
+				last_seen = $17, updated_at = $18, count = $19, history = $21,
+				row_key = CASE WHEN EXISTS (SELECT FROM `+s.table+` o WHERE o.row_key = $20 AND o.status = 'pending' AND o.id <> $22)
+					THEN '' ELSE $20 END
+				WHERE id = $22`,
+				append(args, e.ID)...)
+			done = err == nil
+			return err
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO `+s.table+` (sync, direction, direction_from, direction_to,
+				table_name, table_schema, table_rel, change_key, change_id, reason, error, attempts,
+				payload, conflict, status, first_seen, last_seen, updated_at, count, row_key, history)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+			ON CONFLICT DO NOTHING`, args...)
+		done = err == nil && tag.RowsAffected() == 1
+		return err
+	})
 	if err != nil {
-		return classify("dlqpg: put "+l.Change.String(), err)
+		if pgutil.SQLState(err) == "23505" {
+			return false, nil // a concurrent put took the row's pending entry first
+		}
+		if _, ok := errors.AsType[*encodeError](err); ok {
+			return false, duplex.Permanent(fmt.Errorf("dlqpg: put %s: %w", l.Change.String(), err))
+		}
+		return false, classify("dlqpg: put "+l.Change.String(), err)
 	}
-	return nil
+	return done, nil
+}
+
+// encodeError is a value the payload codec cannot store.
+type encodeError struct{ err error }
+
+func (e *encodeError) Error() string { return e.err.Error() }
+func (e *encodeError) Unwrap() error { return e.err }
+
+// lockEntry reads and locks the entry matching where, if any.
+func (s *Store) lockEntry(ctx context.Context, tx pgx.Tx, where string, args ...any) (dlq.Entry, bool, error) {
+	e, err := scanEntry(tx.QueryRow(ctx, "SELECT "+columns+" FROM "+s.table+" WHERE "+where+" ORDER BY id LIMIT 1 FOR UPDATE", args...))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return dlq.Entry{}, false, nil
+	}
+	return e, err == nil, err
+}
+
+// entryArgs returns the column values of e, in the order of put's
+// statements ($1 to $21).
+func entryArgs(e *dlq.Entry, row string) ([]any, error) {
+	payload, err := encodeChange(&e.Change)
+	if err != nil {
+		return nil, &encodeError{err}
+	}
+	conflict, err := encodeConflict(e.Conflict)
+	if err != nil {
+		return nil, &encodeError{err}
+	}
+	history, err := encodeHistory(e.History)
+	if err != nil {
+		return nil, &encodeError{err}
+	}
+	if e.Status != dlq.StatusPending {
+		row = ""
+	}
+	return []any{pgText(e.Sync), pgText(e.Direction.String()), pgText(e.Direction.From), pgText(e.Direction.To),
+		pgText(e.Change.Table.String()), pgText(e.Change.Table.Schema), pgText(e.Change.Table.Name),
+		pgText(e.Change.Key.String()), pgText(e.Change.ID), pgText(string(e.Reason)), pgText(e.Error),
+		int64(e.Attempts), payload, conflict, string(e.Status), e.FirstSeen, e.LastSeen, e.UpdatedAt,
+		int64(e.Count), pgText(row), history}, nil
 }
 
 // columns are the columns scanEntry reads, in its order.
 const columns = `id, sync, direction_from, direction_to, reason, error, attempts, payload, conflict,
-	status, resolved_by, resolution, first_seen, last_seen, updated_at, count`
+	status, resolved_by, resolution, first_seen, last_seen, updated_at, count, history`
 
 func scanEntry(row pgx.Row) (dlq.Entry, error) {
 	var (
 		e                 dlq.Entry
 		attempts, count   int64
 		payload, conflict []byte
+		history           []byte
 		status            string
 	)
 	err := row.Scan(&e.ID, &e.Sync, &e.Direction.From, &e.Direction.To, &e.Reason, &e.Error, &attempts,
-		&payload, &conflict, &status, &e.ResolvedBy, &e.Resolution, &e.FirstSeen, &e.LastSeen, &e.UpdatedAt, &count)
+		&payload, &conflict, &status, &e.ResolvedBy, &e.Resolution, &e.FirstSeen, &e.LastSeen, &e.UpdatedAt, &count, &history)
 	if err != nil {
 		return dlq.Entry{}, err
 	}
@@ -212,6 +288,9 @@ func scanEntry(row pgx.Row) (dlq.Entry, error) {
 		return dlq.Entry{}, fmt.Errorf("entry %d: %w", e.ID, err)
 	}
 	if e.Conflict, err = decodeConflict(conflict); err != nil {
+		return dlq.Entry{}, fmt.Errorf("entry %d: %w", e.ID, err)
+	}
+	if e.History, err = decodeHistory(history); err != nil {
 		return dlq.Entry{}, fmt.Errorf("entry %d: %w", e.ID, err)
 	}
 	return e, nil
@@ -249,6 +328,14 @@ func (s *Store) List(ctx context.Context, f dlq.Filter) ([]dlq.Entry, int, error
 	cond("reason", string(f.Reason))
 	cond("status", string(f.Status))
 	cond("change_key", f.Key)
+	if f.Field != "" {
+		args = append(args, pgText(f.Field))
+		conds = append(conds, "conflict->'fields' ? $"+strconv.Itoa(len(args)))
+	}
+	if !f.Before.IsZero() {
+		args = append(args, f.Before)
+		conds = append(conds, "first_seen < $"+strconv.Itoa(len(args)))
+	}
 	where := "true"
 	if len(conds) > 0 {
 		where = strings.Join(conds, " AND ")
@@ -332,7 +419,8 @@ func (s *Store) SetStatus(ctx context.Context, id int64, from []dlq.Status, to d
 			e, err = scanEntry(tx.QueryRow(ctx, "SELECT "+columns+" FROM "+s.table+" WHERE id = $1", id))
 		case len(from) == 0 || slices.Contains(from, cur):
 			e, err = scanEntry(tx.QueryRow(ctx, "UPDATE "+s.table+
-				" SET status = $2, resolved_by = $3, resolution = $4, updated_at = $5 WHERE id = $1 RETURNING "+columns,
+				" SET status = $2, resolved_by = $3, resolution = $4, updated_at = $5,"+
+				" row_key = CASE WHEN $2 = 'pending' THEN row_key ELSE '' END WHERE id = $1 RETURNING "+columns,
 				id, string(to), pgText(by), pgText(resolution), now))
 		default:
 			return &dlq.TransitionError{ID: id, Status: cur, From: slices.Clone(from), To: to}
@@ -351,7 +439,7 @@ func (s *Store) SetStatus(ctx context.Context, id int64, from []dlq.Status, to d
 // Depth implements [dlq.Store]. Rows are sorted by byte order (COLLATE
 // "C"), as Go compares strings.
 func (s *Store) Depth(ctx context.Context) ([]dlq.DepthRow, error) {
-	rows, err := s.pool.Query(ctx, `SELECT sync, direction, table_name, reason, count(*) FROM `+s.table+`
+	rows, err := s.pool.Query(ctx, `SELECT sync, direction, table_name, reason, count(*), min(first_seen) FROM `+s.table+`
 		WHERE status = 'pending' GROUP BY 1, 2, 3, 4
 		ORDER BY sync COLLATE "C", direction COLLATE "C", table_name COLLATE "C", reason COLLATE "C"`)
 	if err != nil {
@@ -362,7 +450,7 @@ func (s *Store) Depth(ctx context.Context) ([]dlq.DepthRow, error) {
 			r dlq.DepthRow
 			n int64
 		)
-		err := row.Scan(&r.Sync, &r.Direction, &r.Table, &r.Reason, &n)
+		err := row.Scan(&r.Sync, &r.Direction, &r.Table, &r.Reason, &n, &r.Oldest)
 		r.Count = int(n)
 		return r, err
 	})

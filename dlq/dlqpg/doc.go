@@ -5,13 +5,18 @@
 //
 // # Entries
 //
-// One row per entry. Put is one INSERT ... ON CONFLICT DO UPDATE: a change
-// put again (same Sync, Direction and Change.ID) updates its row (last_seen,
-// count, attempts, error, reason, payload and conflict) and makes it pending
-// again, keeping first_seen, resolved_by and resolution; a change without
-// an ID always adds a row. Put is durable when it returns nil (the
-// statement committed). Entry IDs come from an identity column: they
-// increase, with gaps.
+// One row per entry. Put is one transaction: it locks the entry of the
+// same change (same Sync, Direction and Change.ID) or, for a row held by a
+// two-way merge, the row's pending entry (row_key, dlq.RowIdentity, unique
+// among pending entries), folds the put into it with dlq.Absorb (newest
+// versions, count, the history column of superseded versions) and makes it
+// pending again, keeping resolved_by and resolution; without such an
+// entry it inserts one (two puts racing for a new held row: the unique
+// index lets one insert and the other updates its entry). A change without
+// an ID and outside a held row always adds a row. Put is durable when it
+// returns nil (the transaction committed). Entry IDs come from an identity
+// column: they increase, with gaps. New adds the row_key and history
+// columns to tables created by earlier versions.
 //
 // The change is stored whole as jsonb (payload), and the conflict too
 // (conflict), in a typed encoding that keeps the Go type of every value

@@ -52,6 +52,12 @@ func Run(t *testing.T, newFunc NewFunc) {
 		{"NotFound", notFound},
 		{"ConcurrentPuts", concurrentPuts},
 		{"CanceledContext", canceledContext},
+		{"HeldRowOneEntry", heldRowOneEntry},
+		{"HeldRowHistoryBounded", heldRowHistoryBounded},
+		{"HeldRowOlderPutKeepsNewest", heldRowOlderPut},
+		{"HeldRowAfterResolveNewEntry", heldRowAfterResolve},
+		{"ListFieldAndAge", listFieldAndAge},
+		{"DepthOldest", depthOldest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -676,6 +682,7 @@ func depth(t *testing.T, s Sink) {
 	put(t, s, letter("c7", 7))   // s, a->b, customers, permanent_error
 	rows, err = s.Depth(t.Context())
 	require.NoError(t, err)
+	rows = withoutOldest(rows)
 	require.Equal(t, []dlq.DepthRow{
 		{Sync: "other", Direction: "a_to_b", Table: "public.customers", Reason: "conflict", Count: 1},
 		{Sync: "s", Direction: "a_to_b", Table: "public.customers", Reason: "conflict", Count: 1},
@@ -692,6 +699,7 @@ func depth(t *testing.T, s Sink) {
 	require.NoError(t, err)
 	rows, err = s.Depth(t.Context())
 	require.NoError(t, err)
+	rows = withoutOldest(rows)
 	require.Equal(t, []dlq.DepthRow{
 		{Sync: "other", Direction: "a_to_b", Table: "public.customers", Reason: "conflict", Count: 1},
 		{Sync: "s", Direction: "a_to_b", Table: "public.customers", Reason: "conflict", Count: 1},
@@ -827,4 +835,158 @@ func canceledContext(t *testing.T, s Sink) {
 	}
 	_, _ = s.Depth(ctx)
 	_, _ = s.PendingForKey(ctx, dirAB, customers, "id=2")
+}
+
+// withoutOldest zeroes the rows' Oldest, which DepthOldest checks.
+func withoutOldest(rows []dlq.DepthRow) []dlq.DepthRow {
+	for i := range rows {
+		rows[i].Oldest = time.Time{}
+	}
+	return rows
+}
+
+// held returns a dead letter of a row held by a two-way merge: customers
+// id=1, field name contested, found in direction dir by change cid, the
+// rows being name=src on dir.From and name=dst on dir.To.
+func held(cid string, dir duplex.Direction, at time.Time, src, dst string, fields ...string) *duplex.DeadLetter {
+	if fields == nil {
+		fields = []string{"name"}
+	}
+	l := letter(cid, 1)
+	l.Direction, l.At, l.Reason, l.Error = dir, at, duplex.ReasonConflict, "held: "+cid
+	l.Change.Source = dir.From
+	l.Change.After = duplex.Values{"id": int64(1), "name": src}
+	l.Conflict = &duplex.ConflictInfo{Kind: duplex.UpdateUpdate, Fields: fields, Merge: true, DecidedBy: "lww",
+		Base:   duplex.Values{"id": int64(1), "name": "base"},
+		Source: duplex.Values{"id": int64(1), "name": src}, Target: duplex.Values{"id": int64(1), "name": dst}}
+	return l
+}
+
+// heldRowOneEntry: later changes of a held row, from either direction,
+// refresh its one pending entry (newest versions, count, history) instead
+// of adding entries; another held field set is another entry.
+func heldRowOneEntry(t *testing.T, s Sink) {
+	put(t, s, held("h1", dirAB, base, "a1", "b0"))
+	put(t, s, held("h2", dirAB, base.Add(time.Second), "a2", "b0"))
+	put(t, s, held("h3", dirBA, base.Add(2*time.Second), "b3", "a2"))
+	e := only(t, s, dlq.Filter{Status: dlq.StatusPending})
+	require.Equal(t, 3, e.Count)
+	require.Equal(t, "h3", e.Change.ID, "the entry holds the newest put")
+	require.Equal(t, dirBA, e.Direction)
+	require.Equal(t, "b3", e.Conflict.Source["name"])
+	require.Equal(t, "a2", e.Conflict.Target["name"])
+	require.Equal(t, "base", e.Conflict.Base["name"])
+	require.True(t, e.Conflict.Merge)
+	sameTime(t, base, e.FirstSeen, "FirstSeen")
+	sameTime(t, base.Add(2*time.Second), e.LastSeen, "LastSeen")
+	require.Len(t, e.History, 2)
+	require.Equal(t, "h1", e.History[0].ChangeID)
+	require.Equal(t, "a1", e.History[0].Source["name"])
+	require.Equal(t, "b0", e.History[0].Target["name"])
+	require.Equal(t, "h2", e.History[1].ChangeID)
+	require.Equal(t, dirAB, e.History[1].Direction)
+	sameTime(t, base.Add(time.Second), e.History[1].At, "History[1].At")
+
+	// The same change put again (a replay) is the same entry too.
+	put(t, s, held("h3", dirBA, base.Add(2*time.Second), "b3", "a2"))
+	require.Equal(t, 4, only(t, s, dlq.Filter{}).Count)
+
+	// Another held field set of the row is another entry.
+	put(t, s, held("h4", dirAB, base.Add(3*time.Second), "a4", "b3", "name", "email"))
+	_, total, err := s.List(t.Context(), dlq.Filter{Status: dlq.StatusPending})
+	require.NoError(t, err)
+	require.Equal(t, 2, total)
+}
+
+// heldRowHistoryBounded: the history keeps the newest HistoryLimit
+// superseded versions.
+func heldRowHistoryBounded(t *testing.T, s Sink) {
+	n := dlq.HistoryLimit + 5
+	for i := range n {
+		put(t, s, held("v"+strconv.Itoa(i), dirAB, base.Add(time.Duration(i)*time.Second), "a"+strconv.Itoa(i), "b"))
+	}
+	e := only(t, s, dlq.Filter{})
+	require.Equal(t, n, e.Count)
+	require.Equal(t, "v"+strconv.Itoa(n-1), e.Change.ID)
+	require.Len(t, e.History, dlq.HistoryLimit)
+	require.Equal(t, "v"+strconv.Itoa(n-1-dlq.HistoryLimit), e.History[0].ChangeID, "the oldest versions are dropped first")
+	require.Equal(t, "v"+strconv.Itoa(n-2), e.History[dlq.HistoryLimit-1].ChangeID)
+}
+
+// heldRowOlderPut: a put older than the entry's (a redelivery after a
+// crash) goes to the history; the entry keeps the newest versions.
+func heldRowOlderPut(t *testing.T, s Sink) {
+	put(t, s, held("n2", dirAB, base.Add(time.Minute), "new", "b"))
+	put(t, s, held("n1", dirAB, base, "old", "b"))
+	e := only(t, s, dlq.Filter{})
+	require.Equal(t, "n2", e.Change.ID)
+	require.Equal(t, "new", e.Conflict.Source["name"])
+	require.Equal(t, 2, e.Count)
+	sameTime(t, base, e.FirstSeen, "FirstSeen")
+	sameTime(t, base.Add(time.Minute), e.LastSeen, "LastSeen")
+	require.Len(t, e.History, 1)
+	require.Equal(t, "old", e.History[0].Source["name"])
+}
+
+// heldRowAfterResolve: once the row's entry is resolved, a new hold of
+// the row is a new entry, and the resolved one stays resolved.
+func heldRowAfterResolve(t *testing.T, s Sink) {
+	put(t, s, held("r1", dirAB, base, "a1", "b1"))
+	first := only(t, s, dlq.Filter{})
+	_, err := s.SetStatus(t.Context(), first.ID, []dlq.Status{dlq.StatusPending}, dlq.StatusResolved, "ops", "winner=a")
+	require.NoError(t, err)
+	put(t, s, held("r2", dirBA, base.Add(time.Second), "b2", "a1"))
+	pending := only(t, s, dlq.Filter{Status: dlq.StatusPending})
+	require.NotEqual(t, first.ID, pending.ID)
+	require.Equal(t, 1, pending.Count)
+	require.Equal(t, dlq.StatusResolved, get(t, s, first.ID).Status)
+	// Later holds go to the new pending entry.
+	put(t, s, held("r3", dirBA, base.Add(2*time.Second), "b3", "a1"))
+	require.Equal(t, 2, get(t, s, pending.ID).Count)
+	// A one-way conflict (not a merge) is an entry of its own change.
+	l := held("w1", dirAB, base.Add(3*time.Second), "x", "y")
+	l.Conflict.Merge = false
+	put(t, s, l)
+	l = held("w2", dirAB, base.Add(4*time.Second), "x", "y")
+	l.Conflict.Merge = false
+	put(t, s, l)
+	_, total, err := s.List(t.Context(), dlq.Filter{Status: dlq.StatusPending})
+	require.NoError(t, err)
+	require.Equal(t, 3, total)
+}
+
+// listFieldAndAge: Filter.Field matches a held field, Filter.Before the
+// entries first seen before a time.
+func listFieldAndAge(t *testing.T, s Sink) {
+	put(t, s, held("f1", dirAB, base, "a", "b", "name"))
+	l := held("f2", dirAB, base.Add(time.Hour), "a", "b", "email", "status")
+	l.Change.Key = duplex.Key{{Name: "id", Value: int64(2)}}
+	put(t, s, l)
+	put(t, s, letter("f3", 3))
+	require.Equal(t, "f1", only(t, s, dlq.Filter{Field: "name"}).Change.ID)
+	require.Equal(t, "f2", only(t, s, dlq.Filter{Field: "status"}).Change.ID)
+	es, total, err := s.List(t.Context(), dlq.Filter{Field: "nope"})
+	require.NoError(t, err)
+	require.Empty(t, es)
+	require.Zero(t, total)
+	require.Equal(t, "f1", only(t, s, dlq.Filter{Before: base.Add(time.Second)}).Change.ID)
+	_, total, err = s.List(t.Context(), dlq.Filter{Before: base.Add(2 * time.Hour)})
+	require.NoError(t, err)
+	require.Equal(t, 3, total)
+}
+
+// depthOldest: each depth row carries the earliest FirstSeen of its
+// pending entries.
+func depthOldest(t *testing.T, s Sink) {
+	put(t, s, letter("d2", 2))
+	put(t, s, letter("d1", 1))
+	put(t, s, letter("d5", 5))
+	e := byChangeID(t, s, "d1")
+	_, err := s.SetStatus(t.Context(), e.ID, nil, dlq.StatusDismissed, "ops", "dismissed")
+	require.NoError(t, err)
+	rows, err := s.Depth(t.Context())
+	require.NoError(t, err)
+	require.Len(t, rows, 1)
+	require.Equal(t, 2, rows[0].Count)
+	sameTime(t, letter("d2", 2).At, rows[0].Oldest, "Oldest")
 }

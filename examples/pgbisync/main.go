@@ -85,7 +85,11 @@
 // from the first applied change), /healthz (200, or 503
 // past a minute of lag), and the DLQ UI at / with its JSON API (GET /dlq,
 // GET /dlq/{id}, POST /dlq/{id}/retry|dismiss, POST
-// /dlq/{id}/resolve?winner=a|b). With -admin-user and -admin-password (or
+// /dlq/{id}/resolve?winner=a|b, POST /dlq/bulk?action=&winner=&dry_run=
+// with the list's filters). While a direction waits out an outage of a
+// database (it is never a reason to dead-letter), its lag grows and
+// /healthz names the error it waits on. duplex_dlq_oldest_pending_age_seconds
+// tells how long the oldest pending entry has waited. With -admin-user and -admin-password (or
 // PGBISYNC_ADMIN_PASSWORD) the DLQ UI and API require basic auth (/metrics
 // and /healthz stay open); without them the admin server must listen on a
 // loopback address, and anyone on the machine can act on the DLQ.
@@ -111,6 +115,23 @@
 // -cpu-profile FILE writes a Go CPU profile (go tool pprof) of the whole
 // run, from start-up until exit, to FILE; internal/bench sets it under its
 // -profile.
+//
+// # The dead-letter queue from a terminal
+//
+// pgbisync -dlq <subcommand> talks to a running pgbisync's admin JSON API
+// (-admin, default 127.0.0.1:8089; -admin-user and -admin-password as
+// above):
+//
+//	pgbisync -dlq list    [-table T] [-reason R] [-field F] [-older-than 10m] [-status S] [-key id=42] [-limit N]
+//	pgbisync -dlq show    -id N                 (the three-way view: base, a, b)
+//	pgbisync -dlq resolve -winner a|b (-id N | filters [-dry-run])
+//	pgbisync -dlq retry   (-id N | filters [-dry-run])
+//	pgbisync -dlq dismiss (-id N | filters [-dry-run])
+//
+// With filters instead of -id an action acts on every pending entry they
+// match; -dry-run only counts them. -json prints the API's answer as is.
+// Exit status 0, 1 when the API answers an error (or a bulk action had
+// failures), 2 on bad flags.
 //
 // SIGINT and SIGTERM stop it gracefully (exit status 0). Errors (bad flags,
 // an unreachable database, a table without a primary key, wal_level not
@@ -159,6 +180,11 @@ func main() {
 
 // mainExit runs pgbisync and returns its exit status.
 func mainExit(args []string, stdout, stderr io.Writer) (code int) {
+	if isDLQCommand(args) {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return dlqMain(ctx, args, stdout, stderr)
+	}
 	cfg, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -445,7 +471,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		var out []metrics.DepthRow
 		for _, r := range rows {
 			if r.Sync == cfg.name {
-				out = append(out, metrics.DepthRow{Direction: r.Direction, Table: r.Table, Reason: r.Reason, Count: r.Count})
+				out = append(out, metrics.DepthRow{Direction: r.Direction, Table: r.Table, Reason: r.Reason, Count: r.Count, Oldest: r.Oldest})
 			}
 		}
 		return out, err
@@ -503,7 +529,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.Handle("GET /healthz", metrics.Health(metrics.HealthConfig{
-			Directions: directions, MaxLag: time.Minute, Lag: m.Lag, Depth: depth,
+			Directions: directions, MaxLag: time.Minute, Lag: m.Lag, Waiting: m.Waiting, Depth: depth,
 			MaxRetainedWAL: cfg.maxRetained, Slots: slots, Onboarding: onboarding.Lines,
 		}))
 		if err := mountAdmin(mux, cfg, deadLetters, pair, logger); err != nil {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -404,6 +405,9 @@ type dlqEntry struct {
 	} `json:"change"`
 	Status   string `json:"status"`
 	Error    string `json:"error"`
+	Count    int    `json:"count"`
+	Table    string `json:"table"`
+	Key      string `json:"key"`
 	Conflict *struct {
 		Source map[string]any `json:"source"`
 	} `json:"conflict"`
@@ -551,8 +555,7 @@ func TestSyncsBothWaysAndSurvivesKill(t *testing.T) {
 	})
 	require.Contains(t, waitEqual(t, p, ordersQ, restarted), "(3,1,99.00,", "a write made while pgbisync was down arrives")
 	metricsBody := waitMetrics(t, admin, `duplex_conflicts_total{direction="a_to_b",kind="update_update",resolution="dead_lettered",table="public.customers"} 1`,
-		`duplex_conflicts_total{direction="b_to_a",kind="update_update",resolution="dead_lettered",table="public.customers"} 1`,
-		`duplex_dlq_depth{direction="a_to_b",reason="conflict",table="public.customers"} 1`, `duplex_dlq_depth{direction="b_to_a",reason="conflict",table="public.customers"} 1`)
+		`duplex_conflicts_total{direction="b_to_a",kind="update_update",resolution="dead_lettered",table="public.customers"} 1`)
 	require.NotContains(t, metricsBody, password)
 	// Row 8's conflict is decided once, by the direction that merges the row
 	// first (b's newer notes win), and written to both sides.
@@ -574,20 +577,25 @@ func TestSyncsBothWaysAndSurvivesKill(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, body)
 	require.Contains(t, body, "pgbisync "+p.name)
 	require.NotContains(t, body, password)
-	entries := dlqList(t, admin, "sync="+p.name+"&status=pending")
-	require.Len(t, entries, 2, "the tie, dead-lettered in both directions")
-	ids := map[string]int64{}
-	for _, e := range entries {
-		require.Equal(t, "public.customers", e.Change.Table.Schema+"."+e.Change.Table.Name)
-		ids[e.Direction.From+"_to_"+e.Direction.To] = e.ID
-	}
-	require.Contains(t, ids, "a_to_b")
-	require.Contains(t, ids, "b_to_a")
-	code, body = post(t, fmt.Sprintf("http://%s/dlq/%d/resolve?winner=a", admin, ids["a_to_b"]))
-	require.Equal(t, http.StatusOK, code, body)
-	code, body = post(t, fmt.Sprintf("http://%s/dlq/%d/dismiss", admin, ids["b_to_a"]))
-	require.Equal(t, http.StatusOK, code, body)
-	code, body = get(t, fmt.Sprintf("http://%s/dlq/%d", admin, ids["a_to_b"]))
+	// Both directions held the tie: one entry for the row, put twice.
+	var entries []dlqEntry
+	waitFor(t, "both directions to hold the tie in one entry", func() bool {
+		entries = dlqList(t, admin, "sync="+p.name+"&status=pending")
+		return len(entries) == 1 && entries[0].Count == 2
+	})
+	tie := entries[0]
+	require.Equal(t, "public.customers", tie.Change.Table.Schema+"."+tie.Change.Table.Name)
+	require.Equal(t, "public.customers", tie.Table, "table at the top level")
+	require.Equal(t, "id=7", tie.Key, "key at the top level")
+	require.Contains(t, dump(t, p.a.Pool, customersQ), "tie from a")
+	// Resolved from a terminal: pgbisync -dlq against the running one.
+	show := start(t, "-dlq", "show", "-admin", admin, "-id", strconv.FormatInt(tie.ID, 10))
+	require.Equal(t, 0, show.exit(t), show.output())
+	require.Regexp(t, `!\s+notes\s+.*"tie from [ab]"\s+"tie from [ab]"`, show.stdout.String(), "the three-way view")
+	solve := start(t, "-dlq", "resolve", "-admin", admin, "-id", strconv.FormatInt(tie.ID, 10), "-winner", "a")
+	require.Equal(t, 0, solve.exit(t), solve.output())
+	require.Contains(t, solve.stdout.String(), fmt.Sprintf("resolved entry %d for a", tie.ID))
+	code, body = get(t, fmt.Sprintf("http://%s/dlq/%d", admin, tie.ID))
 	require.Equal(t, http.StatusOK, code, body)
 	require.Contains(t, body, `"status":"resolved"`)
 	require.Empty(t, dlqList(t, admin, "sync="+p.name+"&status=pending"))

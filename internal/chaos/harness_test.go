@@ -340,18 +340,42 @@ type verdict struct {
 	events    int
 	dlq       int
 	dlqKeys   []string
+	heldRows  int // rows (table and key) with a DLQ entry, whatever its status
 	applied   float64
 	unequal   []string
 	lastCheck string
 }
 
 func (v verdict) String() string {
-	return fmt.Sprintf("converged %.1fs after the writers stopped; %d events on each side; %d DLQ entries (%d customers held: %s); %0.f changes applied",
-		v.converge.Seconds(), v.events, v.dlq, len(v.dlqKeys), strings.Join(v.dlqKeys, " "), v.applied)
+	return fmt.Sprintf("converged %.1fs after the writers stopped; %d events on each side; %d DLQ entries (%d customers held: %s; %s); %0.f changes applied",
+		v.converge.Seconds(), v.events, v.dlq, len(v.dlqKeys), strings.Join(v.dlqKeys, " "), v.perHeldRow(), v.applied)
+}
+
+// perHeldRow reports the DLQ entries per held row (the goal is 1: later
+// changes of a held row refresh its entry).
+func (v verdict) perHeldRow() string {
+	if v.heldRows == 0 {
+		return "no held row"
+	}
+	return fmt.Sprintf("%d rows held, %.2f DLQ entries per held row", v.heldRows, float64(v.dlq)/float64(v.heldRows))
 }
 
 // converge waits until the oracle holds, then checks that nothing more is
 // applied, and returns the figures. p is the running pgbisync.
+// dlqFigure says how many DLQ entries the sync has per held row, for a
+// run that did not converge (the verdict says it for one that did).
+func (e *env) dlqFigure() string {
+	entries, err := e.deadLetters(context.Background())
+	if err != nil {
+		return "DLQ unreadable: " + err.Error()
+	}
+	rows := map[string]bool{}
+	for _, en := range entries {
+		rows[en.Change.Table.String()+" "+en.Key()] = true
+	}
+	return fmt.Sprintf("%d DLQ entries; %s", len(entries), verdict{dlq: len(entries), heldRows: len(rows)}.perHeldRow())
+}
+
 func (e *env) converge(p *proc) verdict {
 	t := e.t
 	t.Helper()
@@ -361,7 +385,7 @@ func (e *env) converge(p *proc) verdict {
 	ok := 0
 	for ok < 2 {
 		if time.Now().After(deadline) {
-			t.Fatalf("the sides did not converge in %s: %s\n%s", time.Since(start).Round(time.Second), v.lastCheck, tail(p.output(), 4000))
+			t.Fatalf("the sides did not converge in %s: %s; %s\n%s", time.Since(start).Round(time.Second), v.lastCheck, e.dlqFigure(), tail(p.output(), 4000))
 		}
 		select {
 		case <-p.done:
@@ -447,7 +471,9 @@ func (e *env) check() (verdict, bool) {
 	}
 	v.dlq = len(entries)
 	held := map[string]bool{}
+	heldRows := map[string]bool{}
 	for _, en := range entries {
+		heldRows[en.Change.Table.String()+" "+en.Key()] = true
 		if en.Error == "" || en.Reason == "" || en.Change.ID == "" {
 			v.lastCheck = fmt.Sprintf("DLQ entry %d lacks its payload or reason: %+v", en.ID, en)
 			return v, false
@@ -456,6 +482,7 @@ func (e *env) check() (verdict, bool) {
 			held[en.Key()] = true
 		}
 	}
+	v.heldRows = len(heldRows)
 	for k := range held {
 		v.dlqKeys = append(v.dlqKeys, k)
 	}

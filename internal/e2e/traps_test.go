@@ -17,22 +17,6 @@ import (
 	"github.com/duplexsync/duplex/dlq"
 )
 
-// waitFor polls cond until it holds, failing after a minute with what.
-func waitFor(t *testing.T, p *pair, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached in 90s", what)
-		}
-		select {
-		case err := <-p.done:
-			t.Fatalf("sync stopped: %v", err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
 // tableText returns the rows of table in text form, ordered by its first
 // column.
 func tableText(t *testing.T, pool *pgxpool.Pool, table string) string {
@@ -75,7 +59,7 @@ func TestTouchTriggerDoesNotRewriteSyncedRows(t *testing.T) {
 		exec(t, p.a.Pool, `INSERT INTO customers (id, name, email, status) VALUES ($1, 'n', 'e', 'new')`, i)
 	}
 	exec(t, p.a.Pool, `UPDATE customers SET status = 'vip' WHERE id = 3`)
-	waitFor(t, p, "b holds a's rows", func() bool {
+	waitFor(t, "b holds a's rows", p, func() bool {
 		return tableText(t, p.a.Pool, "customers") == tableText(t, p.b.Pool, "customers")
 	})
 	require.Equal(t, 6, count(t, p.a.Pool, "SELECT count(*) FROM audit"), "a's own writes fire a's triggers")
@@ -148,7 +132,7 @@ func TestInterleavedSequencesUnderConcurrentInserts(t *testing.T) {
 	require.NoError(t, errs[0], "no duplicate key on a")
 	require.NoError(t, errs[1], "no duplicate key on b")
 	total := inserted[0] + inserted[1]
-	waitFor(t, p, "both sides hold every row", func() bool {
+	waitFor(t, "both sides hold every row", p, func() bool {
 		return count(t, p.a.Pool, "SELECT count(*) FROM orders") == total && count(t, p.b.Pool, "SELECT count(*) FROM orders") == total
 	})
 	require.Equal(t, tableText(t, p.a.Pool, "orders"), tableText(t, p.b.Pool, "orders"))
@@ -213,7 +197,7 @@ func foreignKeys(t *testing.T, checked bool) {
 	want := func(pool *pgxpool.Pool) bool {
 		return tableText(t, pool, "parents") == "(2,two)" && tableText(t, pool, "children") == "(20,2,twenty)\n(21,2,twenty-one)"
 	}
-	waitFor(t, p, "both sides hold parent 2 and its children, parent 1 and its children gone", func() bool {
+	waitFor(t, "both sides hold parent 2 and its children, parent 1 and its children gone", p, func() bool {
 		return want(p.a.Pool) && want(p.b.Pool)
 	})
 	entries, n, err := p.dlq.List(t.Context(), dlq.Filter{})
@@ -236,7 +220,7 @@ func TestUniqueCollisionDeadLettersBothRows(t *testing.T) {
 	exec(t, p.b.Pool, `INSERT INTO customers (id, name, email, status) VALUES (20, 'ann on b', 'ann@x', 'new')`)
 	p.start(t)
 	var entries []dlq.Entry
-	waitFor(t, p, "both rows dead-lettered", func() bool {
+	waitFor(t, "both rows dead-lettered", p, func() bool {
 		var err error
 		entries, _, err = p.dlq.List(t.Context(), dlq.Filter{})
 		require.NoError(t, err)

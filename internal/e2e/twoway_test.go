@@ -47,6 +47,7 @@ type pair struct {
 	logger   *slog.Logger
 	stop     func()
 	done     chan error
+	sync     *duplex.Sync // the running sync
 	running  bool
 	// wrap, when set, wraps each side's source (fault injection).
 	wrap func(duplex.ChangeSource) duplex.ChangeSource
@@ -222,6 +223,7 @@ func (p *pair) start(t *testing.T) {
 		require.Equal(t, duplex.OutcomeUnchanged, res.Outcome, "seeded row %d: %s", id, res.Detail)
 	}
 	p.seeded = 0
+	p.sync = s
 	ctx, cancel := context.WithCancel(context.Background())
 	p.stop, p.done, p.running, p.sync = cancel, make(chan error, 1), true, s
 	go func() { p.done <- s.Run(ctx) }()

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/dlq"
+)
+
+// TestDLQSubcommands runs -dlq list, show, a bulk dry run and a dismiss
+// against an admin API over an in-memory queue, and checks the usage
+// errors.
+func TestDLQSubcommands(t *testing.T) {
+	t.Parallel()
+	store := dlq.NewMemory(dlq.MemoryConfig{})
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	for i, cid := range []string{"c1", "c2", "c3"} {
+		require.NoError(t, store.Put(t.Context(), &duplex.DeadLetter{
+			Sync: "s", Direction: duplex.Direction{From: "a", To: "b"}, Reason: duplex.ReasonConflict, Error: "held by manual review", At: at,
+			Change: duplex.Change{ID: cid, Op: duplex.OpUpdate, Table: duplex.Table{Schema: "public", Name: "customers"}, Key: duplex.Key{{Name: "id", Value: int64(7)}}},
+			Conflict: &duplex.ConflictInfo{Kind: duplex.UpdateUpdate, Fields: []string{"email"}, Merge: true, DecidedBy: "manual",
+				Base:   duplex.Values{"id": int64(7), "email": "old"},
+				Source: duplex.Values{"id": int64(7), "email": "a" + cid}, Target: duplex.Values{"id": int64(7), "email": "b" + cid}},
+		}), "put %d", i)
+	}
+	h, err := dlq.NewAdmin(dlq.AdminConfig{Store: store, Auth: dlq.NoAuth})
+	require.NoError(t, err)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	run := func(args ...string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		code := mainExit(append([]string{"-admin", srv.URL}, args...), &out, &errOut)
+		return code, out.String(), errOut.String()
+	}
+
+	code, out, stderr := run("-dlq", "list", "-table", "public.customers")
+	require.Equal(t, 0, code, stderr)
+	require.Regexp(t, `1\s+pending\s+3\s+public.customers\s+id=7\s+conflict\s+email`, out, "one entry for the held row, seen 3 times")
+	require.Contains(t, out, "1 of 1 entries")
+
+	code, out, stderr = run("-dlq", "show", "-id", "1")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, out, "entry 1: public.customers id=7, conflict, pending")
+	require.Regexp(t, `!\s+email\s+"old"\s+"ac3"\s+"bc3"`, out, "the newest versions, with the base")
+	require.Contains(t, out, "2 superseded versions kept")
+
+	code, out, _ = run("-dlq", "show", "-id", "1", "-json")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, `"table": "public.customers"`)
+
+	code, out, stderr = run("-dlq", "resolve", "-winner", "a", "-field", "email", "-dry-run")
+	require.Equal(t, 0, code, stderr)
+	require.Equal(t, "dry run: 1 pending entries match; resolve for a would act on them\n", out)
+
+	code, _, stderr = run("-dlq", "resolve", "-winner", "a", "-id", "1")
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "501", "no Actions behind this admin server")
+
+	code, out, stderr = run("-dlq", "dismiss", "-older-than", "1h")
+	require.Equal(t, 0, code, stderr)
+	require.Equal(t, "bulk dismiss: 1 of 1 pending entries done, 0 failed\n", out)
+
+	for _, bad := range [][]string{
+		{"-dlq", "explode"}, {"-dlq", "show"}, {"-dlq", "resolve", "-id", "1"}, {"-dlq", "retry"},
+		{"-dlq", "dismiss", "-id", "1", "-table", "x"},
+	} {
+		code, _, stderr = run(bad...)
+		require.Equal(t, 1, code, strings.Join(bad, " "))
+		require.Contains(t, stderr, "pgbisync -dlq:")
+	}
+	code, _, _ = run("-dlq", "list", "-nope")
+	require.Equal(t, 2, code)
+}
