@@ -55,8 +55,6 @@ type pair struct {
 	applier func(name string, a *applypg.Applier) duplex.Applier
 	// applyConfig, when set, adjusts each side's applypg.Config.
 	applyConfig func(*applypg.Config)
-	// sync is the running Sync.
-	sync *duplex.Sync
 	// preflight, when set, builds the sync's Preflight (SyncConfig.Preflight).
 	preflight func(p *pair) duplex.Preflight
 	// onboarding configures the Sync's onboarding (off unless Tables set).
