@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -337,6 +338,16 @@ func TestRetryOfPartlyAppliedEntryIsNotAlreadyApplied(t *testing.T) {
 	ab.seedBoth(t, 1)
 	require.NoError(t, ab.a.Update(customers, key(1), duplex.Values{"name": "from a", "n": int64(7)}))
 	require.NoError(t, ab.b.Update(customers, key(1), duplex.Values{"n": int64(9)}))
+	// b->a waits (a is unavailable to it) until a->b has merged: else b->a
+	// may merge first and carry the name to b as a write-back, and a's
+	// change never reaches b's ledger.
+	var released atomic.Bool
+	ab.fa.fail = func(_ int, b *duplex.Batch) error {
+		if b.Source == "b" && !isWriteBack(b) && !released.Load() {
+			return duplex.Unavailable(errors.New("a is held until a->b merged"))
+		}
+		return nil
+	}
 	ab.run(t)
 	var dl duplex.DeadLetter
 	waitFor(t, func() bool {
@@ -349,6 +360,7 @@ func TestRetryOfPartlyAppliedEntryIsNotAlreadyApplied(t *testing.T) {
 		return false
 	})
 	waitFor(t, func() bool { return ab.b.Get(customers, key(1))["name"] == "from a" })
+	released.Store(true)
 	applied, err := ab.b.Applier("duplex").Applied(t.Context(), []string{dl.Change.ID})
 	require.NoError(t, err)
 	require.True(t, applied[0], "the flowing field's write recorded the change in b's ledger")
