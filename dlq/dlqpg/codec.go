@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/duplexsync/duplex"
@@ -269,12 +270,35 @@ func encodeConflict(ci *duplex.ConflictInfo) ([]byte, error) {
 	return json.Marshal(d)
 }
 
-func encodeHistory(h []dlq.Version) ([]byte, error) {
-	if h == nil {
-		return nil, nil
+// addHistory returns the stored history (nil: none) with the versions
+// added, ordered by time and bounded to dlq.HistoryLimit as dlq.Absorb
+// keeps it. The stored versions' rows are kept as stored, never decoded:
+// a held row changed many times costs a put the same whatever its
+// history.
+func addHistory(stored []byte, added []dlq.Version) ([]byte, error) {
+	if len(added) == 0 {
+		return stored, nil
 	}
-	docs := make([]versionDoc, len(h))
-	for i, v := range h {
+	var docs []versionDoc
+	if stored != nil {
+		if err := json.Unmarshal(stored, &docs); err != nil {
+			return nil, fmt.Errorf("dlqpg: decode history: %w", err)
+		}
+	}
+	type timed struct {
+		at  time.Time
+		doc versionDoc
+	}
+	all := make([]timed, 0, len(docs)+len(added))
+	for _, d := range docs {
+		at, err := valuecodec.UnmarshalValue(d.At)
+		if err != nil {
+			return nil, fmt.Errorf("dlqpg: history time: %w", err)
+		}
+		t, _ := at.(time.Time)
+		all = append(all, timed{t, d})
+	}
+	for _, v := range added {
 		d := versionDoc{From: jstr(v.Direction.From), To: jstr(v.Direction.To), ChangeID: jstr(v.ChangeID)}
 		var err error
 		if d.At, err = valuecodec.MarshalValue(v.At); err != nil {
@@ -286,7 +310,15 @@ func encodeHistory(h []dlq.Version) ([]byte, error) {
 		if d.Target, err = valuecodec.MarshalValue(v.Target); err != nil {
 			return nil, err
 		}
-		docs[i] = d
+		all = append(all, timed{v.At, d})
+	}
+	slices.SortStableFunc(all, func(a, b timed) int { return a.at.Compare(b.at) })
+	if len(all) > dlq.HistoryLimit {
+		all = all[len(all)-dlq.HistoryLimit:]
+	}
+	docs = make([]versionDoc, len(all))
+	for i, t := range all {
+		docs[i] = t.doc
 	}
 	return json.Marshal(docs)
 }

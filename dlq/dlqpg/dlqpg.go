@@ -175,22 +175,26 @@ func (s *Store) put(ctx context.Context, l *duplex.DeadLetter) (bool, error) {
 	row := dlq.RowIdentity(l)
 	done := false
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		e, found, err := s.lockEntry(ctx, tx, "sync = $1 AND direction_from = $2 AND direction_to = $3 AND change_id = $4 AND change_id <> ''",
+		e, stored, found, err := s.lockEntry(ctx, tx, "sync = $1 AND direction_from = $2 AND direction_to = $3 AND change_id = $4 AND change_id <> ''",
 			pgText(l.Sync), pgText(l.Direction.From), pgText(l.Direction.To), pgText(l.Change.ID))
 		if err == nil && !found && row != "" {
 			// row_key <> '' spelled out, so a generic plan can use the
 			// partial unique index.
-			e, found, err = s.lockEntry(ctx, tx, "row_key = $1 AND row_key <> '' AND status = 'pending'", pgText(row))
+			e, stored, found, err = s.lockEntry(ctx, tx, "row_key = $1 AND row_key <> '' AND status = 'pending'", pgText(row))
 		}
 		if err != nil {
 			return err
 		}
 		if found {
-			dlq.Absorb(&e, l, now)
+			dlq.Absorb(&e, l, now) // e.History: the versions this put supersedes
 		} else {
 			e = dlq.NewEntry(l, now)
 		}
-		args, err := entryArgs(&e, row)
+		history, err := addHistory(stored, e.History)
+		if err != nil {
+			return &encodeError{err}
+		}
+		args, err := entryArgs(&e, row, history)
 		if err != nil {
 			return err
 		}
@@ -232,27 +236,24 @@ type encodeError struct{ err error }
 func (e *encodeError) Error() string { return e.err.Error() }
 func (e *encodeError) Unwrap() error { return e.err }
 
-// lockEntry reads and locks the entry matching where, if any.
-func (s *Store) lockEntry(ctx context.Context, tx pgx.Tx, where string, args ...any) (dlq.Entry, bool, error) {
-	e, err := scanEntry(tx.QueryRow(ctx, "SELECT "+columns+" FROM "+s.table+" WHERE "+where+" ORDER BY id LIMIT 1 FOR UPDATE", args...))
+// lockEntry reads and locks the entry matching where, if any: its History
+// left out, and returned as stored (a put adds to it without decoding it).
+func (s *Store) lockEntry(ctx context.Context, tx pgx.Tx, where string, args ...any) (dlq.Entry, []byte, bool, error) {
+	e, history, err := scanEntryRaw(tx.QueryRow(ctx, "SELECT "+columns+" FROM "+s.table+" WHERE "+where+" ORDER BY id LIMIT 1 FOR UPDATE", args...))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return dlq.Entry{}, false, nil
+		return dlq.Entry{}, nil, false, nil
 	}
-	return e, err == nil, err
+	return e, history, err == nil, err
 }
 
 // entryArgs returns the column values of e, in the order of put's
 // statements ($1 to $21).
-func entryArgs(e *dlq.Entry, row string) ([]any, error) {
+func entryArgs(e *dlq.Entry, row string, history []byte) ([]any, error) {
 	payload, err := encodeChange(&e.Change)
 	if err != nil {
 		return nil, &encodeError{err}
 	}
 	conflict, err := encodeConflict(e.Conflict)
-	if err != nil {
-		return nil, &encodeError{err}
-	}
-	history, err := encodeHistory(e.History)
 	if err != nil {
 		return nil, &encodeError{err}
 	}
@@ -271,6 +272,19 @@ const columns = `id, sync, direction_from, direction_to, reason, error, attempts
 	status, resolved_by, resolution, first_seen, last_seen, updated_at, count, history`
 
 func scanEntry(row pgx.Row) (dlq.Entry, error) {
+	e, history, err := scanEntryRaw(row)
+	if err != nil {
+		return dlq.Entry{}, err
+	}
+	if e.History, err = decodeHistory(history); err != nil {
+		return dlq.Entry{}, fmt.Errorf("entry %d: %w", e.ID, err)
+	}
+	return e, nil
+}
+
+// scanEntryRaw reads an entry of columns, its History left out and
+// returned as stored.
+func scanEntryRaw(row pgx.Row) (dlq.Entry, []byte, error) {
 	var (
 		e                 dlq.Entry
 		attempts, count   int64
@@ -281,19 +295,16 @@ func scanEntry(row pgx.Row) (dlq.Entry, error) {
 	err := row.Scan(&e.ID, &e.Sync, &e.Direction.From, &e.Direction.To, &e.Reason, &e.Error, &attempts,
 		&payload, &conflict, &status, &e.ResolvedBy, &e.Resolution, &e.FirstSeen, &e.LastSeen, &e.UpdatedAt, &count, &history)
 	if err != nil {
-		return dlq.Entry{}, err
+		return dlq.Entry{}, nil, err
 	}
 	e.Attempts, e.Count, e.Status, e.At = int(attempts), int(count), dlq.Status(status), e.LastSeen
 	if e.Change, err = decodeChange(payload); err != nil {
-		return dlq.Entry{}, fmt.Errorf("entry %d: %w", e.ID, err)
+		return dlq.Entry{}, nil, fmt.Errorf("entry %d: %w", e.ID, err)
 	}
 	if e.Conflict, err = decodeConflict(conflict); err != nil {
-		return dlq.Entry{}, fmt.Errorf("entry %d: %w", e.ID, err)
+		return dlq.Entry{}, nil, fmt.Errorf("entry %d: %w", e.ID, err)
 	}
-	if e.History, err = decodeHistory(history); err != nil {
-		return dlq.Entry{}, fmt.Errorf("entry %d: %w", e.ID, err)
-	}
-	return e, nil
+	return e, history, nil
 }
 
 func collect(rows pgx.Rows) ([]dlq.Entry, error) {
