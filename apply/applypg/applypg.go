@@ -144,11 +144,12 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Applier, error) 
 		return nil, pgutil.Classify(fmt.Errorf("applypg: %s: read track_commit_timestamp: %w", cfg.Target, err))
 	}
 	a.commitTime = track == "on"
-	if err := createOrigin(ctx, pool, cfg.Origin); err != nil {
-		return nil, pgutil.Classify(fmt.Errorf("applypg: %s: create replication origin %s: %w", cfg.Target, cfg.Origin, err))
-	}
+	// Triggers first: a configuration they refuse leaves no origin behind.
 	if err := a.setupTriggers(ctx); err != nil {
 		return nil, err
+	}
+	if err := createOrigin(ctx, pool, cfg.Origin); err != nil {
+		return nil, pgutil.Classify(fmt.Errorf("applypg: %s: create replication origin %s: %w", cfg.Target, cfg.Origin, err))
 	}
 	return a, nil
 }
