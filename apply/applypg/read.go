@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -98,13 +99,20 @@ func (a *Applier) read(ctx context.Context, m *tableMeta, keys []duplex.Key, out
 // first time (pgx keeps the connection's prepared statements): a read
 // then parses and plans nothing but its transaction's statements.
 func prepared(ctx context.Context, conn *pgx.Conn, sql string) (string, error) {
-	sum := sha256.Sum256([]byte(sql))
-	name := "duplex_read_" + hex.EncodeToString(sum[:12])
-	if _, err := conn.Prepare(ctx, name, sql); err != nil {
+	name, ok := readNames.Load(sql)
+	if !ok {
+		sum := sha256.Sum256([]byte(sql))
+		name, _ = readNames.LoadOrStore(sql, "duplex_read_"+hex.EncodeToString(sum[:12]))
+	}
+	if _, err := conn.Prepare(ctx, name.(string), sql); err != nil {
 		return "", err
 	}
-	return name, nil
+	return name.(string), nil
 }
+
+// readNames maps the SQL of a read's prepared statement to its name (a
+// hash of the SQL, computed once).
+var readNames sync.Map
 
 // readResults reads the results of read's batch in order.
 func (a *Applier) readResults(mrr *pgconn.MultiResultReader, m *tableMeta, keys []duplex.Key, out []duplex.Values, recs []duplex.Agreement) error {
