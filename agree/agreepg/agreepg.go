@@ -97,6 +97,11 @@ func tableName(schema string) string {
 	return pgutil.QuoteIdent(schema) + "." + pgutil.QuoteIdent("agreements")
 }
 
+// fillFactor leaves half of every page of the agreements table free: a
+// merge rewrites a key's record in place of the old one on the same page
+// (a HOT update, no new index entry), which a full page refuses.
+const fillFactor = "50"
+
 // DDL returns the statements that create the agreements table of schema
 // (idempotent), for migration tools and least-privilege set-ups; New and
 // apply/applypg run them.
@@ -125,8 +130,9 @@ func DDL(schema string) []string {
 			peer_kind smallint NOT NULL,
 			unknown jsonb,
 			updated_at timestamptz NOT NULL DEFAULT now(),
-			PRIMARY KEY (sync, system, tbl, key))`,
+			PRIMARY KEY (sync, system, tbl, key)) WITH (fillfactor = ` + fillFactor + `)`,
 		pgstate.CollateC(tableName(schema), "sync", "system", "tbl", "key"),
+		pgstate.FillFactor(tableName(schema), fillFactor),
 	}
 }
 
@@ -307,9 +313,9 @@ func (s *Store) Load(ctx context.Context, t duplex.Table, keys []duplex.Key) ([]
 	return out, nil
 }
 
-// Save implements [duplex.AgreementStore] with one statement (an upsert;
-// and a delete for records that are not Known); of a key given twice, the
-// last agreement wins. The cache takes the records once the statements
+// Save implements [duplex.AgreementStore] with one batch (the statements of
+// Records.QueueSave, sent again with upsert when a first record exists
+// after all); of a key given twice, the last agreement wins. The cache takes the records once the statements
 // succeeded.
 func (s *Store) Save(ctx context.Context, t duplex.Table, keys []duplex.Key, as []duplex.Agreement) error {
 	if len(keys) != len(as) {
@@ -344,18 +350,9 @@ func (s *Store) Save(ctx context.Context, t duplex.Table, keys []duplex.Key, as 
 		vers = s.begin(cks, true)
 		s.mu.Unlock()
 	}
-	b := &pgx.Batch{}
-	n, err := s.rec.QueueSave(b, ws)
-	if err == nil {
-		br := s.pool.SendBatch(ctx, b)
-		for range n {
-			if _, err = br.Exec(); err != nil {
-				break
-			}
-		}
-		if cerr := br.Close(); err == nil {
-			err = cerr
-		}
+	err = s.send(ctx, ws, false)
+	if IsRecordExists(err) {
+		err = s.send(ctx, ws, true)
 	}
 	if s.cache != nil {
 		s.mu.Lock()
@@ -366,6 +363,25 @@ func (s *Store) Save(ctx context.Context, t duplex.Table, keys []duplex.Key, as 
 		return fmt.Errorf("agreepg: save %d keys of %s to %s: %w", len(keys), t.String(), s.rec.table, pgutil.Classify(err))
 	}
 	return nil
+}
+
+// send writes ws in one batch (upsert: see Records.QueueSave).
+func (s *Store) send(ctx context.Context, ws []duplex.AgreementWrite, upsert bool) error {
+	b := &pgx.Batch{}
+	plain, err := s.rec.QueueSave(b, ws, upsert)
+	if err != nil {
+		return err
+	}
+	br := s.pool.SendBatch(ctx, b)
+	for range plain {
+		if _, err = br.Exec(); err != nil {
+			break
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Forget deletes every agreement of the Store's sync, and empties the

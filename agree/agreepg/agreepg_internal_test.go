@@ -109,8 +109,9 @@ func TestRecordsOfTheJSONFormRead(t *testing.T) {
 }
 
 // TestEnsureCollatesKeysC: a records table of an earlier version, whose key
-// columns use the database's collation, gets "C" ones (its records kept);
-// running Ensure again changes nothing.
+// columns use the database's collation and whose pages fill up, gets "C"
+// ones and a fillfactor of 50 (its records kept); running Ensure again
+// changes nothing.
 func TestEnsureCollatesKeysC(t *testing.T) {
 	t.Parallel()
 	db := testenv.Postgres(t)
@@ -129,11 +130,18 @@ func TestEnsureCollatesKeysC(t *testing.T) {
 		require.NoError(t, err)
 		return out
 	}
+	options := func() []string {
+		var opts []string
+		require.NoError(t, db.Pool.QueryRow(t.Context(), `SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = 'duplex.agreements'::regclass`).Scan(&opts))
+		return opts
+	}
 	require.NotEqual(t, []string{"sync:C", "system:C", "tbl:C", "key:C"}, collations(), "the old table")
+	require.Empty(t, options(), "the old table")
 	for range 2 {
 		s, err := New(t.Context(), db.Pool, Config{Sync: "s", Cache: -1})
 		require.NoError(t, err)
 		require.Equal(t, []string{"sync:C", "system:C", "tbl:C", "key:C"}, collations())
+		require.Equal(t, []string{"fillfactor=50"}, options())
 		as, err := s.Load(t.Context(), duplex.Table{Schema: "public", Name: "t"}, []duplex.Key{{{Name: "id", Value: int64(1)}}})
 		require.NoError(t, err)
 		require.Equal(t, duplex.Agreement{Known: true, Version: 5}, as[0])

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
@@ -25,6 +26,7 @@ type Records struct {
 	table        string // quoted <schema>.agreements
 	loadSQL      string
 	saveSQL      string
+	insertSQL    string
 	deleteSQL    string
 }
 
@@ -46,6 +48,9 @@ func NewRecords(schema, sync, system string) *Records {
 			ON CONFLICT (sync, system, tbl, key) DO UPDATE SET
 				version = EXCLUDED.version, "row" = EXCLUDED."row", peer = EXCLUDED.peer,
 				peer_kind = EXCLUDED.peer_kind, unknown = EXCLUDED.unknown, updated_at = now()`,
+		insertSQL: `INSERT INTO ` + t + ` (sync, system, tbl, key, version, "row", peer, peer_kind, unknown)
+			SELECT $1, $2, $3, u.key, u.version, u."row", u.peer, u.peer_kind, u.unknown
+			FROM unnest($4::text[], $5::bigint[], $6::bytea[], $7::bytea[], $8::int2[], $9::jsonb[]) AS u(key, version, "row", peer, peer_kind, unknown)`,
 		deleteSQL: `DELETE FROM ` + t + ` WHERE sync = $1 AND system = $2 AND tbl = $3 AND key = ANY($4::text[])`,
 	}
 }
@@ -276,20 +281,17 @@ func (r *Records) query(ctx context.Context, q Querier, tbl string, names []stri
 	return found, nil
 }
 
-// saveArgs groups ws by table into the arguments of saveSQL and deleteSQL
-// (records that are not Known delete the key's record); of a key given
-// twice, the last wins.
+// tableSave is what saves records of one table: the columns of the
+// records to write, the keys whose records go (records that are not
+// Known), and the entries written (for a cache).
 type tableSave struct {
-	tbl      string
-	names    []string
-	versions []int64
-	rows     [][]byte
-	peers    [][]byte
-	kinds    []int16
-	unknown  [][]byte
-	deletes  []string
-	es       []entry // per name, for a cache
+	tbl string
+	columns
+	deletes []string
+	es      []entry // per name
 }
+
+// saves groups ws by table; of a key given twice, the last wins.
 
 func saves(ws []duplex.AgreementWrite) ([]*tableSave, error) {
 	var out []*tableSave
@@ -353,24 +355,77 @@ func joinUnknown(fs []string) []byte {
 	return b
 }
 
-// QueueSave queues on b the statements that write ws (one upsert per table,
-// and one delete per table for records that are not Known), and returns how
-// many it queued. The caller reads their results in order.
-func (r *Records) QueueSave(b *pgx.Batch, ws []duplex.AgreementWrite) (int, error) {
+// QueueSave queues on b the statements that write ws and returns, per
+// statement queued, whether it is a plain insert. The caller reads their
+// results in order.
+//
+// Records of Version 1 are a key's first: no system held a record of it
+// when the merge read them. Unless upsert, they go in a plain INSERT, about
+// half the cost of an upsert (no speculative insertion); a unique violation
+// of a plain insert (IsRecordExists) means the record exists after all (a
+// batch sent again after its commit): the caller sends the batch again with
+// upsert. Other records go in an upsert, and records that are not Known in
+// a delete; at most one statement of each kind per table.
+func (r *Records) QueueSave(b *pgx.Batch, ws []duplex.AgreementWrite, upsert bool) ([]bool, error) {
 	ss, err := saves(ws)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	n := 0
+	var plain []bool
 	for _, s := range ss {
-		if len(s.names) > 0 {
-			b.Queue(r.saveSQL, r.sync, r.system, s.tbl, s.names, s.versions, s.rows, s.peers, s.kinds, s.unknown)
-			n++
+		first, rest := s.split(upsert)
+		if len(first.names) > 0 {
+			b.Queue(r.insertSQL, r.sync, r.system, s.tbl, first.names, first.versions, first.rows, first.peers, first.kinds, first.unknown)
+			plain = append(plain, true)
+		}
+		if len(rest.names) > 0 {
+			b.Queue(r.saveSQL, r.sync, r.system, s.tbl, rest.names, rest.versions, rest.rows, rest.peers, rest.kinds, rest.unknown)
+			plain = append(plain, false)
 		}
 		if len(s.deletes) > 0 {
 			b.Queue(r.deleteSQL, r.sync, r.system, s.tbl, s.deletes)
-			n++
+			plain = append(plain, false)
 		}
 	}
-	return n, nil
+	return plain, nil
+}
+
+// columns are the arguments of insertSQL or saveSQL: records of one table.
+type columns struct {
+	names    []string
+	versions []int64
+	rows     [][]byte
+	peers    [][]byte
+	kinds    []int16
+	unknown  [][]byte
+}
+
+func (c *columns) add(s *tableSave, i int) {
+	c.names = append(c.names, s.names[i])
+	c.versions = append(c.versions, s.versions[i])
+	c.rows = append(c.rows, s.rows[i])
+	c.peers = append(c.peers, s.peers[i])
+	c.kinds = append(c.kinds, s.kinds[i])
+	c.unknown = append(c.unknown, s.unknown[i])
+}
+
+// split returns s's records of Version 1 (none with upsert) and the rest.
+func (s *tableSave) split(upsert bool) (first, rest columns) {
+	if upsert || !slices.Contains(s.versions, 1) {
+		return first, s.columns
+	}
+	for i, v := range s.versions {
+		if v == 1 {
+			first.add(s, i)
+		} else {
+			rest.add(s, i)
+		}
+	}
+	return first, rest
+}
+
+// IsRecordExists reports whether err is the unique violation of a plain
+// insert QueueSave queued: the batch must be sent again with upsert.
+func IsRecordExists(err error) bool {
+	return pgutil.SQLState(err) == "23505" // unique_violation
 }

@@ -166,12 +166,27 @@ var cases = []suite.Case[store]{
 			known(duplex.Values{"id": int64(1), "a": "x", "b": int64(1)}),
 			known(duplex.Values{"id": int64(1), "a": nil}),
 			{Known: true, Version: 3, Row: duplex.Values{"id": int64(1)}, Peer: duplex.Values{"id": int64(1), "p": "q"}, Unknown: []string{"z"}},
+			{Known: true, Version: 1, Row: duplex.Values{"id": int64(1), "first": "again"}},
 			known(nil),
 			known(duplex.Values{"id": int64(1), "c": []byte("z")}),
 			{},
 		} {
 			save(t, s, customers, []duplex.Key{id(1)}, a)
 			RequireAgreement(t, a, load(t, s, customers, id(1))[0], "version "+strconv.Itoa(i))
+		}
+	}},
+	{Name: "FirstRecordsBesideExisting", Run: func(t *testing.T, s store) {
+		// Version 1 marks a key's first record; one that exists already is
+		// overwritten all the same, in a save with new keys and others.
+		first := func(n int64) duplex.Agreement {
+			return duplex.Agreement{Known: true, Version: 1, Row: duplex.Values{"id": n}}
+		}
+		save(t, s, customers, []duplex.Key{id(2)}, first(20))
+		keys := []duplex.Key{id(1), id(2), id(3)}
+		want := []duplex.Agreement{first(1), first(2), {Known: true, Version: 4, Row: duplex.Values{"id": int64(3)}}}
+		save(t, s, customers, keys, want...)
+		for i, a := range load(t, s, customers, keys...) {
+			RequireAgreement(t, want[i], a, strconv.Itoa(i))
 		}
 	}},
 	{Name: "TablesDoNotCollide", Run: func(t *testing.T, s store) {

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/agree/agreepg"
 	"github.com/duplexsync/duplex/internal/pgutil"
 )
 
@@ -102,11 +103,12 @@ type plan struct {
 	runs   []*run
 	ids    []string // change IDs for the ledger
 	tables []duplex.Table
-	// upsert: insert the IDs with ON CONFLICT DO NOTHING. Off at first: a
+	// upsert: insert the IDs with ON CONFLICT DO NOTHING, and first
+	// agreement records with the upsert of the others. Off at first: a
 	// plain insert costs about half as much (no speculative insertion), and
-	// the IDs are new but for a batch repeated after its commit; when one
-	// is in the ledger already the insert fails (errLedgerDup) and the
-	// batch is sent again with upsert on.
+	// the IDs and first records are new but for a batch repeated after its
+	// commit; when one exists already the insert fails (errLedgerDup) and
+	// the batch is sent again with upsert on.
 	upsert bool
 }
 
@@ -174,12 +176,12 @@ func (a *Applier) applyPlan(ctx context.Context, b *duplex.Batch, p *plan, metho
 	})
 }
 
-// errLedgerDup marks the failure of the plain ledger insert on an ID
-// already in the ledger.
-var errLedgerDup = errors.New("applypg: change ID already in the ledger")
+// errLedgerDup marks the failure of a plain insert on a row that exists: a
+// change ID in the ledger, or an agreement record.
+var errLedgerDup = errors.New("applypg: change ID or agreement record exists already")
 
-// retryUpsert reports whether err is the plain ledger insert's failure on
-// an ID in the ledger; then it rolls back and turns p's upsert on for the
+// retryUpsert reports whether err is a plain insert's failure on a row that
+// exists (errLedgerDup); then it rolls back and turns p's upsert on for the
 // batch to be sent again.
 func (a *Applier) retryUpsert(ctx context.Context, s *session, p *plan, err error) bool {
 	if p.upsert || !errors.Is(err, errLedgerDup) || !a.cleanupTx(ctx, s) {
@@ -588,6 +590,7 @@ const (
 	resDelete                    // one bool, false is stale
 	resStateOK                   // ledger or checkpoint
 	resLedger                    // plain ledger insert: a unique violation is errLedgerDup
+	resRecords                   // plain insert of first agreement records: a unique violation is errLedgerDup
 	resSetup                     // the origin's session setup: the backend's start time
 )
 
@@ -620,12 +623,16 @@ func (a *Applier) queueState(b *pgx.Batch, q *[]queued, batch *duplex.Batch, p *
 			a.cfg.Sync, a.cfg.Target, batch.Source, string(batch.Checkpoint))
 		*q = append(*q, queued{kind: resStateOK})
 	}
-	n, err := a.agreements.QueueSave(b, batch.Agreements)
+	plain, err := a.agreements.QueueSave(b, batch.Agreements, p.upsert)
 	if err != nil {
 		return fmt.Errorf("applypg: %s: %w", a.cfg.Target, err)
 	}
-	for range n {
-		*q = append(*q, queued{kind: resStateOK})
+	for _, pl := range plain {
+		kind := resStateOK
+		if pl {
+			kind = resRecords
+		}
+		*q = append(*q, queued{kind: kind})
 	}
 	return nil
 }
@@ -762,9 +769,10 @@ func (a *Applier) readBatch(ctx context.Context, s *session, br pgx.BatchResults
 			if _, err := br.Exec(); err != nil {
 				return a.writeError(err, -1)
 			}
-		case resStateOK, resLedger:
+		case resStateOK, resLedger, resRecords:
 			if _, err := br.Exec(); err != nil {
-				if it.kind == resLedger && pgutil.SQLState(err) == "23505" /* unique_violation */ {
+				if it.kind == resLedger && pgutil.SQLState(err) == "23505" /* unique_violation */ ||
+					it.kind == resRecords && agreepg.IsRecordExists(err) {
 					return fmt.Errorf("%w: %w", errLedgerDup, stateError(a.cfg.Target, err))
 				}
 				return stateError(a.cfg.Target, err)

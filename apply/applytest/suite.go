@@ -418,6 +418,17 @@ func testAgreements(t *testing.T, b *bundle) {
 	require.NoError(t, b.a.Apply(t.Context(), &duplex.Batch{Source: b.source, Agreements: rec(3, 1)}))
 	require.Equal(t, uint64(3), load("after a batch of records").Version)
 
+	// A first record (Version 1) of a key that holds one already replaces
+	// it, with the batch's writes (as when a batch is sent again after its
+	// commit).
+	batch = b.batch(b.update(1, duplex.Values{"n": int64(5)}, nil))
+	batch.Agreements = rec(1, 5)
+	require.NoError(t, b.a.Apply(t.Context(), batch))
+	got = load("after a first record over an existing one")
+	require.Equal(t, uint64(1), got.Version)
+	requireValues(t, row(1, "a", 5, nil), got.Row, "agreed row")
+	b.requireRow(t, 1, row(1, "a", 5, nil), "the batch's write commits with the record")
+
 	// A record that is not Known removes the key's record.
 	require.NoError(t, b.a.Apply(t.Context(), &duplex.Batch{Source: b.source,
 		Agreements: []duplex.AgreementWrite{{Table: b.table, Key: key(1)}}}))

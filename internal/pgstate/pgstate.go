@@ -168,3 +168,17 @@ func CollateC(table string, cols ...string) string {
 	END IF;
 END $duplex$`
 }
+
+// FillFactor returns the idempotent statement that sets table's (quoted)
+// fillfactor to ff where it is not set so: pages written from then on keep
+// room for updates in place (tables created by earlier versions take it
+// as their pages are rewritten).
+func FillFactor(table, ff string) string {
+	lit := "'" + strings.ReplaceAll(table, "'", "''") + "'"
+	opt := "fillfactor=" + ff
+	return `DO $duplex$ BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE oid = ` + lit + `::regclass AND '` + opt + `' = ANY(reloptions)) THEN
+		EXECUTE ` + "'" + strings.ReplaceAll("ALTER TABLE "+table+" SET ("+opt+")", "'", "''") + "'" + `;
+	END IF;
+END $duplex$`
+}
