@@ -104,6 +104,9 @@ func Decoder(oid uint32) func([]byte) (any, error) {
 		return func(b []byte) (any, error) { return duplex.JSONB(append([]byte(nil), b...)), nil }
 	case oidTimestamptz, oidTimestamp, oidDate:
 		return func(b []byte) (any, error) {
+			if t, ok := parseISO(b, oid == oidDate, oid == oidTimestamptz); ok {
+				return t, nil
+			}
 			v, err := pgtypeDecode(types, oid, b)
 			if err != nil {
 				return nil, err
