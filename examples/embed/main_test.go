@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -101,19 +102,45 @@ func dropOrigins(t *testing.T, pool *pgxpool.Pool, prefix string) {
 	}
 }
 
-// TestREADMEShowsThisProgram checks that the README's embedding example is
-// this program, verbatim: the Go block after the marker
-// "<!-- examples/embed/main.go -->".
-func TestREADMEShowsThisProgram(t *testing.T) {
+// TestREADMEShowsCompiledCode checks that the README's Go blocks marked
+// with the file they come from are that code, verbatim: the block after
+// "<!-- examples/embed/main.go -->" is this program, and the block after
+// "<!-- FILE: REGION -->" the lines of FILE between "// README: REGION"
+// and "// README: end", one tab less indented. So the README's examples
+// compile, and this test keeps them in step with the code.
+func TestREADMEShowsCompiledCode(t *testing.T) {
 	t.Parallel()
 	readme, err := os.ReadFile("../../README.md")
 	require.NoError(t, err)
-	program, err := os.ReadFile("main.go")
-	require.NoError(t, err)
-	const marker = "<!-- examples/embed/main.go -->\n```go\n"
-	_, block, ok := bytes.Cut(readme, []byte(marker))
-	require.True(t, ok, "README.md has no %q", strings.TrimSpace(marker))
-	block, _, ok = bytes.Cut(block, []byte("\n```\n"))
-	require.True(t, ok, "the README's block after the marker does not end")
-	require.Equal(t, string(program), string(block)+"\n", "README.md's embedding example differs from examples/embed/main.go: copy the file into the README")
+	marker := regexp.MustCompile("(?m)^<!-- ([^ :]+\\.go)(?:: ([a-z]+))? -->\n```go\n((?s:.*?))\n```\n")
+	blocks := marker.FindAllSubmatch(readme, -1)
+	var files []string
+	for _, b := range blocks {
+		file, region, block := string(b[1]), string(b[2]), string(b[3])
+		files = append(files, file)
+		src, err := os.ReadFile(filepath.Join("../..", file))
+		require.NoError(t, err, "README.md shows %s", file)
+		want := strings.TrimSuffix(string(src), "\n")
+		if region != "" {
+			want = readmeRegion(t, file, string(src), region)
+		}
+		require.Equal(t, want, block, "README.md's block marked %s %s differs from the code: copy it into the README", file, region)
+	}
+	require.Contains(t, files, "examples/embed/main.go")
+	require.Contains(t, files, "duplexpg/example_test.go")
+}
+
+// readmeRegion returns the lines of src between "// README: region" and
+// "// README: end", one tab less indented.
+func readmeRegion(t *testing.T, file, src, region string) string {
+	t.Helper()
+	_, after, ok := strings.Cut(src, "// README: "+region+"\n")
+	require.True(t, ok, "%s has no region %q", file, region)
+	body, _, ok := strings.Cut(after, "// README: end\n")
+	require.True(t, ok, "%s: region %q does not end", file, region)
+	lines := strings.Split(strings.TrimRight(body, "\t\n"), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimPrefix(l, "\t")
+	}
+	return strings.Join(lines, "\n")
 }
