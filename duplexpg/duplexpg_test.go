@@ -60,22 +60,31 @@ func (p *pair) open(t *testing.T, logger *slog.Logger) (a, b *duplexpg.Endpoint)
 	return ends[0], ends[1]
 }
 
-// start runs s until the test ends; it returns once s streams.
-func start(t *testing.T, s *duplexpg.Sync) {
+// runner is a Sync or a Pipeline.
+type runner interface {
+	Run(ctx context.Context) error
+	Ready() <-chan struct{}
+}
+
+// start runs s until the test ends, or until the returned stop, which
+// returns Run's error; start returns once s streams.
+func start(t *testing.T, s runner) (stop func() error) {
 	t.Helper()
-	ctx, stop := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		stop()
-		require.NoError(t, <-done)
+	stop = sync.OnceValue(func() error {
+		cancel()
+		return <-done
 	})
+	t.Cleanup(func() { require.NoError(t, stop()) })
 	select {
 	case <-s.Ready():
 	case err := <-done:
-		done <- nil
-		t.Fatalf("the sync stopped before it was ready: %v", err)
+		done <- err
+		t.Fatalf("stopped before it was ready: %v", err)
 	}
+	return stop
 }
 
 // waitName waits until customer 1 is named want on db.
@@ -143,15 +152,11 @@ func syncedOnce(t *testing.T, p *pair) {
 	a, b := p.open(t, quiet(t))
 	s, err := duplexpg.NewSync(t.Context(), a, b, duplexpg.Config{Tables: []duplex.Table{customers}, Logger: quiet(t)})
 	require.NoError(t, err)
-	ctx, stop := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	<-s.Ready()
+	stop := start(t, s)
 	_, err = p.a.Pool.Exec(t.Context(), `UPDATE customers SET name = 'first run', updated_at = clock_timestamp() WHERE id = 1`)
 	require.NoError(t, err)
 	waitName(t, p.b, "first run")
-	stop()
-	require.NoError(t, <-done)
+	require.NoError(t, stop())
 	require.NoError(t, s.Close())
 	require.NoError(t, errors.Join(a.Close(), b.Close()))
 }
@@ -170,14 +175,15 @@ func TestLostSlotIsRefusedUnlessRecreated(t *testing.T) {
 	a, b := p.open(t, quiet(t))
 	_, err = duplexpg.NewSync(t.Context(), a, b, duplexpg.Config{Tables: []duplex.Table{customers}, Logger: quiet(t)})
 	require.ErrorContains(t, err, "a: pglogical: replication slot "+slot+" does not exist, but the sync has a stored position")
+	require.ErrorContains(t, err, "(RecreateSlots re-creates it)")
 
 	var logs lockedBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	s, err := duplexpg.NewSync(t.Context(), a, b, duplexpg.Config{Tables: []duplex.Table{customers}, RecreateSlots: true, Logger: logger})
 	require.NoError(t, err, "the refused start released the lock")
 	t.Cleanup(func() { require.NoError(t, s.Close()) })
-	require.Contains(t, logs.String(), `level=WARN msg="replication slot was dropped after the sync started; re-creating it`)
-	require.Contains(t, logs.String(), "slot="+slot)
+	require.Contains(t, logs.String(), `level=WARN msg="replication slot was lost after the sync started; re-creating it`)
+	require.Contains(t, logs.String(), "slot="+slot+" lost=dropped")
 	start(t, s)
 	_, err = p.a.Pool.Exec(t.Context(), `UPDATE customers SET name = 'after the new slot', updated_at = clock_timestamp() WHERE id = 1`)
 	require.NoError(t, err)
@@ -225,3 +231,29 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// TestPipelineOneWayWithRedis runs a one-way Pipeline from a to b with the
+// Redis dedup: an edit on a reaches b, one on b stays there, and the marks
+// are under the sync's Redis prefix.
+func TestPipelineOneWayWithRedis(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	rd := testenv.Redis(t)
+	a, b := p.open(t, quiet(t))
+	pl, err := duplexpg.NewPipeline(t.Context(), a, b, duplexpg.Config{
+		Tables: []duplex.Table{customers}, Redis: rd.Client, RedisPrefix: rd.Prefix, Logger: quiet(t),
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, pl.Close()) })
+	start(t, pl)
+	_, err = p.b.Pool.Exec(t.Context(), `INSERT INTO customers (id, name) VALUES (2, 'only on b')`)
+	require.NoError(t, err)
+	_, err = p.a.Pool.Exec(t.Context(), `UPDATE customers SET name = 'from a', updated_at = clock_timestamp() WHERE id = 1`)
+	require.NoError(t, err)
+	waitName(t, p.b, "from a")
+	var onA int
+	require.NoError(t, p.a.Pool.QueryRow(t.Context(), `SELECT count(*) FROM customers WHERE id = 2`).Scan(&onA))
+	require.Zero(t, onA, "one way: b's rows stay on b")
+	keys, err := rd.Client.Keys(t.Context(), rd.Prefix+p.name+":b:*").Result()
+	require.NoError(t, err)
+	require.NotEmpty(t, keys, "the applied change is marked in Redis")
+}

@@ -35,8 +35,18 @@ func setupSource(ctx context.Context, cfg *Config, e *Endpoint, resuming bool) e
 	if cfg.ReconcileOnly {
 		return nil // nothing streams: no slot is created
 	}
-	if cfg.RecreateSlots {
-		if resuming, err = recreateSlot(ctx, e, src.Slot(), resuming, cfg.Logger); err != nil {
+	lost, err := slotLost(ctx, e, src.Slot(), resuming)
+	if err != nil {
+		return err
+	}
+	if lost != "" && !cfg.RecreateSlots {
+		if err := src.Setup(ctx, resuming); err != nil { // refuses it, saying why
+			return fmt.Errorf("%s: %w (%s re-creates it)", e.cfg.Label, err, cfg.label("RecreateSlots"))
+		}
+		return nil
+	}
+	if lost != "" {
+		if resuming, err = recreateSlot(ctx, e, src.Slot(), lost, cfg.Logger); err != nil {
 			return err
 		}
 	}
@@ -46,30 +56,44 @@ func setupSource(ctx context.Context, cfg *Config, e *Endpoint, resuming bool) e
 	return nil
 }
 
-// recreateSlot prepares the re-creation of a slot the sync lost: it drops
-// an invalidated slot, and reports whether the source still resumes (false
-// when the slot is to be created anew). Either loss is logged at Warn.
-func recreateSlot(ctx context.Context, e *Endpoint, slot string, resuming bool, logger *slog.Logger) (bool, error) {
+// Lost slots, as slotLost reports them.
+const (
+	slotDropped     = "dropped"
+	slotInvalidated = "invalidated"
+)
+
+// slotLost reports whether e's slot was lost since the sync started:
+// slotDropped (missing while resuming), slotInvalidated (wal_status lost)
+// or "".
+func slotLost(ctx context.Context, e *Endpoint, slot string, resuming bool) (string, error) {
 	var status *string
 	err := e.pool.QueryRow(ctx, `SELECT wal_status FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, slot).Scan(&status)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		if resuming {
-			logger.Warn("replication slot was dropped after the sync started; re-creating it: the changes made since it was dropped are not synced, reconcile the tables",
-				"side", e.cfg.System, "slot", slot)
+			return slotDropped, nil
 		}
-		return false, nil
+		return "", nil
 	case err != nil:
-		return resuming, fmt.Errorf("%s: read replication slot %s: %w", e.cfg.Label, slot, err)
+		return "", fmt.Errorf("%s: read replication slot %s: %w", e.cfg.Label, slot, err)
 	case status != nil && *status == "lost":
-		logger.Warn("replication slot was invalidated (wal_status lost); dropping and re-creating it: the changes it lost are not synced, reconcile the tables",
-			"side", e.cfg.System, "slot", slot)
-		if _, err := e.pool.Exec(ctx, `SELECT pg_catalog.pg_drop_replication_slot($1)`, slot); err != nil {
-			return resuming, fmt.Errorf("%s: drop invalidated replication slot %s: %w", e.cfg.Label, slot, err)
-		}
-		return false, nil
+		return slotInvalidated, nil
 	}
-	return resuming, nil
+	return "", nil
+}
+
+// recreateSlot prepares the re-creation of a lost slot, logged at Warn: it
+// drops an invalidated slot. The source then creates it anew (it no longer
+// resumes).
+func recreateSlot(ctx context.Context, e *Endpoint, slot, lost string, logger *slog.Logger) (resuming bool, err error) {
+	logger.Warn("replication slot was lost after the sync started; re-creating it: the changes made in between are not synced, reconcile the tables",
+		"side", e.cfg.System, "slot", slot, "lost", lost)
+	if lost == slotInvalidated {
+		if _, err := e.pool.Exec(ctx, `SELECT pg_catalog.pg_drop_replication_slot($1)`, slot); err != nil {
+			return true, fmt.Errorf("%s: drop invalidated replication slot %s: %w", e.cfg.Label, slot, err)
+		}
+	}
+	return false, nil
 }
 
 // pollSource sets up Capture Poll for e: a source polling e's tables, and,

@@ -66,6 +66,7 @@ type config struct {
 	fireTriggers      []string
 	allTriggers       bool
 	cpuProfile        string
+	recreateSlots     bool
 }
 
 // parseFlags reads args (without the program name) into a config and checks
@@ -106,6 +107,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.sequences, "sequences", "", "keys fed by sequences (serial, identity) on both sides: empty refuses to start; interleave makes A's odd and B's even (INCREMENT BY 2); ranges gives A the lower half of the range and B the upper half")
 	fs.StringVar(&c.fireTriggersText, "fire-triggers", "", "comma-separated triggers (table.trigger or schema.table.trigger) that fire on the rows the sync writes too: marked ENABLE ALWAYS at start; others do not (the sync applies with session_replication_role = replica)")
 	fs.BoolVar(&c.allTriggers, "all-triggers", false, "apply with every trigger firing and foreign keys checked on apply (session_replication_role = origin), as before the replica mode")
+	fs.BoolVar(&c.recreateSlots, "recreate-slots", false, "re-create a replication slot dropped or invalidated after the sync of -name started, with a warning, instead of refusing to start: the changes made in between are not synced (run -reconcile afterwards)")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a Go CPU profile (pprof format) of the whole run to this file, from start-up until pgbisync exits; empty: none")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

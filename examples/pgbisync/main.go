@@ -43,7 +43,10 @@
 // status 1 rather than run beside it). To remove a sync for good, drop its
 // slots (duplex_<name>__a, duplex_<name>__b), its publications of the same
 // names, its replication origins (duplex:<name>:*) and its rows in the
-// duplex schema; -name is lower-cased in those names.
+// duplex schema; -name is lower-cased in those names. A replication slot
+// dropped or invalidated after the sync started means lost changes:
+// pgbisync refuses to start, naming the slot, unless -recreate-slots,
+// which re-creates it with a warning (then run -reconcile).
 //
 // On the first start of a -name (and after a start stopped while it ran),
 // pgbisync onboards before streaming: rows one database lacks are copied
@@ -380,11 +383,11 @@ func syncConfig(cfg *config, stdout io.Writer, logger *slog.Logger) duplexpg.Con
 		Triggers:            applypg.TriggerConfig{All: cfg.allTriggers, Fire: cfg.fireTriggers},
 		Sequences:           checkpg.SequenceFix(cfg.sequences),
 		SkipOnboarding:      !cfg.onboarding, OnboardingChunk: cfg.onboardingChunk,
-		ReconcileOnly: cfg.reconcile, RedisPrefix: cfg.redisPrefix,
+		ReconcileOnly: cfg.reconcile, RecreateSlots: cfg.recreateSlots, RedisPrefix: cfg.redisPrefix,
 		LockWait: cfg.lockWait, LockCheck: cfg.lockCheck, MaxRetainedWAL: cfg.maxRetained,
 		OptionLabels: map[string]string{
 			"LWWColumn": "-conflict lww -lww-column", "KeepReplicaIdentity": "-no-replica-identity",
-			"Capture": "-cdc", "Authority": "-authority", "Redis": "-redis",
+			"Capture": "-cdc", "Authority": "-authority", "Redis": "-redis", "RecreateSlots": "-recreate-slots",
 		},
 		Options: duplex.Options{BatchSize: cfg.batch},
 		Logger:  logger,
