@@ -223,6 +223,7 @@ func NewPipeline(cfg *Config) (*Pipeline, error) {
 		errs = append(errs, &ConfigError{"DeadLetters", "is required"})
 	}
 	errs = append(errs, c.Options.validate()...)
+	errs = append(errs, checkNames(&c)...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}

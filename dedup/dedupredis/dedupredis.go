@@ -30,6 +30,11 @@ type Config struct {
 	// does not extend it. 0: DefaultTTL (7 days). Redis keeps expiries in
 	// milliseconds.
 	TTL time.Duration
+	// Sync and Target name the sync and the system whose applied changes
+	// the marks stand for. They are not part of the keys (Prefix scopes
+	// them); duplex.NewPipeline checks them against its own names (see
+	// duplex.Named). "": not checked.
+	Sync, Target string
 }
 
 // Deduper is a [duplex.Deduper] in Redis. It is safe for concurrent use.
@@ -38,6 +43,8 @@ type Deduper struct {
 	client redis.UniversalClient
 	prefix string
 	ttl    time.Duration
+	sync   string
+	target string
 }
 
 var _ duplex.Deduper = (*Deduper)(nil)
@@ -64,7 +71,7 @@ func New(client redis.UniversalClient, cfg Config) (*Deduper, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return &Deduper{client: client, prefix: cfg.Prefix, ttl: cfg.TTL}, nil
+	return &Deduper{client: client, prefix: cfg.Prefix, ttl: cfg.TTL, sync: cfg.Sync, target: cfg.Target}, nil
 }
 
 // Seen implements [duplex.Deduper]: answers[i] reports whether ids[i] is

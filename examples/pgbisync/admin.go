@@ -5,16 +5,15 @@ import (
 	"log/slog"
 	"net/http"
 
-	"github.com/duplexsync/duplex"
 	"github.com/duplexsync/duplex/dlq"
-	"github.com/duplexsync/duplex/dlq/dlqpg"
+	"github.com/duplexsync/duplex/duplexpg"
 )
 
 // mountAdmin mounts the DLQ UI (/) and JSON API (/dlq...) at the root of
 // mux, behind basic auth when -admin-user is set. Without credentials the
 // admin server is loopback-only (config.check enforces it) and open to
 // anyone on this machine, which is logged as a warning.
-func mountAdmin(mux *http.ServeMux, cfg *config, store *dlqpg.Store, pair *duplex.Sync, logger *slog.Logger) error {
+func mountAdmin(mux *http.ServeMux, cfg *config, pair *duplexpg.Sync, logger *slog.Logger) error {
 	auth := dlq.NoAuth
 	if cfg.adminUser != "" {
 		auth = dlq.BasicAuth(cfg.adminUser, cfg.adminPassword)
@@ -23,8 +22,8 @@ func mountAdmin(mux *http.ServeMux, cfg *config, store *dlqpg.Store, pair *duple
 			"admin", cfg.admin)
 	}
 	h, err := dlq.NewAdmin(dlq.AdminConfig{
-		Store:   store,
-		Actions: dlq.SyncActions(pair),
+		Store:   pair.DeadLetters(),
+		Actions: dlq.SyncActions(pair.Sync),
 		Auth:    auth,
 		Sides:   sideNames,
 		Title:   "pgbisync " + cfg.name + ": dead letters",

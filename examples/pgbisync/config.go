@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/internal/pgutil"
 )
 
 // Conflict policies for fields the authority map does not cover.
@@ -66,6 +66,7 @@ type config struct {
 	fireTriggers      []string
 	allTriggers       bool
 	cpuProfile        string
+	recreateSlots     bool
 }
 
 // parseFlags reads args (without the program name) into a config and checks
@@ -106,6 +107,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.sequences, "sequences", "", "keys fed by sequences (serial, identity) on both sides: empty refuses to start; interleave makes A's odd and B's even (INCREMENT BY 2); ranges gives A the lower half of the range and B the upper half")
 	fs.StringVar(&c.fireTriggersText, "fire-triggers", "", "comma-separated triggers (table.trigger or schema.table.trigger) that fire on the rows the sync writes too: marked ENABLE ALWAYS at start; others do not (the sync applies with session_replication_role = replica)")
 	fs.BoolVar(&c.allTriggers, "all-triggers", false, "apply with every trigger firing and foreign keys checked on apply (session_replication_role = origin), as before the replica mode")
+	fs.BoolVar(&c.recreateSlots, "recreate-slots", false, "re-create a replication slot dropped or invalidated after the sync of -name started, with a warning, instead of refusing to start: the changes made in between are not synced (run -reconcile afterwards)")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a Go CPU profile (pprof format) of the whole run to this file, from start-up until pgbisync exits; empty: none")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -131,7 +133,7 @@ func (c *config) check() error {
 	}
 	if c.name == "" {
 		bad("-name is required (it names the sync's slots, publications and state)")
-	} else if !usableName(c.name) {
+	} else if !pgutil.UsableName(c.name) {
 		bad("-name %q is not usable: use letters, digits and _", c.name)
 	}
 	tables, err := parseTables(c.tablesText)
@@ -204,14 +206,6 @@ func (c *config) check() error {
 	return errors.Join(errs...)
 }
 
-var usableNameRE = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
-
-// usableName reports whether name maps one to one onto slot and origin
-// names (which are lower-cased and restricted to [a-z0-9_]).
-func usableName(name string) bool {
-	return usableNameRE.MatchString(name) && strings.Trim(name, "_") != ""
-}
-
 // parseTables reads -tables: comma-separated schema.table or table
 // (schema public). Names are taken as written (case-sensitive).
 func parseTables(s string) ([]duplex.Table, error) {
@@ -250,28 +244,6 @@ func loopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// redactDSN returns a connection string fit for messages: the password of a
-// URL (user info or ?password=) or of a key=value string replaced by xxxxx.
-func redactDSN(dsn string) string {
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") || strings.HasPrefix(dsn, "redis://") || strings.HasPrefix(dsn, "rediss://") {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			return "(unparsable URL)"
-		}
-		q := u.Query()
-		if q.Has("password") {
-			q.Set("password", "xxxxx")
-			u.RawQuery = q.Encode()
-		}
-		return u.Redacted()
-	}
-	return kvPassword.ReplaceAllString(dsn, "${1}xxxxx")
-}
-
-// kvPassword matches the value of password= in a key=value connection
-// string, quoted (with \' escapes) or not.
-var kvPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)`)
-
 // secrets returns the literal passwords the flags carry, in every form they
 // may appear in a message (raw, URL-escaped), longest first.
 func (c *config) secrets() []string {
@@ -282,7 +254,7 @@ func (c *config) secrets() []string {
 		}
 	}
 	for _, dsn := range []string{c.a, c.b, c.redisURL} {
-		for _, p := range dsnPasswords(dsn) {
+		for _, p := range pgutil.DSNPasswords(dsn) {
 			add(p)
 			add(url.QueryEscape(p))
 			add(url.PathEscape(p))
@@ -291,39 +263,6 @@ func (c *config) secrets() []string {
 	}
 	add(c.adminPassword)
 	slices.SortFunc(out, func(x, y string) int { return len(y) - len(x) })
-	return out
-}
-
-// dsnPasswords extracts the passwords of a connection string.
-func dsnPasswords(dsn string) []string {
-	var out []string
-	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" {
-		if p, ok := u.User.Password(); ok {
-			out = append(out, p)
-		}
-		if p := u.Query().Get("password"); p != "" {
-			out = append(out, p)
-		}
-		if i := strings.Index(dsn, "://"); i >= 0 { // the raw form, as typed
-			rest := dsn[i+3:]
-			end := strings.IndexAny(rest, "/?#")
-			if end < 0 {
-				end = len(rest)
-			}
-			if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
-				if _, p, ok := strings.Cut(rest[:at], ":"); ok && p != "" {
-					out = append(out, p)
-				}
-			}
-		}
-		return out
-	}
-	for _, m := range kvPassword.FindAllStringSubmatch(dsn, -1) {
-		p := strings.Trim(m[2], "'")
-		if p != "" {
-			out = append(out, p, m[2])
-		}
-	}
 	return out
 }
 

@@ -43,7 +43,10 @@
 // status 1 rather than run beside it). To remove a sync for good, drop its
 // slots (duplex_<name>__a, duplex_<name>__b), its publications of the same
 // names, its replication origins (duplex:<name>:*) and its rows in the
-// duplex schema; -name is lower-cased in those names.
+// duplex schema; -name is lower-cased in those names. A replication slot
+// dropped or invalidated after the sync started means lost changes:
+// pgbisync refuses to start, naming the slot, unless -recreate-slots,
+// which re-creates it with a warning (then run -reconcile).
 //
 // On the first start of a -name (and after a start stopped while it ran),
 // pgbisync onboards before streaming: rows one database lacks are copied
@@ -153,21 +156,19 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/duplexsync/duplex"
 	"github.com/duplexsync/duplex/apply/applypg"
-	"github.com/duplexsync/duplex/cdc/pglogical"
-	"github.com/duplexsync/duplex/dedup/dedupredis"
-	"github.com/duplexsync/duplex/dlq/dlqpg"
-	"github.com/duplexsync/duplex/metrics"
+	"github.com/duplexsync/duplex/cdc/pgpoll"
+	"github.com/duplexsync/duplex/check/checkpg"
+	"github.com/duplexsync/duplex/duplexpg"
+	"github.com/duplexsync/duplex/internal/pgutil"
 	"github.com/duplexsync/duplex/resolve"
 )
 
@@ -256,283 +257,82 @@ func startCPUProfile(path string) (func() error, error) {
 	}, nil
 }
 
-// side is one database of the sync.
-type side struct {
-	name     string // "a" or "b"
-	dsn      string
-	database string
-	pool     *pgxpool.Pool
-	tables   map[duplex.Table]tableInfo
-	lock     *syncLock
-	app      *applypg.Applier
-	endpoint duplex.Endpoint // Source, and Applier/LoopGuard when not app itself
-	close    func()          // releases the source
-	slot     string          // the replication slot (-cdc logical)
-	retained metrics.RetainedFunc
-
-	// commitTimes: the server records commit timestamps
-	// (track_commit_timestamp), for -conflict lww on the tables without
-	// -lww-column.
-	commitTimes bool
-}
-
-// connect opens a side's pool and checks that the database answers.
-func connect(ctx context.Context, cfg *config, s *side) error {
-	pcfg, err := pgxpool.ParseConfig(s.dsn)
-	if err != nil {
-		return fmt.Errorf("-%s: invalid connection string %s: %w", s.name, redactDSN(s.dsn), err)
-	}
-	pcfg.ConnConfig.RuntimeParams["application_name"] = "pgbisync:" + cfg.name + ":" + s.name
-	pcfg.MaxConns = max(pcfg.MaxConns, 8)
-	s.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return fmt.Errorf("-%s: connect to %s: %w", s.name, redactDSN(s.dsn), err)
-	}
-	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	if err := s.pool.QueryRow(pctx, "SELECT current_database()").Scan(&s.database); err != nil {
-		return fmt.Errorf("-%s: cannot connect to %s: %w", s.name, redactDSN(s.dsn), err)
-	}
-	return nil
-}
-
-// resolver builds the resolver chain: field authority, then -conflict.
-func resolver(cfg *config, sides [2]*side, logger *slog.Logger) (duplex.Resolver, string, error) {
-	var chain []duplex.Resolver
-	var errs []error
-	if strings.TrimSpace(cfg.authority) != "" {
-		auth, err := resolve.ParseAuthority(cfg.authority)
-		if err != nil {
-			return nil, "", fmt.Errorf("-authority: %w", err)
-		}
-		for _, s := range sides {
-			cols := make(map[duplex.Table][]string, len(s.tables))
-			for t, info := range s.tables {
-				cols[t] = info.columns()
-			}
-			if err := auth.Validate(sideNames[:], cols); err != nil {
-				errs = append(errs, fmt.Errorf("-authority (checked against -%s): %w", s.name, err))
-			}
-		}
-		chain = append(chain, auth)
-	}
-	var policy duplex.Resolver
-	desc := cfg.conflict
-	switch cfg.conflict {
-	case conflictLWW:
-		var err error
-		if policy, desc, err = lwwPolicy(cfg, sides, logger); err != nil {
-			errs = append(errs, err)
-		}
-	case conflictDLQ:
-		policy = resolve.DeadLetterAll()
-	case conflictAWins:
-		policy = resolve.SideWins("a")
-	case conflictBWins:
-		policy = resolve.SideWins("b")
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, "", err
-	}
-	// The chain ends with the policy; anything it leaves undecided is
-	// dead-lettered by the Pipeline.
-	return duplex.Chain(append(chain, policy)...), desc, nil
-}
-
-func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
+// run opens both databases, builds the sync (duplexpg) from the flags and
+// runs it until ctx ends.
+func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) (err error) {
 	level, _ := parseLevel(cfg.logLevel)
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	sides := [2]*side{{name: "a", dsn: cfg.a}, {name: "b", dsn: cfg.b}}
+	var ends [2]*duplexpg.Endpoint
 	defer func() {
-		for _, s := range sides {
-			if s.close != nil {
-				s.close()
+		for _, e := range ends {
+			if e == nil {
+				continue
 			}
-			if s.lock != nil {
-				s.lock.unlock()
-			}
-			if s.pool != nil {
-				s.pool.Close()
+			if cerr := e.Close(); cerr != nil {
+				logger.Warn("cannot release the database", "side", e.SystemName(), slog.Any("err", cerr))
 			}
 		}
 	}()
-
-	// Check everything before creating anything.
-	for _, s := range sides {
-		if err := connect(ctx, cfg, s); err != nil {
+	for i, dsn := range []string{cfg.a, cfg.b} {
+		name := sideNames[i]
+		if ends[i], err = duplexpg.Open(ctx, duplexpg.EndpointConfig{
+			Sync: cfg.name, System: name, ConnString: dsn, Label: "-" + name,
+			ApplicationName: "pgbisync:" + cfg.name + ":" + name, Logger: logger,
+		}); err != nil {
 			return err
 		}
 	}
-	if err := differentDatabases(ctx, sides[0].pool, sides[1].pool); err != nil {
-		return err
-	}
+	scfg := syncConfig(cfg, stdout, logger)
 	if cfg.checkOnly {
-		return checkOnly(ctx, cfg, sides, stdout, logger)
+		return checkOnly(ctx, ends, scfg, stdout)
 	}
-	if cfg.cdc == cdcLogical {
-		for _, s := range sides {
-			if err := checkWALLevel(ctx, s.pool, s.name); err != nil {
-				return err
-			}
+	if strings.TrimSpace(cfg.authority) != "" {
+		if scfg.Authority, err = resolve.ParseAuthority(cfg.authority); err != nil {
+			return fmt.Errorf("-authority: %w", err)
 		}
 	}
-	var errs []error
-	for _, s := range sides {
-		var err error
-		if s.tables, err = inspectTables(ctx, s.pool, s.name, cfg.tables); err != nil {
-			errs = append(errs, err)
-		}
-		if cfg.cdc == cdcLogical && cfg.noReplicaIdentity {
-			errs = append(errs, checkReplicaIdentity(s.name, cfg.tables, s.tables))
-		}
-		if s.commitTimes, err = trackCommitTimes(ctx, s.pool, s.name); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	if err := compareKeys(cfg.tables, sides[0].tables, sides[1].tables); err != nil {
-		return err
-	}
-	res, resDesc, err := resolver(cfg, sides, logger)
-	if err != nil {
-		return err
-	}
-	// The preflight, before anything is created: blockers that no option
-	// fixes refuse the start (status 2) with the report on stderr. The Sync
-	// runs it again at start, making the fixes the options ask for.
-	checker, err := preflight(cfg, sides, logger)
-	if err != nil {
-		return err
-	}
-	if r, err := checker.Check(ctx, duplex.CheckParams{}); err != nil {
-		return err
-	} else if r.Count(duplex.Blocker) > 0 {
-		_ = r.Write(stderr)
-		return &duplex.PreflightError{Report: r}
-	}
-	var rdb *redis.Client
 	if cfg.redisURL != "" {
-		ropts, err := redis.ParseURL(cfg.redisURL)
+		rdb, err := redisClient(ctx, cfg.redisURL)
 		if err != nil {
-			return fmt.Errorf("-redis: invalid URL %s: %w", redactDSN(cfg.redisURL), err)
+			return err
 		}
-		rdb = redis.NewClient(ropts)
 		defer rdb.Close()
-		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err = rdb.Ping(pctx).Err()
-		cancel()
-		if err != nil {
-			return fmt.Errorf("-redis: cannot reach %s: %w", redactDSN(cfg.redisURL), err)
-		}
+		scfg.Redis = rdb
 	}
 	var adminLn net.Listener
+	var reg *prometheus.Registry
 	if cfg.admin != "" {
 		if adminLn, err = net.Listen("tcp", cfg.admin); err != nil {
 			return fmt.Errorf("-admin: %w", err)
 		}
 		defer adminLn.Close()
+		reg = prometheus.NewRegistry()
+		scfg.Registerer = reg
 	}
 
-	// One sync with this name at a time.
-	for _, s := range sides {
-		if s.lock, err = lock(ctx, s.pool, cfg.name, s.name, s.database, cfg.lockWait); err != nil {
-			return err
-		}
+	pair, err := duplexpg.NewSync(ctx, ends[0], ends[1], scfg)
+	if pe, ok := errors.AsType[*duplex.PreflightError](err); ok {
+		_ = pe.Report.Write(stderr)
+		return pe
 	}
-
-	// State, appliers, sources: created when missing, kept on exit.
-	for _, s := range sides {
-		if s.app, err = applypg.New(ctx, s.pool, applypg.Config{Sync: cfg.name, Target: s.name, Logger: logger, Triggers: triggerConfig(cfg)}); err != nil {
-			return fmt.Errorf("-%s: %w", s.name, err)
-		}
-	}
-	for i, s := range sides {
-		other := sides[1-i]
-		// The other side's checkpoint of this source says whether the sync
-		// ran before: then the slot must exist (a missing one means lost
-		// changes, an error), else it is created now, before streaming, so
-		// nothing committed from here on is missed.
-		pos, err := other.app.Checkpoint(ctx, s.name)
-		if err != nil {
-			return fmt.Errorf("-%s: %w", other.name, err)
-		}
-		if err := setupSource(ctx, cfg, s, pos != "" || cfg.reconcile, logger); err != nil {
-			return err
-		}
-	}
-	deadLetters, err := dlqpg.New(ctx, sides[0].pool, dlqpg.Config{})
 	if err != nil {
-		return fmt.Errorf("-a: dead-letter queue: %w", err)
+		return lockError(err)
 	}
-	depth := func(ctx context.Context) ([]metrics.DepthRow, error) {
-		rows, err := deadLetters.Depth(ctx)
-		var out []metrics.DepthRow
-		for _, r := range rows {
-			if r.Sync == cfg.name {
-				out = append(out, metrics.DepthRow{Direction: r.Direction, Table: r.Table, Reason: r.Reason, Count: r.Count, Oldest: r.Oldest})
-			}
+	defer func() {
+		if cerr := pair.Close(); cerr != nil {
+			logger.Warn("cannot release the sync", slog.Any("err", cerr))
 		}
-		return out, err
-	}
-	slots := map[string]metrics.RetainedFunc{}
-	for _, s := range sides {
-		if s.slot != "" {
-			slots[s.slot] = s.retained
-		}
-	}
-	if cfg.maxRetained > 0 && len(slots) > 0 {
-		go watchRetained(ctx, slots, cfg.maxRetained, logger)
-	}
-	directions := []string{"a_to_b", "b_to_a"}
-	m := metrics.New(metrics.Config{Depth: zeroDepths(depth, directions, cfg.tables), Slots: slots, Logger: logger})
-	initCounters(m, directions, cfg.tables)
-	for _, s := range sides {
-		s.endpoint.Name = s.name
-		if s.endpoint.Applier == nil {
-			s.endpoint.Applier = s.app
-		}
-		if rdb != nil {
-			d, err := dedupredis.New(rdb, dedupredis.Config{Prefix: cfg.redisPrefix + cfg.name + ":" + s.name + ":"})
-			if err != nil {
-				return fmt.Errorf("-redis: %w", err)
-			}
-			s.endpoint.Deduper = d
-		}
-	}
-	onboarding := metrics.NewOnboarding()
-	pair, err := duplex.NewSync(&duplex.SyncConfig{
-		Name: cfg.name, A: sides[0].endpoint, B: sides[1].endpoint, Preflight: checker,
-		Resolver: res, DeadLetters: deadLetters, Observer: m, Logger: logger,
-		Onboarding: duplex.OnboardingConfig{Disabled: !cfg.onboarding, Tables: cfg.tables, ChunkSize: cfg.onboardingChunk, Progress: func(p duplex.OnboardingProgress) {
-			onboarding.Progress(p)
-			if p.Done && !p.Skipped {
-				fmt.Fprintf(stdout, "pgbisync: onboarded %s: compared %d, copied %d, agreed %d, decided %d, held %d (in the DLQ), deferred %d (to the stream) in %s\n",
-					p.Table, p.Compared, p.Copied, p.Agreed, p.Decided, p.Held, p.Deferred, p.Elapsed.Round(time.Millisecond))
-			}
-		}},
-		Options: duplex.Options{BatchSize: cfg.batch},
-	})
-	if err != nil {
-		return err
-	}
-
+	}()
 	if cfg.reconcile {
 		return reconcileTables(ctx, pair, cfg, stdout)
 	}
 
 	adminURL := "none"
 	if adminLn != nil {
-		reg := prometheus.NewRegistry()
-		reg.MustRegister(m, metrics.NewPreflight(pair.Report), onboarding)
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mux.Handle("GET /healthz", metrics.Health(metrics.HealthConfig{
-			Directions: directions, MaxLag: time.Minute, Lag: m.Lag, Waiting: m.Waiting, Depth: depth,
-			MaxRetainedWAL: cfg.maxRetained, Slots: slots, Onboarding: onboarding.Lines,
-		}))
-		if err := mountAdmin(mux, cfg, deadLetters, pair, logger); err != nil {
+		mux.Handle("GET /healthz", pair.Health(time.Minute))
+		if err := mountAdmin(mux, cfg, pair, logger); err != nil {
 			return err
 		}
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
@@ -549,139 +349,129 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		adminURL = "http://" + adminLn.Addr().String()
 	}
 	dedup := "postgres"
-	if rdb != nil {
-		dedup = "redis+postgres (" + redactDSN(cfg.redisURL) + ")"
+	if cfg.redisURL != "" {
+		dedup = "redis+postgres (" + pgutil.RedactDSN(cfg.redisURL) + ")"
+	}
+	policy := cfg.conflict
+	if cfg.conflict == conflictLWW {
+		policy = pair.Policy()
 	}
 	fmt.Fprintf(stdout, "pgbisync: sync %s: a=%s b=%s tables=%s authority=%q conflict=%s cdc=%s dedup=%s admin=%s\n",
-		cfg.name, redactDSN(cfg.a), redactDSN(cfg.b), tableList(cfg.tables), cfg.authority, resDesc, cfg.cdc, dedup, adminURL)
+		cfg.name, pgutil.RedactDSN(cfg.a), pgutil.RedactDSN(cfg.b), tableList(cfg.tables), cfg.authority, policy, cfg.cdc, dedup, adminURL)
 
-	// Hold the locks while the sync runs; losing one to another process
-	// stops the sync.
-	runCtx, stopRun := context.WithCancelCause(ctx)
-	var holders sync.WaitGroup
-	defer func() {
-		stopRun(nil)
-		holders.Wait() // before the locks are released
-	}()
-	for _, s := range sides {
-		holders.Go(func() {
-			if err := s.lock.hold(runCtx, cfg.lockCheck, logger); err != nil {
-				stopRun(err)
-			}
-		})
-	}
 	done := make(chan error, 1)
-	go func() { done <- pair.Run(runCtx) }()
-	ab, ba := pair.Pipelines()
-	for _, p := range []*duplex.Pipeline{ab, ba} {
-		select {
-		case <-p.Ready():
-		case err := <-done:
-			if cause := context.Cause(runCtx); errors.Is(cause, errLockLost) {
-				return fmt.Errorf("stopped: %w", cause)
-			}
-			if pe, ok := errors.AsType[*duplex.PreflightError](err); ok {
-				_ = pe.Report.Write(stderr)
-				return pe
-			}
-			return syncErr(err)
-		}
+	go func() { done <- pair.Run(ctx) }()
+	select {
+	case <-pair.Ready():
+	case err := <-done:
+		return runError(err, stderr)
 	}
 	fmt.Fprintln(stdout, readyLine)
 	logger.Info("sync running", "sync", cfg.name, "tables", tableList(cfg.tables))
-	err = <-done
-	if cause := context.Cause(runCtx); errors.Is(cause, errLockLost) {
-		return fmt.Errorf("stopped: %w", cause)
-	}
-	if err != nil {
-		return syncErr(err)
+	if err := runError(<-done, stderr); err != nil {
+		return err
 	}
 	logger.Info("sync stopped", "sync", cfg.name)
 	return nil
 }
 
-// conflictResolutions are the resolution labels of duplex_conflicts_total.
-var conflictResolutions = []string{"applied", "merged", "kept_target", "dead_lettered"}
-
-// deadLetterReasons are the reasons a change is dead-lettered for.
-var deadLetterReasons = []duplex.Reason{duplex.ReasonConflict, duplex.ReasonPermanentError,
-	duplex.ReasonRetriesExhausted, duplex.ReasonTruncate, duplex.ReasonInvalid}
-
-// initCounters creates the applied and conflict counters of every
-// direction and table at zero, so that they show (and rate() works) from
-// the start, not from the first event.
-func initCounters(m *metrics.Prometheus, directions []string, tables []duplex.Table) {
-	for _, d := range directions {
-		for _, t := range tables {
-			m.Collectors("applied", d, t.String())
-			for k := duplex.UpdateUpdate; k <= duplex.DeleteUpdate; k++ {
-				for _, r := range conflictResolutions {
-					m.Collectors("conflicts", d, t.String(), k.String(), r)
-				}
-			}
-		}
+// syncConfig is what the flags ask of duplexpg, but -authority and -redis.
+func syncConfig(cfg *config, stdout io.Writer, logger *slog.Logger) duplexpg.Config {
+	c := duplexpg.Config{
+		Tables: cfg.tables, LWWColumn: cfg.lwwColumn, Skew: cfg.skew,
+		KeepReplicaIdentity: cfg.noReplicaIdentity,
+		Triggers:            applypg.TriggerConfig{All: cfg.allTriggers, Fire: cfg.fireTriggers},
+		Sequences:           checkpg.SequenceFix(cfg.sequences),
+		SkipOnboarding:      !cfg.onboarding, OnboardingChunk: cfg.onboardingChunk,
+		ReconcileOnly: cfg.reconcile, RecreateSlots: cfg.recreateSlots, RedisPrefix: cfg.redisPrefix,
+		LockWait: cfg.lockWait, LockCheck: cfg.lockCheck, MaxRetainedWAL: cfg.maxRetained,
+		OptionLabels: map[string]string{
+			"LWWColumn": "-conflict lww -lww-column", "KeepReplicaIdentity": "-no-replica-identity",
+			"Capture": "-cdc", "Authority": "-authority", "Redis": "-redis", "RecreateSlots": "-recreate-slots",
+		},
+		Options: duplex.Options{BatchSize: cfg.batch},
+		Logger:  logger,
 	}
-}
-
-// zeroDepths reports a zero DLQ depth for every direction, table and
-// reason without pending entries, so that duplex_dlq_depth shows an empty
-// queue as 0 rather than as no series.
-func zeroDepths(depth metrics.DepthFunc, directions []string, tables []duplex.Table) metrics.DepthFunc {
-	return func(ctx context.Context) ([]metrics.DepthRow, error) {
-		rows, err := depth(ctx)
-		if err != nil {
-			return rows, err
-		}
-		type group struct{ direction, table, reason string }
-		have := make(map[group]bool, len(rows))
-		for _, r := range rows {
-			have[group{r.Direction, r.Table, r.Reason}] = true
-		}
-		for _, d := range directions {
-			for _, t := range tables {
-				for _, r := range deadLetterReasons {
-					if g := (group{d, t.String(), string(r)}); !have[g] {
-						rows = append(rows, metrics.DepthRow{Direction: d, Table: g.table, Reason: g.reason})
-					}
-				}
-			}
-		}
-		return rows, nil
+	// duplexpg reads zero as its default; the flags' zero means none.
+	if c.Skew == 0 {
+		c.Skew = -1
 	}
-}
-
-// setupSource builds a side's change source and creates its slot and
-// publication when missing.
-func setupSource(ctx context.Context, cfg *config, s *side, resuming bool, logger *slog.Logger) error {
+	if c.LockWait == 0 {
+		c.LockWait = -1
+	}
+	if c.MaxRetainedWAL == 0 {
+		c.MaxRetainedWAL = -1
+	}
+	switch cfg.conflict {
+	case conflictDLQ:
+		c.Policy = resolve.DeadLetterAll()
+	case conflictAWins:
+		c.Policy = resolve.SideWins("a")
+	case conflictBWins:
+		c.Policy = resolve.SideWins("b")
+	}
 	if cfg.cdc == cdcPoll {
-		return pollSource(ctx, cfg, s, logger)
+		c.Capture = duplexpg.Poll
+		c.Poll = pgpoll.Config{Column: cfg.pollColumn, ColumnTimeZone: cfg.pollTimeZone, Interval: cfg.pollInterval, DeleteDetection: pollDeletes[cfg.pollDeletes]}
 	}
-	src, err := pglogical.New(ctx, pglogical.Config{
-		ConnString: s.dsn, Sync: cfg.name, System: s.name, Tables: cfg.tables,
-		SetReplicaIdentity: !cfg.noReplicaIdentity, Logger: logger,
-	})
-	if err != nil {
-		return fmt.Errorf("-%s: %w", s.name, err)
+	c.OnboardingProgress = func(p duplex.OnboardingProgress) {
+		if p.Done && !p.Skipped {
+			fmt.Fprintf(stdout, "pgbisync: onboarded %s: compared %d, copied %d, agreed %d, decided %d, held %d (in the DLQ), deferred %d (to the stream) in %s\n",
+				p.Table, p.Compared, p.Copied, p.Agreed, p.Decided, p.Held, p.Deferred, p.Elapsed.Round(time.Millisecond))
+		}
 	}
-	s.endpoint.Source, s.close = src, src.Close
-	s.slot, s.retained = src.Slot(), src.RetainedWAL
-	if cfg.reconcile {
-		return nil // nothing streams: no slot is created
-	}
-	if err := src.Setup(ctx, resuming); err != nil {
-		return fmt.Errorf("-%s: %w", s.name, err)
-	}
-	return nil
+	return c
 }
 
-// syncErr words a failure of the running sync.
-func syncErr(err error) error {
-	if err == nil {
+// redisClient connects to -redis and checks that it answers.
+func redisClient(ctx context.Context, rawURL string) (*redis.Client, error) {
+	ropts, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("-redis: invalid URL %s: %w", pgutil.RedactDSN(rawURL), err)
+	}
+	rdb := redis.NewClient(ropts)
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		return nil, errors.Join(fmt.Errorf("-redis: cannot reach %s: %w", pgutil.RedactDSN(rawURL), err), rdb.Close())
+	}
+	return rdb, nil
+}
+
+// lockError words a refusal by the sync's lock in pgbisync's terms.
+func lockError(err error) error {
+	held, ok := errors.AsType[*duplexpg.LockHeldError](err)
+	if !ok {
+		return err
+	}
+	holder := ""
+	if held.Holder != "" {
+		holder = " (lock held by " + held.Holder + ")"
+	}
+	msg := fmt.Sprintf("%s: another pgbisync with -name %s is already running on database %s%s: refusing to start (two syncs with one name would apply every change twice); stop it first",
+		held.Label, held.Sync, held.Database, holder)
+	if errors.Is(err, duplexpg.ErrLockLost) {
+		return fmt.Errorf("stopped: %w on %s: %s", duplexpg.ErrLockLost, held.Label, msg)
+	}
+	return errors.New(msg)
+}
+
+// runError words the end of the running sync: nil, a lost lock, a
+// preflight blocker (its report on stderr) or a failure.
+func runError(err error, stderr io.Writer) error {
+	switch pe, isPreflight := errors.AsType[*duplex.PreflightError](err); {
+	case err == nil:
 		return nil
+	case errors.Is(err, duplexpg.ErrLockLost):
+		return lockError(err)
+	case isPreflight:
+		_ = pe.Report.Write(stderr)
+		return pe
 	}
 	return fmt.Errorf("sync failed: %w", err)
 }
 
+// tableList joins the tables' names with commas.
 func tableList(ts []duplex.Table) string {
 	parts := make([]string, len(ts))
 	for i, t := range ts {
@@ -699,30 +489,9 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-// watchRetained warns, every minute, about each slot holding back more WAL
-// than limit. The slot is kept (dropping it would lose changes); the
-// warning and /healthz say that the sync must catch up or be removed.
-func watchRetained(ctx context.Context, slots map[string]metrics.RetainedFunc, limit int64, logger *slog.Logger) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		for name, read := range slots {
-			if n, err := read(ctx); err == nil && n > limit {
-				logger.Warn("replication slot retains more WAL than -max-retained-wal; the server keeps it until the sync catches up",
-					"slot", name, "retained_bytes", n, "limit_bytes", limit)
-			}
-		}
-	}
-}
-
 // reconcileTables runs -reconcile: one batched compare-and-repair pass
 // over -tables (Sync.ReconcileTables), a line per table on stdout.
-func reconcileTables(ctx context.Context, pair *duplex.Sync, cfg *config, stdout io.Writer) error {
+func reconcileTables(ctx context.Context, pair *duplexpg.Sync, cfg *config, stdout io.Writer) error {
 	ps, err := pair.ReconcileTables(ctx, cfg.tables, cfg.onboardingChunk)
 	for _, p := range ps {
 		fmt.Fprintf(stdout, "pgbisync: reconciled %s: compared %d, copied %d, agreed %d, decided %d, held %d (in the DLQ), deferred %d (a merge in progress) in %s (%.0f keys/s)\n",

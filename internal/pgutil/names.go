@@ -59,3 +59,11 @@ func CheckSource(connString, sync, system string, tables []duplex.Table) []error
 	}
 	return errs
 }
+
+var usableNameRE = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
+
+// UsableName reports whether a sync name maps one to one onto slot and
+// origin names (which are lower-cased and restricted to [a-z0-9_]).
+func UsableName(name string) bool {
+	return usableNameRE.MatchString(name) && strings.Trim(name, "_") != ""
+}

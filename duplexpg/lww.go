@@ -1,4 +1,4 @@
-package main
+package duplexpg
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -13,45 +14,45 @@ import (
 	"github.com/duplexsync/duplex/resolve"
 )
 
-// enableCommitTimes is the fix pgbisync names when a side does not record
-// commit timestamps.
+// enableCommitTimes is the fix named when a side does not record commit
+// timestamps.
 const enableCommitTimes = "ALTER SYSTEM SET track_commit_timestamp = on, then restart PostgreSQL"
 
 // trackCommitTimes reports whether a side's server records commit
 // timestamps (track_commit_timestamp), which last-write-wins needs on the
-// tables without -lww-column: then the applier reports each row's commit
-// time (duplex.CommitTimeField).
+// tables without the LWW column: then the applier reports each row's
+// commit time (duplex.CommitTimeField).
 func trackCommitTimes(ctx context.Context, pool *pgxpool.Pool, side string) (bool, error) {
 	var track string
 	if err := pool.QueryRow(ctx, "SHOW track_commit_timestamp").Scan(&track); err != nil {
-		return false, fmt.Errorf("-%s: read track_commit_timestamp: %w", side, err)
+		return false, fmt.Errorf("%s: read track_commit_timestamp: %w", side, err)
 	}
 	return track == "on", nil
 }
 
-// lwwPolicy builds -conflict lww, table by table: last-write-wins on
-// -lww-column for the tables that have it on both sides, and on commit
-// timestamps for the others (a table lacking the column on either side:
-// the column cannot order a version that does not carry it). A column
-// that exists with another type than a timestamp is an error naming the
-// side, table and column. The choice is made once, here, from the
-// catalogs of both sides, and depends only on the table: both directions
-// decide a conflict the same way.
+// lwwPolicy builds last-write-wins table by table: on column for the
+// tables that have it on both sides, and on commit timestamps for the
+// others (a table lacking the column on either side: the column cannot
+// order a version that does not carry it). A column that exists with
+// another type than a timestamp is an error naming the side, table and
+// column (option names the column setting in it). The choice is made once,
+// here, from the catalogs of both sides, and depends only on the table:
+// both directions decide a conflict the same way.
 //
 // Commit timestamps are known only where the server records them
 // (track_commit_timestamp = on). When a side does not, the conflicts of
 // the commit-timestamp tables go to the DLQ, with the reason and the fix,
-// instead of being guessed; pgbisync warns at start-up, naming the tables.
+// instead of being guessed, with a warning at start-up naming the tables.
 // (With one side recording them, LWW would order some conflicts by the
 // changes' commit times and dead-letter others, depending on which
 // direction met them first.)
 //
-// Every table's choice is logged at start-up. It returns the resolver and
-// its description for the start-up summary.
-func lwwPolicy(cfg *config, sides [2]*side, logger *slog.Logger) (duplex.Resolver, string, error) {
-	column, err := resolve.NewLWW(cfg.lwwColumn, cfg.skew)
+// Every table's choice is logged. It returns the resolver and its
+// description ("lww(updated_at, skew 500ms)").
+func lwwPolicy(column, option string, skew time.Duration, tables []duplex.Table, sides [2]*Endpoint, logger *slog.Logger) (duplex.Resolver, string, error) {
+	byColumn, err := resolve.NewLWW(column, skew)
 	if err != nil {
-		return nil, "", fmt.Errorf("-skew: %w", err)
+		return nil, "", err
 	}
 	lacking := map[duplex.Table][]string{} // table -> sides without the column
 	var errs []error
@@ -60,12 +61,12 @@ func lwwPolicy(cfg *config, sides [2]*side, logger *slog.Logger) (duplex.Resolve
 		for t, info := range s.tables {
 			types[t] = info.types
 		}
-		without, err := column.TablesWithoutColumn(types)
+		without, err := byColumn.TablesWithoutColumn(types)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("-conflict lww -lww-column %s (on -%s): %w", cfg.lwwColumn, s.name, err))
+			errs = append(errs, fmt.Errorf("%s %s (on %s): %w", option, column, s.cfg.Label, err))
 		}
 		for _, t := range without {
-			lacking[t] = append(lacking[t], "-"+s.name)
+			lacking[t] = append(lacking[t], s.cfg.Label)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -75,39 +76,39 @@ func lwwPolicy(cfg *config, sides [2]*side, logger *slog.Logger) (duplex.Resolve
 	var off []string // sides not recording commit timestamps
 	for _, s := range sides {
 		if !s.commitTimes {
-			off = append(off, "-"+s.name)
+			off = append(off, s.cfg.Label)
 		}
 	}
-	var byCommit duplex.Resolver = &resolve.LWW{Skew: cfg.skew}
+	var byCommit duplex.Resolver = &resolve.LWW{Skew: skew}
 	if len(off) > 0 {
-		byCommit = unknownCommitTimes{column: cfg.lwwColumn, off: strings.Join(off, " and ")}
+		byCommit = unknownCommitTimes{column: column, off: strings.Join(off, " and ")}
 	}
-	perTable := make(map[duplex.Table]duplex.Resolver, len(cfg.tables))
+	perTable := make(map[duplex.Table]duplex.Resolver, len(tables))
 	var commitTables []duplex.Table
-	for _, t := range cfg.tables {
+	for _, t := range tables {
 		missing := lacking[t]
 		if len(missing) == 0 {
-			perTable[t] = column
-			logger.Info("conflict policy", "table", t.String(), "policy", "lww on column "+cfg.lwwColumn)
+			perTable[t] = byColumn
+			logger.Info("conflict policy", "table", t.String(), "policy", "lww on column "+column)
 			continue
 		}
 		perTable[t] = byCommit
 		commitTables = append(commitTables, t)
-		why := "no " + cfg.lwwColumn + " column"
+		why := "no " + column + " column"
 		if len(missing) < len(sides) {
 			why += " on " + missing[0]
 		}
 		logger.Info("conflict policy", "table", t.String(), "policy", "lww on commit timestamps ("+why+")")
 	}
-	desc := fmt.Sprintf("lww(%s, skew %s)", cfg.lwwColumn, cfg.skew)
+	desc := fmt.Sprintf("lww(%s, skew %s)", column, skew)
 	if len(commitTables) == 0 {
-		return column, desc, nil
+		return byColumn, desc, nil
 	}
-	desc = fmt.Sprintf("lww(%s, skew %s, commit timestamps on %s)", cfg.lwwColumn, cfg.skew, tableList(commitTables))
+	desc = fmt.Sprintf("lww(%s, skew %s, commit timestamps on %s)", column, skew, tableList(commitTables))
 	for _, s := range sides {
 		if !s.commitTimes {
 			logger.Warn("track_commit_timestamp is off: conflicts on tables without the lww column cannot be ordered and go to the dead-letter queue",
-				"side", s.name, "tables", tableList(commitTables), "lww_column", cfg.lwwColumn, "fix", enableCommitTimes)
+				"side", s.cfg.System, "tables", tableList(commitTables), "lww_column", column, "fix", enableCommitTimes)
 		}
 	}
 	return resolve.ByTable{Tables: perTable}, desc, nil
@@ -118,8 +119,8 @@ func lwwPolicy(cfg *config, sides [2]*side, logger *slog.Logger) (duplex.Resolve
 // why and how to fix it. The rows stay as they are until someone resolves
 // the entry.
 type unknownCommitTimes struct {
-	column string // -lww-column
-	off    string // the sides without track_commit_timestamp, "-a and -b"
+	column string // the LWW column
+	off    string // the sides without track_commit_timestamp, "a and b"
 }
 
 // Resolve implements duplex.Resolver.

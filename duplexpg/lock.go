@@ -1,4 +1,4 @@
-package main
+package duplexpg
 
 import (
 	"context"
@@ -13,31 +13,65 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// lockKey derives the advisory lock key of a sync's side from its name.
-func lockKey(name, side string) int64 {
+// lockKey derives the advisory lock key of a sync's system from the names
+// (the key pgbisync has always used, so that both refuse each other).
+func lockKey(name, system string) int64 {
 	h := fnv.New64a()
-	h.Write([]byte("duplex/pgbisync/" + strings.ToLower(name) + "/" + side))
+	h.Write([]byte("duplex/pgbisync/" + strings.ToLower(name) + "/" + system))
 	return int64(h.Sum64()) //nolint:gosec // a hash, reinterpreted
 }
 
+// LockHeldError says another session holds a sync's lock on a database:
+// another instance of the sync is running, and this one refuses to run
+// beside it (two instances of one sync would apply every change twice).
+type LockHeldError struct {
+	// Sync and System name the sync and the database's system in it.
+	Sync, System string
+	// Label names the database in messages (EndpointConfig.Label).
+	Label string
+	// Database is the database's name.
+	Database string
+	// Holder describes the session holding the lock (backend pid,
+	// application, client), or "" when it could not be read.
+	Holder string
+}
+
+// Error implements error.
+func (e *LockHeldError) Error() string {
+	return fmt.Sprintf("%s: another instance of sync %s is already running on database %s%s: refusing to start (two instances of one sync would apply every change twice); stop it first",
+		e.Label, e.Sync, e.Database, e.holder())
+}
+
+func (e *LockHeldError) holder() string {
+	if e.Holder == "" {
+		return ""
+	}
+	return " (lock held by " + e.Holder + ")"
+}
+
+// ErrLockLost says another session took a sync's lock while this instance
+// had lost it (its session ended): another instance of the sync runs, so
+// this one stopped. Run's error wraps it and the *LockHeldError.
+var ErrLockLost = errors.New("lost the sync lock")
+
 // syncLock is a session advisory lock held on one database for as long as
-// the sync runs: a second pgbisync with the same -name cannot take it and
-// refuses to start, instead of applying every change twice. It is released
-// by unlock, or by the server when the process dies (its session ends).
+// the sync runs. It is released by unlock, or by the server when the
+// process dies (its session ends).
 type syncLock struct {
-	pool                 *pgxpool.Pool
-	name, side, database string
-	wait                 time.Duration
-	key                  int64
+	pool *pgxpool.Pool
+	held LockHeldError // what a refusal says
+	wait time.Duration
+	key  int64
 
 	mu   sync.Mutex
 	conn *pgxpool.Conn // nil while lost
 }
 
-// lock takes the side's lock, trying for up to wait (a previous process's
+// takeLock takes e's lock, trying for up to wait (a previous process's
 // session may take a moment to end after it was killed).
-func lock(ctx context.Context, pool *pgxpool.Pool, name, side, database string, wait time.Duration) (*syncLock, error) {
-	l := &syncLock{pool: pool, name: name, side: side, database: database, wait: wait, key: lockKey(name, side)}
+func takeLock(ctx context.Context, e *Endpoint, wait time.Duration) (*syncLock, error) {
+	l := &syncLock{pool: e.pool, wait: wait, key: lockKey(e.cfg.Sync, e.cfg.System),
+		held: LockHeldError{Sync: e.cfg.Sync, System: e.cfg.System, Label: e.cfg.Label, Database: e.database}}
 	conn, err := l.take(ctx)
 	if err != nil {
 		return nil, err
@@ -50,23 +84,23 @@ func lock(ctx context.Context, pool *pgxpool.Pool, name, side, database string, 
 func (l *syncLock) take(ctx context.Context) (*pgxpool.Conn, error) {
 	conn, err := l.pool.Acquire(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("-%s: connect for the sync lock: %w", l.side, err)
+		return nil, fmt.Errorf("%s: connect for the sync lock: %w", l.held.Label, err)
 	}
 	deadline := time.Now().Add(l.wait)
 	for {
 		var ok bool
 		if err := conn.QueryRow(ctx, "SELECT pg_catalog.pg_try_advisory_lock($1)", l.key).Scan(&ok); err != nil {
 			conn.Release()
-			return nil, fmt.Errorf("-%s: take the sync lock: %w", l.side, err)
+			return nil, fmt.Errorf("%s: take the sync lock: %w", l.held.Label, err)
 		}
 		if ok {
 			return conn, nil
 		}
 		if time.Now().After(deadline) {
-			holder := lockHolder(ctx, conn, l.key)
+			e := l.held
+			e.Holder = lockHolder(ctx, conn, l.key)
 			conn.Release()
-			return nil, &lockHeldError{fmt.Sprintf("-%s: another pgbisync with -name %s is already running on database %s%s: refusing to start (two syncs with one name would apply every change twice); stop it first",
-				l.side, l.name, l.database, holder)}
+			return nil, &e
 		}
 		select {
 		case <-ctx.Done():
@@ -77,24 +111,16 @@ func (l *syncLock) take(ctx context.Context) (*pgxpool.Conn, error) {
 	}
 }
 
-// lockHeldError says another session holds the lock.
-type lockHeldError struct{ msg string }
-
-func (e *lockHeldError) Error() string { return e.msg }
-
-// errLockLost says another session took the lock while this process had
-// lost it: another pgbisync with the same name is running.
-var errLockLost = errors.New("lost the sync lock")
-
 // hold keeps the lock until ctx ends. Every interval it checks that the
 // lock's session is alive (a session-level lock lasts as long as its
 // session); when the session was lost (a server restart, a network
 // failure, a terminated backend) it takes the lock again on a new one. It
-// returns an error wrapping errLockLost when another session took the lock
-// meanwhile, since two syncs with one name must not run together.
+// returns an error wrapping ErrLockLost when another session took the lock
+// meanwhile.
 func (l *syncLock) hold(ctx context.Context, interval time.Duration, logger *slog.Logger) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	side := l.held.System
 	for {
 		select {
 		case <-ctx.Done():
@@ -111,7 +137,7 @@ func (l *syncLock) hold(ctx context.Context, interval time.Duration, logger *slo
 			if err == nil || ctx.Err() != nil {
 				continue
 			}
-			logger.Warn("the session holding the sync lock was lost; taking the lock again", "side", l.side, slog.Any("err", err))
+			logger.Warn("the session holding the sync lock was lost; taking the lock again", "side", side, slog.Any("err", err))
 			conn.Conn().Close(context.Background()) //nolint:errcheck // broken already
 			conn.Release()
 			l.mu.Lock()
@@ -124,13 +150,13 @@ func (l *syncLock) hold(ctx context.Context, interval time.Duration, logger *slo
 			l.mu.Lock()
 			l.conn = conn
 			l.mu.Unlock()
-			logger.Info("took the sync lock again", "side", l.side)
+			logger.Info("took the sync lock again", "side", side)
 		case ctx.Err() != nil:
 			return nil
-		case errors.As(err, new(*lockHeldError)):
-			return fmt.Errorf("%w on -%s: %w", errLockLost, l.side, err)
+		case errors.As(err, new(*LockHeldError)):
+			return fmt.Errorf("%w on %s: %w", ErrLockLost, l.held.Label, err)
 		default: // the database is unreachable: keep trying
-			logger.Warn("cannot take the sync lock again yet", "side", l.side, slog.Any("err", err))
+			logger.Warn("cannot take the sync lock again yet", "side", side, slog.Any("err", err))
 		}
 	}
 }
@@ -148,19 +174,23 @@ func lockHolder(ctx context.Context, conn *pgxpool.Conn, key int64) string {
 	if err != nil {
 		return ""
 	}
-	return fmt.Sprintf(" (lock held by backend pid %d, application %q, client %s)", pid, app, addr)
+	return fmt.Sprintf("backend pid %d, application %q, client %s", pid, app, addr)
 }
 
 // unlock releases the lock and its session.
-func (l *syncLock) unlock() {
+func (l *syncLock) unlock() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.conn == nil {
-		return
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, _ = l.conn.Exec(ctx, "SELECT pg_catalog.pg_advisory_unlock($1)", l.key)
+	_, err := l.conn.Exec(ctx, "SELECT pg_catalog.pg_advisory_unlock($1)", l.key)
 	l.conn.Release()
 	l.conn = nil
+	if err != nil {
+		return fmt.Errorf("%s: release the sync lock: %w", l.held.Label, err)
+	}
+	return nil
 }
