@@ -1,3 +1,6 @@
+// Operator actions, Sync side: Retry, Resolve and Reconcile of one dead-lettered change
+// or one key, through the same records and locks as the Pipelines.
+
 package duplex
 
 import (

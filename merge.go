@@ -1,13 +1,4 @@
-package duplex
-
-import (
-	"errors"
-	"fmt"
-	"sync"
-	"time"
-)
-
-// Two-way merging (Config.Peer): the Pipeline does not decide a change
+// Planning, two-way (Config.Peer): the Pipeline does not decide a change
 // against the target alone, since the other direction would decide the
 // crossing changes against the source alone, and the two can disagree
 // about history (a field that went p->r->p on one side looks unchanged to
@@ -19,6 +10,15 @@ import (
 // agreement. A later change of either side to that key, crossing or not,
 // then finds both systems equal to the agreement, or merges against it:
 // merging is idempotent, so the arrival order does not matter.
+
+package duplex
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
 
 // mergeRow is what a merge plan knows about one key.
 type mergeRow struct {
@@ -33,29 +33,6 @@ type mergeRow struct {
 // plan.agreeSource), committed together.
 type keyMerge struct {
 	item, back, onSource int
-}
-
-// stripTime removes CommitTimeField from row and returns it.
-func stripTime(row Values) time.Time {
-	t, ok := row[CommitTimeField]
-	if !ok {
-		return time.Time{}
-	}
-	delete(row, CommitTimeField)
-	at, _ := t.(time.Time)
-	return at
-}
-
-// lookupAll reads the rows of keys from a, checking the answer's length.
-func (p *Pipeline) lookupAll(a Applier, side string, t Table, keys []Key) ([]Values, error) {
-	vals, err := a.Lookup(p.opCtx, t, keys)
-	if err != nil {
-		return nil, fmt.Errorf("duplex: %s: look up %d rows of %s on %s: %w", p.dir, len(keys), t, side, err)
-	}
-	if len(vals) != len(keys) {
-		return nil, Permanent(fmt.Errorf("duplex: %s: lookup of %s on %s returned %d rows for %d keys", p.dir, t, side, len(vals), len(keys)))
-	}
-	return vals, nil
 }
 
 // makeMergePlan plans a chunk in two-way mode: one merge per key, at the
@@ -379,94 +356,4 @@ func writeBack(ch *Change, base, merged, x Values, held map[string]bool) (Write,
 		return Write{}, false
 	}
 	return Write{Op: OpUpdate, Table: ch.Table, Key: ch.Key, Set: set, Expect: expect}, true
-}
-
-// plan decides a chunk: by merging in two-way mode, else against the target.
-func (p *Pipeline) plan(items []*item) (plan, error) {
-	if p.cfg.Peer != nil {
-		return p.makeMergePlan(items)
-	}
-	return p.makePlan(items)
-}
-
-// lockChunk locks the keys of items against the other direction of a Sync
-// and returns the function that unlocks them.
-func (p *Pipeline) lockChunk(items []*item) func() {
-	if p.locks == nil || p.cfg.Peer == nil {
-		return func() {}
-	}
-	names := make([]string, len(items))
-	for i, it := range items {
-		names[i] = it.key
-	}
-	return p.locks.lock(names)
-}
-
-// finish completes a chunk whose target transaction committed: in two-way
-// mode it commits the source's side of each merge, then it unlocks the
-// keys and settles the chunk.
-func (p *Pipeline) finish(items []*item, pl *plan, unlock func()) error {
-	err := p.commitSource(pl)
-	unlock()
-	if err != nil {
-		return err
-	}
-	return p.settle(items, *pl)
-}
-
-// commitSource commits the source's side of the chunk's merges: the
-// write-backs and the source's agreement records, in one transaction. When
-// that fails, each key is tried on its own. A key whose write-back the
-// source refuses as stale (its row changed since it was read) keeps its
-// older record: the change that moved it is on its way, and its merge takes
-// the target's newer record as the base (chooseBase), so nothing the first
-// merge decided is undone and nothing it took is counted twice. A key whose
-// write-back keeps failing otherwise dead-letters its change.
-func (p *Pipeline) commitSource(pl *plan) error {
-	if len(pl.agreeSource) == 0 {
-		return nil
-	}
-	if err := p.source.apply(p.opCtx, &Batch{Writes: pl.back, Agreements: pl.agreeSource, Source: p.dir.To}); err == nil {
-		return nil
-	}
-	for _, km := range pl.merges {
-		b := &Batch{Writes: pl.back[km.back : km.back+1], Agreements: pl.agreeSource[km.onSource : km.onSource+1], Source: p.dir.To}
-		err := p.applyBack(b)
-		switch {
-		case err == nil:
-		case p.ctx.Err() != nil && ClassOf(err) != ClassPermanent:
-			// Stopped while waiting for the source: the chunk stays
-			// unsettled and is merged again after the restart.
-			return errAborted
-		case errors.Is(err, ErrStale):
-			w := &pl.agreeSource[km.onSource]
-			p.log.DebugContext(p.opCtx, "source changed under a write-back; its change will be merged",
-				"table", w.Table.String(), "key", w.Key.String())
-		default:
-			ip := &pl.items[km.item]
-			ip.out, ip.resolution = outDead, "dead_lettered"
-			ip.reason = fmt.Sprintf("merged on %s, but writing the merged row back to %s failed: %v", p.dir.To, p.dir.From, err)
-		}
-	}
-	return nil
-}
-
-// applyBack applies one key's side of a merge to the source: unclassified
-// failures are retried MaxAttempts times, an unavailable source or a
-// transient error is waited out for as long as it lasts (or until the
-// Pipeline stops): an outage never dead-letters a write-back.
-func (p *Pipeline) applyBack(b *Batch) error {
-	for attempt := 1; ; attempt++ {
-		err := p.source.apply(p.opCtx, b)
-		if err == nil || errors.Is(err, ErrStale) {
-			return err
-		}
-		class := ClassOf(err)
-		if exhausted(class, attempt, p.cfg.MaxAttempts) {
-			return err
-		}
-		if !p.wait(attempt, 1, class, err) {
-			return err
-		}
-	}
 }

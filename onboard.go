@@ -1,3 +1,6 @@
+// Onboarding: the first start (and ReconcileTables) compares both systems table by
+// table in key order and makes them agree, recording agreements as it goes.
+
 package duplex
 
 import (

@@ -1,9 +1,11 @@
+// Planning: a planner turns one chunk into a plan: the writes and, per item, its outcome.
+// The one-way planner here reads the target's rows and decides each change in order
+// against them; merge.go holds the two-way planner.
+
 package duplex
 
 import (
 	"fmt"
-	"log/slog"
-	"strings"
 	"time"
 )
 
@@ -151,246 +153,33 @@ func (p *Pipeline) makePlan(items []*item) (plan, error) {
 	return pl, nil
 }
 
-// decide turns the resolvers' decisions into a write. It returns false when
-// there is nothing to write (ip.out says whether it is a no-op or a dead letter).
-func (p *Pipeline) decide(c *Conflict, ip *itemPlan) (Write, bool) {
-	ch := c.Change
-	dead := func(reason string) (Write, bool) {
-		ip.out, ip.reason, ip.resolution = outDead, reason, "dead_lettered"
-		return Write{}, false
+// lookupAll reads the rows of keys from a, checking the answer's length.
+func (p *Pipeline) lookupAll(a Applier, side string, t Table, keys []Key) ([]Values, error) {
+	vals, err := a.Lookup(p.opCtx, t, keys)
+	if err != nil {
+		return nil, fmt.Errorf("duplex: %s: look up %d rows of %s on %s: %w", p.dir, len(keys), t, side, err)
 	}
-	noop := func() (Write, bool) {
-		ip.out, ip.resolution = outNoop, "kept_target"
-		return Write{}, false
+	if len(vals) != len(keys) {
+		return nil, Permanent(fmt.Errorf("duplex: %s: lookup of %s on %s returned %d rows for %d keys", p.dir, t, side, len(vals), len(keys)))
 	}
-	if c.deadLetter != "" {
-		return dead(c.deadLetter)
-	}
-	var undecided []string
-	takes, keeps, values := 0, 0, 0
-	for i := range c.fields {
-		f := &c.fields[i]
-		if f.targetOnly && f.pick == KeepTarget {
-			continue // the target's own edit, left as it is
-		}
-		if f.pick == Undecided {
-			if f.conflicting {
-				undecided = append(undecided, f.name)
-				continue
-			}
-			f.pick = TakeSource
-		}
-		switch f.pick {
-		case TakeSource:
-			takes++
-		case KeepTarget:
-			keeps++
-		case UseValue:
-			values++
-		}
-	}
-	if len(undecided) > 0 {
-		c.by = "default"
-		return dead(fmt.Sprintf("%s conflict on %s %s: no resolver decided field(s) %s",
-			c.Kind, ch.Table, ch.Key, strings.Join(undecided, ", ")))
-	}
-	ip.resolution = "applied"
-	if keeps > 0 || values > 0 {
-		ip.resolution = "merged"
-	}
-	cur := c.Current
-	switch {
-	case ch.Op == OpDelete:
-		if keeps == 0 && values == 0 {
-			return Write{Op: OpDelete, Table: ch.Table, Key: ch.Key, Expect: cur, Change: ch}, true
-		}
-		if takes == 0 && values == 0 {
-			return noop()
-		}
-		return dead(fmt.Sprintf("delete_update conflict on %s %s: resolvers kept some fields of a row the source deleted", ch.Table, ch.Key))
-
-	case cur == nil && ch.Op == OpUpdate: // the target has no row: recreate it or not
-		if takes == 0 && values == 0 {
-			return noop()
-		}
-		if keeps > 0 {
-			return dead(fmt.Sprintf("update_delete conflict on %s %s: resolvers kept some fields of a row the target deleted", ch.Table, ch.Key))
-		}
-		if len(ch.Unchanged) > 0 {
-			return dead(fmt.Sprintf("update_delete conflict on %s %s: cannot recreate the row, the source did not send column(s) %s",
-				ch.Table, ch.Key, strings.Join(ch.Unchanged, ", ")))
-		}
-		set := ch.After.Clone()
-		p.applyValues(c, set)
-		return Write{Op: OpInsert, Table: ch.Table, Key: ch.Key, Set: set, Change: ch}, true
-
-	case cur == nil: // insert of a new row
-		set := make(Values, len(ch.After))
-		for f, v := range ch.After {
-			if !ch.IsUnchanged(f) {
-				set[f] = v
-			}
-		}
-		for i := range c.fields {
-			f := &c.fields[i]
-			switch f.pick {
-			case KeepTarget:
-				if !isKeyColumn(ch.Key, f.name) {
-					delete(set, f.name)
-				}
-			case UseValue:
-				set[f.name] = f.value
-			}
-		}
-		return Write{Op: OpInsert, Table: ch.Table, Key: ch.Key, Set: set, Change: ch}, true
-
-	default: // the row exists: write the decided fields only
-		var set, expect Values
-		for i := range c.fields {
-			f := &c.fields[i]
-			var v any
-			switch f.pick {
-			case TakeSource:
-				v = ch.After[f.name]
-			case UseValue:
-				v = f.value
-			default:
-				continue
-			}
-			curV, ok := cur[f.name]
-			if !ok {
-				p.drift(ch.Table, f.name)
-				continue
-			}
-			if Equal(curV, v) {
-				continue
-			}
-			if set == nil {
-				set, expect = make(Values, 1), make(Values, 1)
-			}
-			set[f.name], expect[f.name] = v, curV
-		}
-		if len(set) == 0 {
-			return noop()
-		}
-		return Write{Op: OpUpdate, Table: ch.Table, Key: ch.Key, Set: set, Expect: expect, Change: ch}, true
-	}
+	return vals, nil
 }
 
-func (p *Pipeline) applyValues(c *Conflict, set Values) {
-	for i := range c.fields {
-		if f := &c.fields[i]; f.pick == UseValue {
-			set[f.name] = f.value
-		}
+// stripTime removes CommitTimeField from row and returns it.
+func stripTime(row Values) time.Time {
+	t, ok := row[CommitTimeField]
+	if !ok {
+		return time.Time{}
 	}
+	delete(row, CommitTimeField)
+	at, _ := t.(time.Time)
+	return at
 }
 
-// drift reports, once per table and field, a source field the target row
-// does not have; the field is ignored.
-func (p *Pipeline) drift(t Table, field string) {
-	if !p.firstDrift(t, field, "") {
-		return
+// plan decides a chunk: by merging in two-way mode, else against the target.
+func (p *Pipeline) plan(items []*item) (plan, error) {
+	if p.cfg.Peer != nil {
+		return p.makeMergePlan(items)
 	}
-	p.log.WarnContext(p.opCtx, "schema drift: source field missing on the target; ignored",
-		"table", t.String(), "field", field)
-	p.obs.Drifted(p.opCtx, DriftEvent{Direction: p.dir, Table: t, Field: field})
-}
-
-// lostFields reports, once per table and field, fields the target row has
-// that a change carrying a whole row (every column the source has) lacks.
-func (p *Pipeline) lostFields(ch *Change, cur Values) {
-	if cur == nil || ch.After == nil {
-		return
-	}
-	for f := range cur {
-		if _, ok := ch.After[f]; ok || ch.IsUnchanged(f) || !p.firstDrift(ch.Table, f, "lost") {
-			continue
-		}
-		p.log.WarnContext(p.opCtx, "schema drift: target field missing on the source; its values are no longer synced",
-			"table", ch.Table.String(), "field", f)
-		p.obs.Drifted(p.opCtx, DriftEvent{Direction: p.dir, Table: ch.Table, Field: f, SourceLost: true})
-	}
-}
-
-func (p *Pipeline) firstDrift(t Table, field, kind string) bool {
-	k := t.String() + "." + field + "/" + kind
-	if p.drifted == nil {
-		p.drifted = make(map[string]bool)
-	}
-	if p.drifted[k] {
-		return false
-	}
-	p.drifted[k] = true
-	return true
-}
-
-// settle records the outcome of an applied chunk: dead letters, events,
-// dedup marks.
-func (p *Pipeline) settle(items []*item, pl plan) error {
-	now := p.cfg.Now()
-	type tally struct {
-		table   Table
-		applied int
-		noop    int
-		lags    []time.Duration
-	}
-	var tallies []tally
-	at := func(t Table) *tally {
-		for i := range tallies {
-			if tallies[i].table == t {
-				return &tallies[i]
-			}
-		}
-		tallies = append(tallies, tally{table: t})
-		return &tallies[len(tallies)-1]
-	}
-	ids := make([]string, 0, len(items))
-	for i, it := range items {
-		ip := &pl.items[i]
-		it.out, it.resolution = ip.out, ip.resolution
-		switch ip.out {
-		case outWrite:
-			t := at(it.c.Table)
-			t.applied++
-			if !it.c.CommitTime.IsZero() {
-				t.lags = append(t.lags, now.Sub(it.c.CommitTime))
-			}
-			if ip.alsoDead {
-				it.attempts++
-				if err := p.deadLetter(it, ReasonConflict, ip.reason, ip.info); err != nil {
-					return err
-				}
-				break
-			}
-			ids = append(ids, it.c.ID)
-		case outNoop:
-			at(it.c.Table).noop++
-			ids = append(ids, it.c.ID)
-		case outDead:
-			it.attempts++
-			if err := p.deadLetter(it, ReasonConflict, ip.reason, ip.info); err != nil {
-				return err
-			}
-		}
-		if ip.kind != NoConflict {
-			p.obs.Conflicted(p.opCtx, ConflictEvent{Direction: p.dir, Table: it.c.Table, Kind: ip.kind, Resolution: ip.resolution})
-			if ip.out != outDead {
-				p.log.DebugContext(p.opCtx, "conflict resolved", "table", it.c.Table.String(), "key", it.c.Key.String(),
-					"kind", ip.kind.String(), "resolution", ip.resolution)
-			}
-		}
-	}
-	for _, t := range tallies {
-		if t.applied > 0 {
-			p.obs.Applied(p.opCtx, AppliedEvent{Direction: p.dir, Table: t.table, Count: t.applied, Lags: t.lags})
-		}
-		if t.noop > 0 {
-			p.obs.Skipped(p.opCtx, SkippedEvent{Direction: p.dir, Table: t.table, Reason: SkipNoop, Count: t.noop})
-		}
-	}
-	p.mark(ids)
-	if p.log.Enabled(p.opCtx, slog.LevelDebug) {
-		p.log.DebugContext(p.opCtx, "chunk settled", "changes", len(items), "writes", len(pl.writes))
-	}
-	return nil
+	return p.makePlan(items)
 }

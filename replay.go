@@ -1,3 +1,6 @@
+// Operator actions, Pipeline side: Replay runs one dead-lettered change through the
+// worker's normal path again.
+
 package duplex
 
 import (

@@ -1,0 +1,212 @@
+// Settling: an applied chunk's outcomes become events, dead letters and dedup marks, and
+// the source is acknowledged up to the first change not yet settled.
+
+package duplex
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/duplexsync/duplex/internal/backoff"
+)
+
+// settle records the outcome of an applied chunk: dead letters, events,
+// dedup marks.
+func (p *Pipeline) settle(items []*item, pl plan) error {
+	now := p.cfg.Now()
+	type tally struct {
+		table   Table
+		applied int
+		noop    int
+		lags    []time.Duration
+	}
+	var tallies []tally
+	at := func(t Table) *tally {
+		for i := range tallies {
+			if tallies[i].table == t {
+				return &tallies[i]
+			}
+		}
+		tallies = append(tallies, tally{table: t})
+		return &tallies[len(tallies)-1]
+	}
+	ids := make([]string, 0, len(items))
+	for i, it := range items {
+		ip := &pl.items[i]
+		it.out, it.resolution = ip.out, ip.resolution
+		switch ip.out {
+		case outWrite:
+			t := at(it.c.Table)
+			t.applied++
+			if !it.c.CommitTime.IsZero() {
+				t.lags = append(t.lags, now.Sub(it.c.CommitTime))
+			}
+			if ip.alsoDead {
+				it.attempts++
+				if err := p.deadLetter(it, ReasonConflict, ip.reason, ip.info); err != nil {
+					return err
+				}
+				break
+			}
+			ids = append(ids, it.c.ID)
+		case outNoop:
+			at(it.c.Table).noop++
+			ids = append(ids, it.c.ID)
+		case outDead:
+			it.attempts++
+			if err := p.deadLetter(it, ReasonConflict, ip.reason, ip.info); err != nil {
+				return err
+			}
+		}
+		if ip.kind != NoConflict {
+			p.obs.Conflicted(p.opCtx, ConflictEvent{Direction: p.dir, Table: it.c.Table, Kind: ip.kind, Resolution: ip.resolution})
+			if ip.out != outDead {
+				p.log.DebugContext(p.opCtx, "conflict resolved", "table", it.c.Table.String(), "key", it.c.Key.String(),
+					"kind", ip.kind.String(), "resolution", ip.resolution)
+			}
+		}
+	}
+	for _, t := range tallies {
+		if t.applied > 0 {
+			p.obs.Applied(p.opCtx, AppliedEvent{Direction: p.dir, Table: t.table, Count: t.applied, Lags: t.lags})
+		}
+		if t.noop > 0 {
+			p.obs.Skipped(p.opCtx, SkippedEvent{Direction: p.dir, Table: t.table, Reason: SkipNoop, Count: t.noop})
+		}
+	}
+	p.mark(ids)
+	if p.log.Enabled(p.opCtx, slog.LevelDebug) {
+		p.log.DebugContext(p.opCtx, "chunk settled", "changes", len(items), "writes", len(pl.writes))
+	}
+	return nil
+}
+
+// deadLetter puts one change into the DLQ, retrying while the sink is
+// unavailable, and settles it.
+func (p *Pipeline) deadLetter(it *item, reason Reason, text string, info *ConflictInfo) error {
+	it.out, it.deadText = outDead, string(reason)+": "+text
+	dl := &DeadLetter{
+		Sync:      p.cfg.Name,
+		Direction: p.dir,
+		Change:    *it.c,
+		Reason:    reason,
+		Error:     text,
+		Attempts:  it.attempts,
+		Conflict:  info,
+		At:        p.cfg.Now(),
+	}
+	if err := p.putDeadLetter(dl); err != nil {
+		return err
+	}
+	p.obs.DeadLettered(p.opCtx, DeadLetterEvent{Direction: p.dir, Table: it.c.Table, Reason: reason})
+	p.log.WarnContext(p.opCtx, "change dead-lettered", "table", it.c.Table.String(), "key", it.c.Key.String(),
+		"op", it.c.Op.String(), "reason", string(reason), "error", text)
+	p.mark([]string{it.c.ID})
+	return nil
+}
+
+func (p *Pipeline) putDeadLetter(dl *DeadLetter) error {
+	for attempt := 1; ; attempt++ {
+		err := p.cfg.DeadLetters.Put(p.opCtx, dl)
+		if err == nil {
+			return nil
+		}
+		switch ClassOf(err) {
+		case ClassUnavailable, ClassTransient:
+			d := p.retry.Delay(attempt)
+			p.log.WarnContext(p.opCtx, "dead-letter sink failed; retrying", "attempt", attempt, "backoff", d, slog.Any("err", err))
+			if !backoff.Sleep(p.ctx, d) {
+				return errAborted
+			}
+		default:
+			return fmt.Errorf("duplex: %s: dead-letter %s: %w", p.dir, dl.Change.String(), err)
+		}
+	}
+}
+
+func (p *Pipeline) mark(ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	if !p.dedupUsable() {
+		return
+	}
+	p.dedupResult("mark", p.dedup.Mark(p.opCtx, ids))
+}
+
+// dedupUsable reports whether the Deduper should be asked: after a failure
+// it is left alone for a backoff period (the target's ledger and content
+// checks carry on without it), so an outage does not cost every batch a
+// timeout.
+func (p *Pipeline) dedupUsable() bool {
+	return p.dedupDownUntil.IsZero() || !p.cfg.Now().Before(p.dedupDownUntil)
+}
+
+// dedupResult records the outcome of a Deduper call: the first failure is
+// logged and opens the backoff; the first success after it is logged too.
+func (p *Pipeline) dedupResult(op string, err error) {
+	if err == nil {
+		if p.dedupFailures > 0 {
+			p.log.InfoContext(p.opCtx, "deduper is back", "after_failures", p.dedupFailures)
+		}
+		p.dedupFailures, p.dedupDownUntil = 0, time.Time{}
+		return
+	}
+	p.obs.DedupFailed(p.opCtx, DedupFailedEvent{Direction: p.dir, Op: op, Err: err})
+	p.dedupFailures++
+	d := p.retry.Delay(p.dedupFailures)
+	p.dedupDownUntil = p.cfg.Now().Add(d)
+	if p.dedupFailures == 1 {
+		p.log.WarnContext(p.opCtx, "deduper failed; carrying on without it (the target's ledger still guards against duplicates)",
+			"op", op, "retry_in", d, slog.Any("err", err))
+	}
+}
+
+// ack acknowledges the furthest position with every change up to it settled.
+func (p *Pipeline) ack() {
+	pos := p.lastPos
+	if len(p.parked) > 0 {
+		var min *item
+		for _, pk := range p.parked {
+			if min == nil || pk.head.seq < min.seq {
+				min = pk.head
+			}
+		}
+		pos = min.prev
+	}
+	if pos == "" || pos == p.acked {
+		p.ackFailed = false
+		return
+	}
+	if err := p.cfg.Source.Ack(p.opCtx, pos); err != nil {
+		if !p.ackFailed {
+			p.log.WarnContext(p.opCtx, "acknowledge failed; will retry", "position", string(pos), slog.Any("err", err))
+		}
+		p.ackFailed = true
+		return
+	}
+	p.ackFailed = false
+	p.acked = pos
+	p.obs.Acked(p.opCtx, AckEvent{Direction: p.dir, Position: pos})
+	p.recordSettled(pos)
+}
+
+// recordSettled stores, in a two-way Pipeline, the settled position pos as
+// the target's checkpoint when the chunks' own batches have not carried it
+// for a second (they carry the position settled before them, see
+// checkpoint): a restart then knows it resumes, so a lost slot is refused
+// rather than created again. A failure only leaves the checkpoint further
+// behind.
+func (p *Pipeline) recordSettled(pos Position) {
+	if p.cfg.Peer == nil {
+		return
+	}
+	if _, ok := p.cfg.Target.(Checkpointer); !ok || p.cfg.Now().Sub(p.checkpointAt) < time.Second {
+		return
+	}
+	p.checkpointAt = p.cfg.Now()
+	if err := p.cfg.Target.Apply(p.opCtx, &Batch{Source: p.dir.From, Checkpoint: pos}); err != nil {
+		p.log.DebugContext(p.opCtx, "could not record the settled position", "position", string(pos), slog.Any("err", err))
+	}
+}
