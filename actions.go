@@ -325,7 +325,7 @@ func (s *Sync) lockKey(t Table, k Key) func() {
 // recordsOf returns endpoint e's system with its agreement records.
 func (s *Sync) recordsOf(e *Endpoint) records {
 	if e.Name == s.cfg.A.Name {
-		return s.ab.source
+		return s.ba.target
 	}
 	return s.ab.target
 }

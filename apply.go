@@ -21,8 +21,8 @@ func (p *Pipeline) runChunk(items []*item) error {
 	}
 	attempt, stale := 0, 0
 	for {
-		unlock := p.lockChunk(items)
-		pl, err := p.plan(items)
+		unlock := p.planner.lock(items)
+		pl, err := p.planner.plan(items)
 		if err == nil && (len(pl.writes) > 0 || len(pl.agreeTarget) > 0) {
 			err = p.target.apply(p.opCtx, &Batch{Writes: pl.writes, Agreements: pl.agreeTarget, Source: p.dir.From, Checkpoint: p.checkpoint(items, pl)})
 			if be := (*BatchError)(nil); errors.As(err, &be) && be.Index >= 0 && be.Index < len(pl.writeItem) {
@@ -95,24 +95,11 @@ func (p *Pipeline) runChunk(items []*item) error {
 	}
 }
 
-// lockChunk locks the keys of items against the other direction of a Sync
-// and returns the function that unlocks them.
-func (p *Pipeline) lockChunk(items []*item) func() {
-	if p.locks == nil || p.cfg.Peer == nil {
-		return func() {}
-	}
-	names := make([]string, len(items))
-	for i, it := range items {
-		names[i] = it.key
-	}
-	return p.locks.lock(names)
-}
-
 // finish completes a chunk whose target transaction committed: in two-way
 // mode it commits the source's side of each merge, then it unlocks the
 // keys and settles the chunk.
 func (p *Pipeline) finish(items []*item, pl *plan, unlock func()) error {
-	err := p.commitSource(pl)
+	err := p.planner.commitAfter(pl)
 	unlock()
 	if err != nil {
 		return err
@@ -120,7 +107,7 @@ func (p *Pipeline) finish(items []*item, pl *plan, unlock func()) error {
 	return p.settle(items, *pl)
 }
 
-// commitSource commits the source's side of the chunk's merges: the
+// commitAfter commits the source's side of the chunk's merges: the
 // write-backs and the source's agreement records, in one transaction. When
 // that fails, each key is tried on its own. A key whose write-back the
 // source refuses as stale (its row changed since it was read) keeps its
@@ -128,30 +115,30 @@ func (p *Pipeline) finish(items []*item, pl *plan, unlock func()) error {
 // the target's newer record as the base (chooseBase), so nothing the first
 // merge decided is undone and nothing it took is counted twice. A key whose
 // write-back keeps failing otherwise dead-letters its change.
-func (p *Pipeline) commitSource(pl *plan) error {
+func (m *mergePlanner) commitAfter(pl *plan) error {
 	if len(pl.agreeSource) == 0 {
 		return nil
 	}
-	if err := p.source.apply(p.opCtx, &Batch{Writes: pl.back, Agreements: pl.agreeSource, Source: p.dir.To}); err == nil {
+	if err := m.source.apply(m.opCtx, &Batch{Writes: pl.back, Agreements: pl.agreeSource, Source: m.dir.To}); err == nil {
 		return nil
 	}
 	for _, km := range pl.merges {
-		b := &Batch{Writes: pl.back[km.back : km.back+1], Agreements: pl.agreeSource[km.onSource : km.onSource+1], Source: p.dir.To}
-		err := p.applyBack(b)
+		b := &Batch{Writes: pl.back[km.back : km.back+1], Agreements: pl.agreeSource[km.onSource : km.onSource+1], Source: m.dir.To}
+		err := m.applyBack(b)
 		switch {
 		case err == nil:
-		case p.ctx.Err() != nil && ClassOf(err) != ClassPermanent:
+		case m.ctx.Err() != nil && ClassOf(err) != ClassPermanent:
 			// Stopped while waiting for the source: the chunk stays
 			// unsettled and is merged again after the restart.
 			return errAborted
 		case errors.Is(err, ErrStale):
 			w := &pl.agreeSource[km.onSource]
-			p.log.DebugContext(p.opCtx, "source changed under a write-back; its change will be merged",
+			m.log.DebugContext(m.opCtx, "source changed under a write-back; its change will be merged",
 				"table", w.Table.String(), "key", w.Key.String())
 		default:
 			ip := &pl.items[km.item]
 			ip.out, ip.resolution = outDead, "dead_lettered"
-			ip.reason = fmt.Sprintf("merged on %s, but writing the merged row back to %s failed: %v", p.dir.To, p.dir.From, err)
+			ip.reason = fmt.Sprintf("merged on %s, but writing the merged row back to %s failed: %v", m.dir.To, m.dir.From, err)
 		}
 	}
 	return nil
@@ -161,17 +148,17 @@ func (p *Pipeline) commitSource(pl *plan) error {
 // failures are retried MaxAttempts times, an unavailable source or a
 // transient error is waited out for as long as it lasts (or until the
 // Pipeline stops): an outage never dead-letters a write-back.
-func (p *Pipeline) applyBack(b *Batch) error {
+func (m *mergePlanner) applyBack(b *Batch) error {
 	for attempt := 1; ; attempt++ {
-		err := p.source.apply(p.opCtx, b)
+		err := m.source.apply(m.opCtx, b)
 		if err == nil || errors.Is(err, ErrStale) {
 			return err
 		}
 		class := ClassOf(err)
-		if exhausted(class, attempt, p.cfg.MaxAttempts) {
+		if exhausted(class, attempt, m.cfg.MaxAttempts) {
 			return err
 		}
-		if !p.wait(attempt, 1, class, err) {
+		if !m.wait(attempt, 1, class, err) {
 			return err
 		}
 	}
@@ -208,13 +195,13 @@ func (p *Pipeline) checkpoint(items []*item, pl plan) Position {
 	if last.replay {
 		return ""
 	}
-	if p.cfg.Peer != nil {
-		// A merge commits on the target before its source half: the chunk
-		// is settled only once both committed. The checkpoint trails at
-		// what was acknowledged, so a restart merges again what a crash
-		// left half-done.
-		return p.acked
-	}
+	return p.planner.resumeAt(items, pl)
+}
+
+// resumeAt is the end of the chunk, unless a change before that stays
+// unsettled.
+func (o oneWayPlanner) resumeAt(items []*item, pl plan) Position {
+	last := items[len(items)-1]
 	var first *item
 	for i := range pl.items {
 		if pl.items[i].out == outDead || pl.items[i].alsoDead {
@@ -222,7 +209,7 @@ func (p *Pipeline) checkpoint(items []*item, pl plan) Position {
 			break
 		}
 	}
-	for _, pk := range p.parked {
+	for _, pk := range o.parked {
 		if first == nil || pk.head.seq < first.seq {
 			first = pk.head
 		}

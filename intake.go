@@ -58,10 +58,7 @@ func (p *Pipeline) intake(batch []Change) error {
 		return err
 	}
 	ready = p.dropDuplicates(ready)
-	if p.cfg.Peer == nil {
-		// In two-way mode a change the target's ledger holds may still owe
-		// its write-back to the source (a crash in between); merging it
-		// again is idempotent.
+	if p.planner.ledgerFinal() {
 		if ready, err = p.dropApplied(ready); err != nil {
 			return err
 		}

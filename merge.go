@@ -20,6 +20,35 @@ import (
 	"time"
 )
 
+// mergePlanner is the two-way planner: it merges, for every key of a chunk,
+// both systems' rows against their agreed row, and writes the result to
+// the target and, where the source lacks part of it, back to the source
+// (commitAfter).
+type mergePlanner struct {
+	*Pipeline
+	source records // the source system (Config.Peer) with its agreement records
+}
+
+// resumeAt trails at what was acknowledged: a merge commits on the target
+// before its source half, so the chunk is settled only once both
+// committed, and a restart merges again what a crash left half-done.
+func (m *mergePlanner) resumeAt([]*item, plan) Position { return m.acked }
+
+func (m *mergePlanner) ledgerFinal() bool { return false }
+
+// lock locks the keys of items against the other direction of a Sync
+// and returns the function that unlocks them.
+func (m *mergePlanner) lock(items []*item) func() {
+	if m.locks == nil {
+		return func() {}
+	}
+	names := make([]string, len(items))
+	for i, it := range items {
+		names[i] = it.key
+	}
+	return m.locks.lock(names)
+}
+
 // mergeRow is what a merge plan knows about one key.
 type mergeRow struct {
 	target, source     Values
@@ -35,9 +64,9 @@ type keyMerge struct {
 	item, back, onSource int
 }
 
-// makeMergePlan plans a chunk in two-way mode: one merge per key, at the
+// plan plans a chunk in two-way mode: one merge per key, at the
 // key's last change in the chunk (the earlier ones are settled with it).
-func (p *Pipeline) makeMergePlan(items []*item) (plan, error) {
+func (m *mergePlanner) plan(items []*item) (plan, error) {
 	pl := plan{items: make([]itemPlan, len(items))}
 	rows := make(map[string]*mergeRow, len(items))
 	var groups []tableKeys
@@ -49,15 +78,15 @@ func (p *Pipeline) makeMergePlan(items []*item) (plan, error) {
 		rows[it.key] = &mergeRow{first: i, last: i}
 		groups = addKey(groups, it)
 	}
-	if vw, ok := p.cfg.Source.(VisibilityWaiter); ok {
+	if vw, ok := m.cfg.Source.(VisibilityWaiter); ok {
 		positions := make([]Position, 0, len(items))
 		for _, it := range items {
 			if !it.replay {
 				positions = append(positions, it.c.Position)
 			}
 		}
-		if err := vw.WaitVisible(p.opCtx, positions); err != nil {
-			return pl, fmt.Errorf("duplex: %s: %w", p.dir, err)
+		if err := vw.WaitVisible(m.opCtx, positions); err != nil {
+			return pl, fmt.Errorf("duplex: %s: %w", m.dir, err)
 		}
 	}
 	for _, g := range groups {
@@ -69,8 +98,8 @@ func (p *Pipeline) makeMergePlan(items []*item) (plan, error) {
 			terr error
 			wg   sync.WaitGroup
 		)
-		wg.Go(func() { tv, onT, terr = p.readSide(p.target, p.dir.To, g) })
-		sv, onS, err := p.readSide(p.source, p.dir.From, g)
+		wg.Go(func() { tv, onT, terr = m.readSide(m.target, m.dir.To, g) })
+		sv, onS, err := m.readSide(m.source, m.dir.From, g)
 		wg.Wait()
 		if err = errors.Join(terr, err); err != nil {
 			return pl, err
@@ -93,10 +122,10 @@ func (p *Pipeline) makeMergePlan(items []*item) (plan, error) {
 				pl.items[i].out = outNoop
 				continue
 			}
-			if p.heldMove(i, items, &pl) {
+			if m.heldMove(i, items, &pl) {
 				continue
 			}
-			if err := p.mergeKey(i, it, items[r.first].c, r, &pl); err != nil {
+			if err := m.mergeKey(i, it, items[r.first].c, r, &pl); err != nil {
 				return pl, err
 			}
 		}
@@ -108,7 +137,7 @@ func (p *Pipeline) makeMergePlan(items []*item) (plan, error) {
 // new key was held (a collision nobody decided): then the old key is not
 // deleted (never delete a row whose replacement was not written) and its
 // change is held too, until the new key's entry is resolved.
-func (p *Pipeline) heldMove(i int, items []*item, pl *plan) bool {
+func (m *mergePlanner) heldMove(i int, items []*item, pl *plan) bool {
 	ch := items[i].c
 	if ch.MovedTo == nil || i+1 >= len(items) || items[i+1].c.MovedFrom == nil || pl.items[i+1].out != outDead {
 		return false
@@ -116,19 +145,19 @@ func (p *Pipeline) heldMove(i int, items []*item, pl *plan) bool {
 	ip := &pl.items[i]
 	ip.out, ip.resolution = outDead, "dead_lettered"
 	ip.reason = fmt.Sprintf("%s moved to %s on %s, which is held in the DLQ: %s keeps the row under %s until that entry is resolved",
-		ch.Key, ch.MovedTo, p.dir.From, p.dir.To, ch.Key)
+		ch.Key, ch.MovedTo, m.dir.From, m.dir.To, ch.Key)
 	return true
 }
 
 // readSide reads the rows of g's keys on side and their agreement records,
 // checking the answers' lengths.
-func (p *Pipeline) readSide(r records, side string, g tableKeys) ([]Values, []Agreement, error) {
-	vals, ags, err := r.read(p.opCtx, g.table, g.keys)
+func (m *mergePlanner) readSide(r records, side string, g tableKeys) ([]Values, []Agreement, error) {
+	vals, ags, err := r.read(m.opCtx, g.table, g.keys)
 	if err != nil {
-		return nil, nil, fmt.Errorf("duplex: %s: read %d rows of %s and their agreed rows on %s: %w", p.dir, len(g.keys), g.table, side, err)
+		return nil, nil, fmt.Errorf("duplex: %s: read %d rows of %s and their agreed rows on %s: %w", m.dir, len(g.keys), g.table, side, err)
 	}
 	if len(vals) != len(g.keys) || len(ags) != len(g.keys) {
-		return nil, nil, Permanent(fmt.Errorf("duplex: %s: %s returned %d rows and %d agreed rows for %d keys of %s", p.dir, side, len(vals), len(ags), len(g.keys), g.table))
+		return nil, nil, Permanent(fmt.Errorf("duplex: %s: %s returned %d rows and %d agreed rows for %d keys of %s", m.dir, side, len(vals), len(ags), len(g.keys), g.table))
 	}
 	return vals, ags, nil
 }
@@ -136,7 +165,7 @@ func (p *Pipeline) readSide(r records, side string, g tableKeys) ([]Values, []Ag
 // mergeKey merges one key: the source's current row against the target's,
 // with the agreed row as the base. it is the key's last change in the
 // chunk, first its first (whose before image helps when no base is known).
-func (p *Pipeline) mergeKey(i int, it *item, first *Change, r *mergeRow, pl *plan) error {
+func (m *mergePlanner) mergeKey(i int, it *item, first *Change, r *mergeRow, pl *plan) error {
 	ch := it.c
 	ip := &pl.items[i]
 	x, y := withNewColumns(r.source, ch), r.target
@@ -157,7 +186,7 @@ func (p *Pipeline) mergeKey(i int, it *item, first *Change, r *mergeRow, pl *pla
 		syn.Op = OpUpdate
 	}
 
-	merged, held, stop, err := p.resolveMerge(i, ch, &syn, x, y, r.targetAt, b.guessed, ip, pl)
+	merged, held, stop, err := m.resolveMerge(i, ch, &syn, x, y, r.targetAt, b.guessed, ip, pl)
 	if err != nil || stop {
 		return err
 	}
@@ -198,24 +227,24 @@ func (p *Pipeline) mergeKey(i int, it *item, first *Change, r *mergeRow, pl *pla
 // returns the merged row and the contested fields held on both sides.
 // stop means the whole row is held (a whole-row conflict nobody decided):
 // nothing is written and the agreement stays.
-func (p *Pipeline) resolveMerge(i int, ch, syn *Change, x, y Values, targetAt time.Time, guessed bool, ip *itemPlan, pl *plan) (merged Values, held map[string]bool, stop bool, err error) {
+func (m *mergePlanner) resolveMerge(i int, ch, syn *Change, x, y Values, targetAt time.Time, guessed bool, ip *itemPlan, pl *plan) (merged Values, held map[string]bool, stop bool, err error) {
 	merged = y
 	if x == nil && syn.Before == nil {
 		return merged, nil, false, nil // nothing on the source: the target's row, if any, stands
 	}
-	p.lostFields(syn, y)
-	c := &p.conflict
-	if !c.detectMerge(p.dir, syn, y) || c.Kind == UpdateDelete && len(c.fields) == 0 {
+	m.lostFields(syn, y)
+	c := &m.conflict
+	if !c.detectMerge(m.dir, syn, y) || c.Kind == UpdateDelete && len(c.fields) == 0 {
 		return merged, nil, false, nil
 	}
 	c.TargetTime, c.BaseUncertain = targetAt, guessed
-	if p.cfg.Resolver != nil {
-		if err := p.cfg.Resolver.Resolve(p.opCtx, c); err != nil {
+	if m.cfg.Resolver != nil {
+		if err := m.cfg.Resolver.Resolve(m.opCtx, c); err != nil {
 			return nil, nil, true, &BatchError{Index: i, Err: fmt.Errorf("resolver on %s: %w", syn, err)}
 		}
 	}
 	ip.kind = c.Kind
-	w, ok := p.decide(c, ip)
+	w, ok := m.decide(c, ip)
 	if ip.out == outDead {
 		if c.Kind == NoConflict {
 			return nil, nil, true, nil
@@ -226,7 +255,7 @@ func (p *Pipeline) resolveMerge(i int, ch, syn *Change, x, y Values, targetAt ti
 			return nil, nil, true, nil
 		}
 		held = make(map[string]bool)
-		if w, ok = p.partial(c, held); ok {
+		if w, ok = m.partial(c, held); ok {
 			ip.alsoDead = true
 		}
 	}
@@ -266,7 +295,7 @@ func withNewColumns(x Values, ch *Change) Values {
 // keep their values, the DLQ has both versions), the fields only one side
 // changed still flow. It returns false when nothing is to be written to
 // the target.
-func (p *Pipeline) partial(c *Conflict, held map[string]bool) (Write, bool) {
+func (m *mergePlanner) partial(c *Conflict, held map[string]bool) (Write, bool) {
 	ch, cur := c.Change, c.Current
 	var set, expect Values
 	for i := range c.fields {

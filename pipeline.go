@@ -171,8 +171,8 @@ type Pipeline struct {
 
 	checkpointAt time.Time // two-way: when recordSettled last stored a checkpoint
 
-	// the target, and in two-way mode the source, with their agreement records
-	target, source records
+	target  records // the target with its agreement records
+	planner planner // one-way or merge, chosen by NewPipeline
 
 	dedupFailures  int
 	dedupDownUntil time.Time
@@ -254,8 +254,9 @@ func NewPipeline(cfg *Config) (*Pipeline, error) {
 	}
 	p.ledger, _ = c.Target.(Ledger)
 	p.target = recordsOf(c.Target, c.Agreements)
+	p.planner = oneWayPlanner{p}
 	if c.Peer != nil {
-		p.source = recordsOf(c.Peer, c.PeerAgreements)
+		p.planner = &mergePlanner{Pipeline: p, source: recordsOf(c.Peer, c.PeerAgreements)}
 	}
 	return p, nil
 }

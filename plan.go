@@ -9,6 +9,40 @@ import (
 	"time"
 )
 
+// planner is the stage in which a one-way and a two-way Pipeline differ,
+// chosen once by NewPipeline: oneWayPlanner decides each change against the
+// target's row, mergePlanner (merge.go) merges both systems' rows against
+// their agreed row. The rest of the Pipeline is the same for both.
+type planner interface {
+	// lock locks the keys of a chunk against the other direction of a
+	// Sync and returns the function that unlocks them.
+	lock(items []*item) (unlock func())
+	// plan reads what the chunk needs and decides every item.
+	plan(items []*item) (plan, error)
+	// commitAfter commits what must follow the target's transaction of a
+	// plan (a merge's write-backs to the source) before the chunk settles.
+	commitAfter(pl *plan) error
+	// resumeAt returns the position the target's transaction of a chunk
+	// records as its checkpoint (not called for replays).
+	resumeAt(items []*item, pl plan) Position
+	// settled is told of every position acknowledged to the source.
+	settled(pos Position)
+	// ledgerFinal reports whether a change the target's ledger holds has
+	// had its whole effect: true one-way; false two-way, where a merge may
+	// still owe a write-back to the source (a crash in between) and merging
+	// again is idempotent.
+	ledgerFinal() bool
+}
+
+// oneWayPlanner decides each change of a chunk, in order, against the
+// target's current row, with the change's before image as the base.
+type oneWayPlanner struct{ *Pipeline }
+
+func (oneWayPlanner) lock([]*item) func()     { return func() {} }
+func (oneWayPlanner) commitAfter(*plan) error { return nil }
+func (oneWayPlanner) settled(Position)        {}
+func (oneWayPlanner) ledgerFinal() bool       { return true }
+
 type outcome uint8
 
 const (
@@ -68,11 +102,11 @@ func addKey(groups []tableKeys, it *item) []tableKeys {
 	return groups
 }
 
-// makePlan reads the target's rows for items and decides, change by change
+// plan reads the target's rows for items and decides, change by change
 // and in order, what to write. Later changes to a key see the rows the
 // earlier ones in the chunk will produce. A resolver error comes back as a
 // *BatchError naming the item.
-func (p *Pipeline) makePlan(items []*item) (plan, error) {
+func (o oneWayPlanner) plan(items []*item) (plan, error) {
 	pl := plan{items: make([]itemPlan, len(items)), writes: make([]Write, 0, len(items)), writeItem: make([]int, 0, len(items))}
 	rows := make(map[string]*rowState, len(items))
 	states := make([]rowState, len(items))
@@ -87,7 +121,7 @@ func (p *Pipeline) makePlan(items []*item) (plan, error) {
 		groups = addKey(groups, it)
 	}
 	for _, g := range groups {
-		vals, err := p.lookupAll(p.cfg.Target, p.dir.To, g.table, g.keys)
+		vals, err := o.lookupAll(o.cfg.Target, o.dir.To, g.table, g.keys)
 		if err != nil {
 			return pl, err
 		}
@@ -98,25 +132,25 @@ func (p *Pipeline) makePlan(items []*item) (plan, error) {
 		}
 	}
 
-	c := &p.conflict
+	c := &o.conflict
 	for i, it := range items {
 		rs := rows[it.key]
 		rs.uses--
 		cur := rs.row
 		ip := &pl.items[i]
-		p.lostFields(it.c, cur)
-		if !c.detect(p.dir, it.c, cur) {
+		o.lostFields(it.c, cur)
+		if !c.detect(o.dir, it.c, cur) {
 			ip.out = outNoop
 			continue
 		}
 		c.TargetTime = rs.at
-		if p.cfg.Resolver != nil {
-			if err := p.cfg.Resolver.Resolve(p.opCtx, c); err != nil {
+		if o.cfg.Resolver != nil {
+			if err := o.cfg.Resolver.Resolve(o.opCtx, c); err != nil {
 				return pl, &BatchError{Index: i, Err: fmt.Errorf("resolver on %s: %w", it.c, err)}
 			}
 		}
 		ip.kind = c.Kind
-		w, ok := p.decide(c, ip)
+		w, ok := o.decide(c, ip)
 		if ok {
 			ip.out = outWrite
 			pl.writes = append(pl.writes, w)
@@ -174,12 +208,4 @@ func stripTime(row Values) time.Time {
 	delete(row, CommitTimeField)
 	at, _ := t.(time.Time)
 	return at
-}
-
-// plan decides a chunk: by merging in two-way mode, else against the target.
-func (p *Pipeline) plan(items []*item) (plan, error) {
-	if p.cfg.Peer != nil {
-		return p.makeMergePlan(items)
-	}
-	return p.makePlan(items)
 }

@@ -155,7 +155,7 @@ func (p *Pipeline) replay(c *Change) (ActionResult, error) {
 			return ActionResult{}, &replayError{err}
 		}
 		inLedger = len(applied) == 1 && applied[0]
-		if inLedger && p.cfg.Peer == nil {
+		if inLedger && p.planner.ledgerFinal() {
 			return ActionResult{Outcome: OutcomeAlreadyApplied, Detail: what + " was applied to " + p.dir.To + " already"}, nil
 		}
 	}

@@ -189,24 +189,21 @@ func (p *Pipeline) ack() {
 	p.ackFailed = false
 	p.acked = pos
 	p.obs.Acked(p.opCtx, AckEvent{Direction: p.dir, Position: pos})
-	p.recordSettled(pos)
+	p.planner.settled(pos)
 }
 
-// recordSettled stores, in a two-way Pipeline, the settled position pos as
+// settled stores the settled position pos as
 // the target's checkpoint when the chunks' own batches have not carried it
 // for a second (they carry the position settled before them, see
 // checkpoint): a restart then knows it resumes, so a lost slot is refused
 // rather than created again. A failure only leaves the checkpoint further
 // behind.
-func (p *Pipeline) recordSettled(pos Position) {
-	if p.cfg.Peer == nil {
+func (m *mergePlanner) settled(pos Position) {
+	if _, ok := m.cfg.Target.(Checkpointer); !ok || m.cfg.Now().Sub(m.checkpointAt) < time.Second {
 		return
 	}
-	if _, ok := p.cfg.Target.(Checkpointer); !ok || p.cfg.Now().Sub(p.checkpointAt) < time.Second {
-		return
-	}
-	p.checkpointAt = p.cfg.Now()
-	if err := p.cfg.Target.Apply(p.opCtx, &Batch{Source: p.dir.From, Checkpoint: pos}); err != nil {
-		p.log.DebugContext(p.opCtx, "could not record the settled position", "position", string(pos), slog.Any("err", err))
+	m.checkpointAt = m.cfg.Now()
+	if err := m.cfg.Target.Apply(m.opCtx, &Batch{Source: m.dir.From, Checkpoint: pos}); err != nil {
+		m.log.DebugContext(m.opCtx, "could not record the settled position", "position", string(pos), slog.Any("err", err))
 	}
 }
