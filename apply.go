@@ -137,7 +137,7 @@ func (m *mergePlanner) commitAfter(pl *plan) error {
 				"table", w.Table.String(), "key", w.Key.String())
 		default:
 			ip := &pl.items[km.item]
-			ip.out, ip.resolution = outDead, "dead_lettered"
+			ip.out, ip.resolution = outDead, resolvedDeadLettered
 			ip.reason = fmt.Sprintf("merged on %s, but writing the merged row back to %s failed: %v", m.dir.To, m.dir.From, err)
 		}
 	}

@@ -12,19 +12,41 @@ import (
 // there is nothing to write (ip.out says whether it is a no-op or a dead letter).
 func (p *Pipeline) decide(c *Conflict, ip *itemPlan) (Write, bool) {
 	ch := c.Change
-	dead := func(reason string) (Write, bool) {
-		ip.out, ip.reason, ip.resolution = outDead, reason, "dead_lettered"
-		return Write{}, false
-	}
-	noop := func() (Write, bool) {
-		ip.out, ip.resolution = outNoop, "kept_target"
-		return Write{}, false
-	}
 	if c.deadLetter != "" {
-		return dead(c.deadLetter)
+		return ip.dead(c.deadLetter)
 	}
+	n, undecided := countPicks(c)
+	if len(undecided) > 0 {
+		c.by = "default"
+		return ip.dead(fmt.Sprintf("%s conflict on %s %s: no resolver decided field(s) %s",
+			c.Kind, ch.Table, ch.Key, strings.Join(undecided, ", ")))
+	}
+	ip.resolution = resolvedApplied
+	if n.keeps > 0 || n.values > 0 {
+		ip.resolution = resolvedMerged
+	}
+	switch {
+	case ch.Op == OpDelete:
+		return decideDelete(c, n, ip)
+	case c.Current == nil && ch.Op == OpUpdate:
+		return decideRecreate(c, n, ip)
+	case c.Current == nil:
+		return decideInsert(c), true
+	default:
+		return p.decideUpdate(c, ip)
+	}
+}
+
+// picks counts the fields of a conflict by what was decided for them.
+type picks struct{ takes, keeps, values int }
+
+// countPicks counts c's decided fields (a field only the source changed
+// and nobody decided takes the source's value) and returns the contested
+// fields nobody decided. The target's own edits kept as they are do not
+// count.
+func countPicks(c *Conflict) (picks, []string) {
+	var n picks
 	var undecided []string
-	takes, keeps, values := 0, 0, 0
 	for i := range c.fields {
 		f := &c.fields[i]
 		if f.targetOnly && f.pick == KeepTarget {
@@ -39,102 +61,126 @@ func (p *Pipeline) decide(c *Conflict, ip *itemPlan) (Write, bool) {
 		}
 		switch f.pick {
 		case TakeSource:
-			takes++
+			n.takes++
 		case KeepTarget:
-			keeps++
+			n.keeps++
 		case UseValue:
-			values++
+			n.values++
 		}
 	}
-	if len(undecided) > 0 {
-		c.by = "default"
-		return dead(fmt.Sprintf("%s conflict on %s %s: no resolver decided field(s) %s",
-			c.Kind, ch.Table, ch.Key, strings.Join(undecided, ", ")))
-	}
-	ip.resolution = "applied"
-	if keeps > 0 || values > 0 {
-		ip.resolution = "merged"
-	}
-	cur := c.Current
-	switch {
-	case ch.Op == OpDelete:
-		if keeps == 0 && values == 0 {
-			return Write{Op: OpDelete, Table: ch.Table, Key: ch.Key, Expect: cur, Change: ch}, true
-		}
-		if takes == 0 && values == 0 {
-			return noop()
-		}
-		return dead(fmt.Sprintf("delete_update conflict on %s %s: resolvers kept some fields of a row the source deleted", ch.Table, ch.Key))
-
-	case cur == nil && ch.Op == OpUpdate: // the target has no row: recreate it or not
-		if takes == 0 && values == 0 {
-			return noop()
-		}
-		if keeps > 0 {
-			return dead(fmt.Sprintf("update_delete conflict on %s %s: resolvers kept some fields of a row the target deleted", ch.Table, ch.Key))
-		}
-		if len(ch.Unchanged) > 0 {
-			return dead(fmt.Sprintf("update_delete conflict on %s %s: cannot recreate the row, the source did not send column(s) %s",
-				ch.Table, ch.Key, strings.Join(ch.Unchanged, ", ")))
-		}
-		set := ch.After.Clone()
-		p.applyValues(c, set)
-		return Write{Op: OpInsert, Table: ch.Table, Key: ch.Key, Set: set, Change: ch}, true
-
-	case cur == nil: // insert of a new row
-		set := make(Values, len(ch.After))
-		for f, v := range ch.After {
-			if !ch.IsUnchanged(f) {
-				set[f] = v
-			}
-		}
-		for i := range c.fields {
-			f := &c.fields[i]
-			switch f.pick {
-			case KeepTarget:
-				if !isKeyColumn(ch.Key, f.name) {
-					delete(set, f.name)
-				}
-			case UseValue:
-				set[f.name] = f.value
-			}
-		}
-		return Write{Op: OpInsert, Table: ch.Table, Key: ch.Key, Set: set, Change: ch}, true
-
-	default: // the row exists: write the decided fields only
-		var set, expect Values
-		for i := range c.fields {
-			f := &c.fields[i]
-			var v any
-			switch f.pick {
-			case TakeSource:
-				v = ch.After[f.name]
-			case UseValue:
-				v = f.value
-			default:
-				continue
-			}
-			curV, ok := cur[f.name]
-			if !ok {
-				p.drift(ch.Table, f.name)
-				continue
-			}
-			if Equal(curV, v) {
-				continue
-			}
-			if set == nil {
-				set, expect = make(Values, 1), make(Values, 1)
-			}
-			set[f.name], expect[f.name] = v, curV
-		}
-		if len(set) == 0 {
-			return noop()
-		}
-		return Write{Op: OpUpdate, Table: ch.Table, Key: ch.Key, Set: set, Expect: expect, Change: ch}, true
-	}
+	return n, undecided
 }
 
-func (p *Pipeline) applyValues(c *Conflict, set Values) {
+// decideDelete decides a delete: applied when no field was kept, a no-op
+// when every field was, else a delete-update conflict for the DLQ.
+func decideDelete(c *Conflict, n picks, ip *itemPlan) (Write, bool) {
+	ch := c.Change
+	if n.keeps == 0 && n.values == 0 {
+		return Write{Op: OpDelete, Table: ch.Table, Key: ch.Key, Expect: c.Current, Change: ch}, true
+	}
+	if n.takes == 0 && n.values == 0 {
+		return ip.noop()
+	}
+	return ip.dead(fmt.Sprintf("delete_update conflict on %s %s: resolvers kept some fields of a row the source deleted", ch.Table, ch.Key))
+}
+
+// decideRecreate decides an update of a row the target does not have:
+// recreate it or not.
+func decideRecreate(c *Conflict, n picks, ip *itemPlan) (Write, bool) {
+	ch := c.Change
+	if n.takes == 0 && n.values == 0 {
+		return ip.noop()
+	}
+	if n.keeps > 0 {
+		return ip.dead(fmt.Sprintf("update_delete conflict on %s %s: resolvers kept some fields of a row the target deleted", ch.Table, ch.Key))
+	}
+	if len(ch.Unchanged) > 0 {
+		return ip.dead(fmt.Sprintf("update_delete conflict on %s %s: cannot recreate the row, the source did not send column(s) %s",
+			ch.Table, ch.Key, strings.Join(ch.Unchanged, ", ")))
+	}
+	set := ch.After.Clone()
+	applyValues(c, set)
+	return Write{Op: OpInsert, Table: ch.Table, Key: ch.Key, Set: set, Change: ch}, true
+}
+
+// decideInsert decides the insert of a row the target does not have: the
+// source's columns, less the kept ones, with the resolvers' values.
+func decideInsert(c *Conflict) Write {
+	ch := c.Change
+	set := make(Values, len(ch.After))
+	for f, v := range ch.After {
+		if !ch.IsUnchanged(f) {
+			set[f] = v
+		}
+	}
+	for i := range c.fields {
+		f := &c.fields[i]
+		switch f.pick {
+		case KeepTarget:
+			if !isKeyColumn(ch.Key, f.name) {
+				delete(set, f.name)
+			}
+		case UseValue:
+			set[f.name] = f.value
+		}
+	}
+	return Write{Op: OpInsert, Table: ch.Table, Key: ch.Key, Set: set, Change: ch}
+}
+
+// decideUpdate decides a change to a row the target has: it writes the
+// decided fields only, expecting the values they were decided on.
+func (p *Pipeline) decideUpdate(c *Conflict, ip *itemPlan) (Write, bool) {
+	ch, cur := c.Change, c.Current
+	var b setExpect
+	for i := range c.fields {
+		f := &c.fields[i]
+		var v any
+		switch f.pick {
+		case TakeSource:
+			v = ch.After[f.name]
+		case UseValue:
+			v = f.value
+		default:
+			continue
+		}
+		curV, ok := cur[f.name]
+		if !ok {
+			p.drift(ch.Table, f.name)
+			continue
+		}
+		b.add(f.name, v, curV)
+	}
+	w, ok := b.update(ch)
+	if !ok {
+		return ip.noop()
+	}
+	return w, true
+}
+
+// setExpect builds an update's Set and Expect: each field whose new value
+// differs from the current one, with the current value expected.
+type setExpect struct{ set, expect Values }
+
+// add adds field f, going from cur to v, unless they are equal.
+func (b *setExpect) add(f string, v, cur any) {
+	if Equal(cur, v) {
+		return
+	}
+	if b.set == nil {
+		b.set, b.expect = Values{}, Values{}
+	}
+	b.set[f], b.expect[f] = v, cur
+}
+
+// update returns the update of ch's row, or false when no field changes.
+func (b *setExpect) update(ch *Change) (Write, bool) {
+	if b.set == nil {
+		return Write{}, false
+	}
+	return Write{Op: OpUpdate, Table: ch.Table, Key: ch.Key, Set: b.set, Expect: b.expect, Change: ch}, true
+}
+
+func applyValues(c *Conflict, set Values) {
 	for i := range c.fields {
 		if f := &c.fields[i]; f.pick == UseValue {
 			set[f.name] = f.value

@@ -143,7 +143,7 @@ func (m *mergePlanner) heldMove(i int, items []*item, pl *plan) bool {
 		return false
 	}
 	ip := &pl.items[i]
-	ip.out, ip.resolution = outDead, "dead_lettered"
+	ip.out, ip.resolution = outDead, resolvedDeadLettered
 	ip.reason = fmt.Sprintf("%s moved to %s on %s, which is held in the DLQ: %s keeps the row under %s until that entry is resolved",
 		ch.Key, ch.MovedTo, m.dir.From, m.dir.To, ch.Key)
 	return true
@@ -191,7 +191,7 @@ func (m *mergePlanner) mergeKey(i int, it *item, first *Change, r *mergeRow, pl 
 		return err
 	}
 	if ip.out != outWrite && ip.out != outDead {
-		ip.out, ip.resolution = outNoop, "kept_target"
+		ip.out, ip.resolution = outNoop, resolvedKeptTarget
 	}
 	agreedRow, unknown := withBase(merged, b.row, held)
 	absorbedX, _ := withBase(x, b.row, held)
@@ -297,7 +297,7 @@ func withNewColumns(x Values, ch *Change) Values {
 // the target.
 func (m *mergePlanner) partial(c *Conflict, held map[string]bool) (Write, bool) {
 	ch, cur := c.Change, c.Current
-	var set, expect Values
+	var b setExpect
 	for i := range c.fields {
 		f := &c.fields[i]
 		if f.conflicting {
@@ -313,19 +313,11 @@ func (m *mergePlanner) partial(c *Conflict, held map[string]bool) (Write, bool) 
 		default:
 			continue
 		}
-		curV, ok := cur[f.name]
-		if !ok || Equal(curV, v) {
-			continue
+		if curV, ok := cur[f.name]; ok {
+			b.add(f.name, v, curV)
 		}
-		if set == nil {
-			set, expect = Values{}, Values{}
-		}
-		set[f.name], expect[f.name] = v, curV
 	}
-	if set == nil {
-		return Write{}, false
-	}
-	return Write{Op: OpUpdate, Table: ch.Table, Key: ch.Key, Set: set, Expect: expect, Change: ch}, true
+	return b.update(ch)
 }
 
 // afterWrite returns row as w leaves it.
@@ -370,19 +362,11 @@ func writeBack(ch *Change, base, merged, x Values, held map[string]bool) (Write,
 		}
 		return Write{Op: OpInsert, Table: ch.Table, Key: ch.Key, Set: set}, true
 	}
-	var set, expect Values
+	var b setExpect
 	for f, v := range merged {
-		cur, ok := x[f]
-		if !ok || held[f] || isKeyColumn(ch.Key, f) || Equal(cur, v) {
-			continue
+		if cur, ok := x[f]; ok && !held[f] && !isKeyColumn(ch.Key, f) {
+			b.add(f, v, cur)
 		}
-		if set == nil {
-			set, expect = Values{}, Values{}
-		}
-		set[f], expect[f] = v, cur
 	}
-	if set == nil {
-		return Write{}, false
-	}
-	return Write{Op: OpUpdate, Table: ch.Table, Key: ch.Key, Set: set, Expect: expect}, true
+	return b.update(ch)
 }

@@ -190,7 +190,7 @@ type item struct {
 	// out and resolution record how the change settled; deadText is the
 	// reason given when it was dead-lettered.
 	out        outcome
-	resolution string
+	resolution resolution
 	deadText   string
 }
 

@@ -51,13 +51,51 @@ const (
 	outDead
 )
 
+// resolution is how a conflict ended, as ConflictEvent.Resolution and the
+// operator's outcomes name it.
+type resolution uint8
+
+const (
+	resolvedNone resolution = iota
+	resolvedApplied
+	resolvedMerged
+	resolvedKeptTarget
+	resolvedDeadLettered
+)
+
+func (r resolution) String() string {
+	switch r {
+	case resolvedApplied:
+		return OutcomeApplied
+	case resolvedMerged:
+		return OutcomeMerged
+	case resolvedKeptTarget:
+		return OutcomeKeptTarget
+	case resolvedDeadLettered:
+		return OutcomeDeadLettered
+	}
+	return ""
+}
+
 type itemPlan struct {
 	out        outcome
 	alsoDead   bool // written in part (a merge's flowing fields) and dead-lettered for the rest
 	kind       ConflictKind
-	resolution string
+	resolution resolution
 	reason     string
 	info       *ConflictInfo
+}
+
+// dead plans the item's dead-lettering for reason.
+func (ip *itemPlan) dead(reason string) (Write, bool) {
+	ip.out, ip.reason, ip.resolution = outDead, reason, resolvedDeadLettered
+	return Write{}, false
+}
+
+// noop plans the item to keep the target's row as it is.
+func (ip *itemPlan) noop() (Write, bool) {
+	ip.out, ip.resolution = outNoop, resolvedKeptTarget
+	return Write{}, false
 }
 
 type plan struct {

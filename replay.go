@@ -171,14 +171,14 @@ func (p *Pipeline) replay(c *Change) (ActionResult, error) {
 	}
 	switch it.out {
 	case outWrite:
-		if it.resolution == "merged" {
+		if it.resolution == resolvedMerged {
 			return ActionResult{Outcome: OutcomeMerged, Detail: what + " applied to " + p.dir.To + ", some fields decided by resolvers"}, nil
 		}
 		return ActionResult{Outcome: OutcomeApplied, Detail: what + " applied to " + p.dir.To}, nil
 	case outDead:
 		return ActionResult{Outcome: OutcomeDeadLettered, Detail: what + " dead-lettered again: " + it.deadText}, nil
 	}
-	if it.resolution == "kept_target" {
+	if it.resolution == resolvedKeptTarget {
 		return ActionResult{Outcome: OutcomeKeptTarget, Detail: what + ": resolvers kept " + p.dir.To + "'s current data"}, nil
 	}
 	if c.Op == OpTruncate {
