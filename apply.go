@@ -23,11 +23,8 @@ func (p *Pipeline) runChunk(items []*item) error {
 	for {
 		unlock := p.planner.lock(items)
 		pl, err := p.planner.plan(items)
-		if err == nil && (len(pl.writes) > 0 || len(pl.agreeTarget) > 0) {
-			err = p.target.apply(p.opCtx, &Batch{Writes: pl.writes, Agreements: pl.agreeTarget, Source: p.dir.From, Checkpoint: p.checkpoint(items, pl)})
-			if be := (*BatchError)(nil); errors.As(err, &be) && be.Index >= 0 && be.Index < len(pl.writeItem) {
-				err = &BatchError{Index: pl.writeItem[be.Index], Err: be.Err}
-			}
+		if err == nil {
+			err = p.applyPlan(items, pl)
 		}
 		if err == nil {
 			return p.finish(items, &pl, unlock)
@@ -73,12 +70,7 @@ func (p *Pipeline) runChunk(items []*item) error {
 		}
 		if isBatchErr && be.Index >= 0 && be.Index < len(items) {
 			j := be.Index
-			for _, part := range [][]*item{items[:j], items[j : j+1], items[j+1:]} {
-				if err := p.runChunk(part); err != nil {
-					return err
-				}
-			}
-			return nil
+			return p.runParts(items[:j], items[j:j+1], items[j+1:])
 		}
 		if class == ClassTransient && attempt < 2 {
 			attempt++
@@ -88,11 +80,31 @@ func (p *Pipeline) runChunk(items []*item) error {
 			continue
 		}
 		mid := len(items) / 2
-		if err := p.runChunk(items[:mid]); err != nil {
+		return p.runParts(items[:mid], items[mid:])
+	}
+}
+
+// applyPlan commits the target's transaction of pl, if it has anything to
+// commit. A *BatchError names the item (not the write) that failed.
+func (p *Pipeline) applyPlan(items []*item, pl plan) error {
+	if len(pl.writes) == 0 && len(pl.agreeTarget) == 0 {
+		return nil
+	}
+	err := p.target.apply(p.opCtx, &Batch{Writes: pl.writes, Agreements: pl.agreeTarget, Source: p.dir.From, Checkpoint: p.checkpoint(items, pl)})
+	if be := (*BatchError)(nil); errors.As(err, &be) && be.Index >= 0 && be.Index < len(pl.writeItem) {
+		return &BatchError{Index: pl.writeItem[be.Index], Err: be.Err}
+	}
+	return err
+}
+
+// runParts runs the parts of a split chunk, in order.
+func (p *Pipeline) runParts(parts ...[]*item) error {
+	for _, part := range parts {
+		if err := p.runChunk(part); err != nil {
 			return err
 		}
-		return p.runChunk(items[mid:])
 	}
+	return nil
 }
 
 // finish completes a chunk whose target transaction committed: in two-way

@@ -288,54 +288,23 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	defer stopTimer()
 	p.ctx, p.opCtx = ctx, opCtx
 
-	var from Position
-	if cp, ok := p.cfg.Target.(Checkpointer); ok {
-		pos, err := cp.Checkpoint(ctx, p.dir.From)
-		if err != nil && ctx.Err() != nil {
-			return nil // stopped while starting: nothing was delivered
-		}
-		if err != nil {
-			return fmt.Errorf("duplex: %s: read checkpoint: %w", p.dir, err)
-		}
-		from = pos
+	from, stopped, err := p.resumePosition(ctx)
+	if err != nil || stopped {
+		return err // stopped while starting: nothing was delivered
 	}
 	p.log.InfoContext(ctx, "pipeline starting", "from", string(from))
 
 	in := make(chan []Change, p.cfg.QueueDepth)
 	srcDone := make(chan error, 1)
-	go func() {
-		err := p.cfg.Source.Stream(ctx, from, func(ctx context.Context, batch []Change) error {
-			if len(batch) == 0 {
-				return nil
-			}
-			select {
-			case in <- batch:
-				return nil
-			case <-ctx.Done():
-				return context.Cause(ctx)
-			}
-		})
-		close(in)
-		if err != nil && ctx.Err() == nil {
-			err = fmt.Errorf("duplex: %s: source: %w", p.dir, err)
-			cancel(err)
-		} else if ctx.Err() != nil {
-			err = nil
-		}
-		srcDone <- err
-	}()
+	go func() { srcDone <- p.receive(ctx, cancel, from, in) }()
 	close(p.ready)
 
 	werr := p.work(in)
 	close(p.stopped)
 	if werr != nil && !errors.Is(werr, errAborted) {
-		cancel(werr)
+		cancel(werr) // unblock the source if the worker stopped first
 	} else {
 		werr = nil
-	}
-	// Unblock the source if the worker stopped first, then wait for it.
-	if werr != nil {
-		cancel(werr)
 	}
 	go func() {
 		for range in { //nolint:revive // drain so a blocked fn returns
@@ -348,11 +317,56 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			serr = cause
 		}
 	}
-	err := errors.Join(werr, serr)
+	err = errors.Join(werr, serr)
 	if err != nil {
 		p.log.ErrorContext(opCtx, "pipeline stopped", slog.Any("err", err))
 	} else {
 		p.log.InfoContext(opCtx, "pipeline stopped", "acked", string(p.acked))
+	}
+	return err
+}
+
+// resumePosition returns the position to stream from: the target's
+// checkpoint when it is a Checkpointer, else the start. stopped means the
+// read failed because ctx ended.
+func (p *Pipeline) resumePosition(ctx context.Context) (from Position, stopped bool, err error) {
+	cp, ok := p.cfg.Target.(Checkpointer)
+	if !ok {
+		return "", false, nil
+	}
+	pos, err := cp.Checkpoint(ctx, p.dir.From)
+	if err != nil && ctx.Err() != nil {
+		return "", true, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("duplex: %s: read checkpoint: %w", p.dir, err)
+	}
+	return pos, false, nil
+}
+
+// receive streams the source's batches from from into in until the source
+// returns or ctx ends, then closes in. A source failure cancels ctx with
+// it and is returned; a stop is not an error.
+func (p *Pipeline) receive(ctx context.Context, cancel context.CancelCauseFunc, from Position, in chan<- []Change) error {
+	err := p.cfg.Source.Stream(ctx, from, func(ctx context.Context, batch []Change) error {
+		if len(batch) == 0 {
+			return nil
+		}
+		select {
+		case in <- batch:
+			return nil
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	})
+	close(in)
+	if err != nil && ctx.Err() == nil {
+		err = fmt.Errorf("duplex: %s: source: %w", p.dir, err)
+		cancel(err)
+		return err
+	}
+	if ctx.Err() != nil {
+		return nil
 	}
 	return err
 }

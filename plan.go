@@ -116,6 +116,17 @@ type rowState struct {
 	uses int       // changes in the chunk that touch this key
 }
 
+// wrote moves rs to the row w leaves, written at at, when a later change
+// in the chunk reads it.
+func (rs *rowState) wrote(w *Write, at time.Time) {
+	if at.After(rs.at) {
+		rs.at = at
+	}
+	if w.Op != OpUpdate || rs.uses > 0 {
+		rs.row = afterWrite(rs.row, w)
+	}
+}
+
 type tableKeys struct {
 	table Table
 	keys  []Key
@@ -146,30 +157,10 @@ func addKey(groups []tableKeys, it *item) []tableKeys {
 // *BatchError naming the item.
 func (o oneWayPlanner) plan(items []*item) (plan, error) {
 	pl := plan{items: make([]itemPlan, len(items)), writes: make([]Write, 0, len(items)), writeItem: make([]int, 0, len(items))}
-	rows := make(map[string]*rowState, len(items))
-	states := make([]rowState, len(items))
-	var groups []tableKeys
-	for i, it := range items {
-		if rs := rows[it.key]; rs != nil {
-			rs.uses++
-			continue
-		}
-		states[i].uses = 1
-		rows[it.key] = &states[i]
-		groups = addKey(groups, it)
+	rows, err := o.readRows(items)
+	if err != nil {
+		return pl, err
 	}
-	for _, g := range groups {
-		vals, err := o.lookupAll(o.cfg.Target, o.dir.To, g.table, g.keys)
-		if err != nil {
-			return pl, err
-		}
-		for i, name := range g.names {
-			rs, row := rows[name], vals[i]
-			rs.at = stripTime(row)
-			rs.row = row
-		}
-	}
-
 	c := &o.conflict
 	for i, it := range items {
 		rs := rows[it.key]
@@ -193,23 +184,7 @@ func (o oneWayPlanner) plan(items []*item) (plan, error) {
 			ip.out = outWrite
 			pl.writes = append(pl.writes, w)
 			pl.writeItem = append(pl.writeItem, i)
-			if it.c.CommitTime.After(rs.at) {
-				rs.at = it.c.CommitTime
-			}
-			switch w.Op {
-			case OpInsert:
-				rs.row = w.Set
-			case OpDelete:
-				rs.row = nil
-			case OpUpdate:
-				if rs.uses > 0 { // a later change in the chunk reads it
-					next := cur.Clone()
-					for f, v := range w.Set {
-						next[f] = v
-					}
-					rs.row = next
-				}
-			}
+			rs.wrote(&w, it.c.CommitTime)
 		}
 		if ip.out == outDead && c.Kind != NoConflict {
 			ip.info = &ConflictInfo{
@@ -223,6 +198,35 @@ func (o oneWayPlanner) plan(items []*item) (plan, error) {
 		}
 	}
 	return pl, nil
+}
+
+// readRows reads the target's rows of the keys items touch, each with the
+// number of items that touch it.
+func (o oneWayPlanner) readRows(items []*item) (map[string]*rowState, error) {
+	rows := make(map[string]*rowState, len(items))
+	states := make([]rowState, len(items))
+	var groups []tableKeys
+	for i, it := range items {
+		if rs := rows[it.key]; rs != nil {
+			rs.uses++
+			continue
+		}
+		states[i].uses = 1
+		rows[it.key] = &states[i]
+		groups = addKey(groups, it)
+	}
+	for _, g := range groups {
+		vals, err := o.lookupAll(o.cfg.Target, o.dir.To, g.table, g.keys)
+		if err != nil {
+			return nil, err
+		}
+		for i, name := range g.names {
+			rs, row := rows[name], vals[i]
+			rs.at = stripTime(row)
+			rs.row = row
+		}
+	}
+	return rows, nil
 }
 
 // lookupAll reads the rows of keys from a, checking the answer's length.
