@@ -52,8 +52,8 @@ type SnapshotScanner interface {
 	ScanRangeAt(ctx context.Context, snapshot string, t Table, after, upTo Key, limit int) ([]Key, []Values, error)
 }
 
-// DefaultOnboardingChunk is the default of OnboardingConfig.ChunkSize.
-const DefaultOnboardingChunk = 5000
+// defaultOnboardingChunk is the default of OnboardingConfig.ChunkSize.
+const defaultOnboardingChunk = 5000
 
 // OnboardingConfig configures the onboarding of a Sync: on its first start,
 // before streaming, the rows both systems already hold are brought
@@ -66,7 +66,7 @@ type OnboardingConfig struct {
 	// nil: onboarding is skipped, with a warning.
 	Tables []Table
 	// ChunkSize is how many keys of one side a chunk covers (0:
-	// DefaultOnboardingChunk). Each chunk commits on each system in one
+	// 5,000). Each chunk commits on each system in one
 	// transaction with its progress.
 	ChunkSize int
 	// Progress, when set, receives the counts after every chunk, and once
@@ -164,7 +164,7 @@ func (s *Sync) onboarder() (*onboarder, error) {
 		return nil, errNotOnboardable
 	}
 	if o.cfg.ChunkSize <= 0 {
-		o.cfg.ChunkSize = DefaultOnboardingChunk
+		o.cfg.ChunkSize = defaultOnboardingChunk
 	}
 	if o.cfg.LogEvery <= 0 {
 		o.cfg.LogEvery = 5 * time.Second

@@ -277,7 +277,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		return ErrAlreadyRunning
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(ErrStopped)
+	defer cancel(errStopped)
 
 	opCtx, opCancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer opCancel()
@@ -312,7 +312,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}()
 	serr := <-srcDone
 	if werr == nil {
-		if cause := context.Cause(ctx); serr == nil && cause != nil && !errors.Is(cause, ErrStopped) &&
+		if cause := context.Cause(ctx); serr == nil && cause != nil && !errors.Is(cause, errStopped) &&
 			!errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded) {
 			serr = cause
 		}
