@@ -1,3 +1,6 @@
+// Agreements: each system's record of what the two systems last agreed on a key, the
+// interfaces that store them with the write, and the key locks both directions share.
+
 package duplex
 
 import (

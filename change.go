@@ -1,3 +1,5 @@
+// The change model: Change, Table, Key, Values, Position, Direction, and value equality.
+
 package duplex
 
 import (

@@ -1,3 +1,6 @@
+// Conflict detection: which fields of a change conflict with the target's row, and the
+// Conflict a Resolver decides them on.
+
 package duplex
 
 import (

@@ -1,3 +1,6 @@
+// Errors: sentinels, classes by behaviour (Transient, Unavailable, Permanent), and the
+// typed errors the engine returns.
+
 package duplex
 
 import (

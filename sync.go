@@ -1,3 +1,5 @@
+// Sync: the wiring of a two-way sync, two Pipelines sharing key locks and agreement records.
+
 package duplex
 
 import (
