@@ -180,6 +180,7 @@ func (b *setExpect) update(ch *Change) (Write, bool) {
 	return Write{Op: OpUpdate, Table: ch.Table, Key: ch.Key, Set: b.set, Expect: b.expect, Change: ch}, true
 }
 
+// applyValues sets in set the values resolvers chose (Conflict.Set).
 func applyValues(c *Conflict, set Values) {
 	for i := range c.fields {
 		if f := &c.fields[i]; f.pick == UseValue {
