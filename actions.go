@@ -1,3 +1,6 @@
+// Operator actions, Sync side: Retry, Resolve and Reconcile of one dead-lettered change
+// or one key, through the same records and locks as the Pipelines.
+
 package duplex
 
 import (
@@ -237,29 +240,9 @@ func (s *Sync) Reconcile(ctx context.Context, t Table, k Key) (ActionResult, err
 	case arow == nil && brow == nil:
 		return ActionResult{Outcome: OutcomeUnchanged, Detail: what + " exists on neither side"}, nil
 	case brow == nil:
-		rec, err := s.nextAgreement(ctx, t, k, arow)
-		if err != nil {
-			return ActionResult{}, err
-		}
-		if _, err := s.copyRow(ctx, a.Name, b, t, k, arow, nil, "reconcile:"+s.cfg.Name+":"+what, rec); err != nil {
-			return ActionResult{}, err
-		}
-		if err := s.record(ctx, a, t, k, rec); err != nil {
-			return ActionResult{}, err
-		}
-		return ActionResult{Outcome: OutcomeApplied, Detail: fmt.Sprintf("%s: copied the row from %s to %s", what, a.Name, b.Name)}, nil
+		return s.copyOneSided(ctx, a, b, t, k, arow, what)
 	case arow == nil:
-		rec, err := s.nextAgreement(ctx, t, k, brow)
-		if err != nil {
-			return ActionResult{}, err
-		}
-		if _, err := s.copyRow(ctx, b.Name, a, t, k, brow, nil, "reconcile:"+s.cfg.Name+":"+what, rec); err != nil {
-			return ActionResult{}, err
-		}
-		if err := s.record(ctx, b, t, k, rec); err != nil {
-			return ActionResult{}, err
-		}
-		return ActionResult{Outcome: OutcomeApplied, Detail: fmt.Sprintf("%s: copied the row from %s to %s", what, b.Name, a.Name)}, nil
+		return s.copyOneSided(ctx, b, a, t, k, brow, what)
 	}
 	d, err := s.decideRows(ctx, t, k, arow, brow, aat, bat, "reconcile")
 	if err != nil {
@@ -283,16 +266,38 @@ func (s *Sync) Reconcile(ctx context.Context, t Table, k Key) (ActionResult, err
 		}
 		return ActionResult{Outcome: OutcomeDeadLettered, Detail: what + ": " + d.held.Error}, nil
 	}
-	merged, mergedA, decided, ch := d.forB, d.forA, d.decided, d.change
-	rec, err := s.nextAgreement(ctx, t, k, mergedA)
+	return s.writeDecided(ctx, t, k, arow, brow, &d, what)
+}
+
+// copyOneSided copies row, which only from holds, to to, and records the
+// agreement on both.
+func (s *Sync) copyOneSided(ctx context.Context, from, to *Endpoint, t Table, k Key, row Values, what string) (ActionResult, error) {
+	rec, err := s.nextAgreement(ctx, t, k, row)
 	if err != nil {
 		return ActionResult{}, err
 	}
-	toB, err := s.copyRow(ctx, a.Name, b, t, k, merged, brow, ch.ID, rec)
+	if _, err := s.copyRow(ctx, from.Name, to, t, k, row, nil, "reconcile:"+s.cfg.Name+":"+what, rec); err != nil {
+		return ActionResult{}, err
+	}
+	if err := s.record(ctx, from, t, k, rec); err != nil {
+		return ActionResult{}, err
+	}
+	return ActionResult{Outcome: OutcomeApplied, Detail: fmt.Sprintf("%s: copied the row from %s to %s", what, from.Name, to.Name)}, nil
+}
+
+// writeDecided writes the rows d decided to both systems, B first, with
+// their agreement record.
+func (s *Sync) writeDecided(ctx context.Context, t Table, k Key, arow, brow Values, d *rowsDecision, what string) (ActionResult, error) {
+	a, b := &s.cfg.A, &s.cfg.B
+	rec, err := s.nextAgreement(ctx, t, k, d.forA)
 	if err != nil {
 		return ActionResult{}, err
 	}
-	toA, err := s.copyRow(ctx, b.Name, a, t, k, mergedA, arow, ch.ID, rec)
+	toB, err := s.copyRow(ctx, a.Name, b, t, k, d.forB, brow, d.change.ID, rec)
+	if err != nil {
+		return ActionResult{}, err
+	}
+	toA, err := s.copyRow(ctx, b.Name, a, t, k, d.forA, arow, d.change.ID, rec)
 	if err != nil {
 		return ActionResult{}, err
 	}
@@ -300,7 +305,7 @@ func (s *Sync) Reconcile(ctx context.Context, t Table, k Key) (ActionResult, err
 		return ActionResult{Outcome: OutcomeUnchanged, Detail: what + " is the same on both sides"}, nil
 	}
 	outcome := OutcomeApplied
-	if decided > 0 && toA != nil {
+	if d.decided > 0 && toA != nil {
 		outcome = OutcomeMerged
 	}
 	var parts []string
@@ -322,7 +327,7 @@ func (s *Sync) lockKey(t Table, k Key) func() {
 // recordsOf returns endpoint e's system with its agreement records.
 func (s *Sync) recordsOf(e *Endpoint) records {
 	if e.Name == s.cfg.A.Name {
-		return s.ab.source
+		return s.ba.target
 	}
 	return s.ab.target
 }

@@ -1,3 +1,6 @@
+// Agreements: each system's record of what the two systems last agreed on a key, the
+// interfaces that store them with the write, and the key locks both directions share.
+
 package duplex
 
 import (
@@ -178,17 +181,15 @@ type tableAgreements struct {
 // store forgets a key; the first merge of such a key has no base (see
 // docs/two-way-merge.md, "an unknown base").
 type MemoryAgreements struct {
-	mu       sync.Mutex
-	cur, old map[string]Agreement
-	half     int
+	mu   sync.Mutex
+	recs generations[Agreement]
 }
 
 // NewMemoryAgreements returns a MemoryAgreements for about capacity keys
 // (at least 2). It keeps two generations of capacity/2 keys and drops the
 // older when the newer is full.
 func NewMemoryAgreements(capacity int) *MemoryAgreements {
-	h := max(capacity/2, 1)
-	return &MemoryAgreements{cur: make(map[string]Agreement), half: h}
+	return &MemoryAgreements{recs: newGenerations[Agreement](capacity)}
 }
 
 func agreementKey(t Table, k Key) string { return t.String() + "\x00" + k.String() }
@@ -199,12 +200,7 @@ func (m *MemoryAgreements) Load(_ context.Context, t Table, keys []Key) ([]Agree
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for i, k := range keys {
-		name := agreementKey(t, k)
-		a, ok := m.cur[name]
-		if !ok {
-			a, ok = m.old[name]
-		}
-		if ok {
+		if a, ok := m.recs.get(agreementKey(t, k)); ok {
 			out[i] = a.Clone()
 		}
 	}
@@ -219,12 +215,7 @@ func (m *MemoryAgreements) Save(_ context.Context, t Table, keys []Key, as []Agr
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for i, k := range keys {
-		name := agreementKey(t, k)
-		if _, ok := m.cur[name]; !ok && len(m.cur) >= m.half {
-			m.old, m.cur = m.cur, make(map[string]Agreement, m.half)
-		}
-		m.cur[name] = as[i].Clone()
-		delete(m.old, name)
+		m.recs.put(agreementKey(t, k), as[i].Clone())
 	}
 	return nil
 }

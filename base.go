@@ -1,3 +1,6 @@
+// Merge base (two-way planning): which row a merge compares both systems' rows with,
+// chosen from their agreement records, and the agreement a merge records.
+
 package duplex
 
 import "slices"

@@ -1,3 +1,5 @@
+// The change model: Change, Table, Key, Values, Position, Direction, and value equality.
+
 package duplex
 
 import (
@@ -289,15 +291,7 @@ func Equal(a, b any) bool {
 		return Equal(Values(x), b)
 	case []any:
 		y, ok := b.([]any)
-		if !ok || len(x) != len(y) {
-			return false
-		}
-		for i := range x {
-			if !Equal(x[i], y[i]) {
-				return false
-			}
-		}
-		return true
+		return ok && slices.EqualFunc(x, y, Equal)
 	case float64:
 		y, ok := b.(float64)
 		return ok && (x == y || (x != x && y != y))
@@ -311,21 +305,9 @@ func Equal(a, b any) bool {
 		y, ok := b.(time.Time)
 		return ok && x.Equal(y)
 	case json.RawMessage:
-		switch y := b.(type) {
-		case json.RawMessage:
-			return jsonEqual(x, y, false)
-		case JSONB:
-			return jsonEqual(x, y, true)
-		}
-		return false
+		return equalJSON(x, false, b)
 	case JSONB:
-		switch y := b.(type) {
-		case JSONB:
-			return jsonEqual(x, y, true)
-		case json.RawMessage:
-			return jsonEqual(x, y, true)
-		}
-		return false
+		return equalJSON(x, true, b)
 	case *big.Int:
 		y, ok := b.(*big.Int)
 		return ok && x.Cmp(y) == 0
@@ -334,6 +316,19 @@ func Equal(a, b any) bool {
 		return false
 	}
 	return reflect.DeepEqual(a, b)
+}
+
+// equalJSON compares the JSON document x (jsonb: a JSONB, compared by
+// value, else compared as text) with b, a json.RawMessage or JSONB (JSONB:
+// by value).
+func equalJSON(x []byte, jsonb bool, b any) bool {
+	switch y := b.(type) {
+	case json.RawMessage:
+		return jsonEqual(x, y, jsonb)
+	case JSONB:
+		return jsonEqual(x, y, true)
+	}
+	return false
 }
 
 func valuesEqual(a, b Values) bool {

@@ -1,3 +1,6 @@
+// Conflict detection: which fields of a change conflict with the target's row, and the
+// Conflict a Resolver decides them on.
+
 package duplex
 
 import (
@@ -390,103 +393,118 @@ func (c *Conflict) classify(d Direction, ch *Change, current Values) bool {
 	c.reset(d, ch, current)
 	switch ch.Op {
 	case OpInsert:
-		if current == nil {
-			for f := range ch.After {
-				c.add(f, false)
-			}
-			return true
-		}
-		// The target has the key already: every differing field is
-		// contested, since neither side saw the other's insert.
-		for f := range ch.After {
-			if ch.IsUnchanged(f) || isKeyColumn(ch.Key, f) {
-				continue
-			}
-			if cur, ok := current[f]; !ok || !Equal(cur, ch.After[f]) {
-				c.add(f, true)
-			}
-		}
-		if len(c.fields) == 0 {
-			return false
-		}
-		c.Kind = InsertInsert
-		return true
-
+		return c.classifyInsert(ch, current)
 	case OpUpdate:
-		if current == nil {
-			for f := range ch.After {
-				if ch.IsUnchanged(f) || isKeyColumn(ch.Key, f) {
-					continue
-				}
-				if ch.Before != nil {
-					if b, ok := ch.Before[f]; ok && Equal(b, ch.After[f]) {
-						continue
-					}
-				}
-				c.add(f, true)
-			}
-			c.Kind = UpdateDelete
-			return true
-		}
-		conflict := false
-		for f := range ch.After {
-			if ch.IsUnchanged(f) || isKeyColumn(ch.Key, f) {
-				continue
-			}
-			after := ch.After[f]
-			cur, hasCur := current[f]
-			if hasCur && Equal(cur, after) {
-				// Already there: nothing to write, nothing to contest. When both
-				// sides changed it to this value, resolvers that merge (counters)
-				// may still want to know: it is offered as converged, kept by
-				// default.
-				if ch.Before != nil {
-					if before, ok := ch.Before[f]; ok && !Equal(before, after) {
-						c.fields = append(c.fields, fieldState{name: f, converged: true, pick: KeepTarget, by: byConverged})
-					}
-				}
-				continue
-			}
-			if ch.Before == nil {
-				// No before image: the source's value differs from the target's,
-				// and without a baseline we cannot tell who changed it.
-				c.add(f, false)
-				continue
-			}
-			before, hasBefore := ch.Before[f]
-			if hasBefore && Equal(before, after) {
-				continue // the source did not change this field
-			}
-			targetChanged := hasCur && hasBefore && !Equal(cur, before)
-			c.add(f, targetChanged)
-			conflict = conflict || targetChanged
-		}
-		if len(c.fields) == 0 {
-			return false
-		}
-		if conflict {
-			c.Kind = UpdateUpdate
-		}
-		return true
-
+		return c.classifyUpdate(ch, current)
 	case OpDelete:
-		if current == nil {
-			return false
-		}
-		if ch.Before != nil {
-			for f := range ch.Before {
-				if ch.IsUnchanged(f) || isKeyColumn(ch.Key, f) {
-					continue
-				}
-				if cur, ok := current[f]; ok && !Equal(cur, ch.Before[f]) {
-					c.add(f, true)
-				}
-			}
-		}
-		if len(c.fields) > 0 {
-			c.Kind = DeleteUpdate
+		return c.classifyDelete(ch, current)
+	}
+	return false
+}
+
+// classifyInsert classifies an insert: a new row, or insert-insert.
+func (c *Conflict) classifyInsert(ch *Change, current Values) bool {
+	if current == nil {
+		for f := range ch.After {
+			c.add(f, false)
 		}
 		return true
 	}
-	return false
+	// The target has the key already: every differing field is
+	// contested, since neither side saw the other's insert.
+	for f := range ch.After {
+		if ch.IsUnchanged(f) || isKeyColumn(ch.Key, f) {
+			continue
+		}
+		if cur, ok := current[f]; !ok || !Equal(cur, ch.After[f]) {
+			c.add(f, true)
+		}
+	}
+	if len(c.fields) == 0 {
+		return false
+	}
+	c.Kind = InsertInsert
+	return true
+}
+
+// classifyUpdate classifies an update: the fields the source changed, and
+// update-update or update-delete.
+func (c *Conflict) classifyUpdate(ch *Change, current Values) bool {
+	if current == nil {
+		for f := range ch.After {
+			if ch.IsUnchanged(f) || isKeyColumn(ch.Key, f) {
+				continue
+			}
+			if ch.Before != nil {
+				if b, ok := ch.Before[f]; ok && Equal(b, ch.After[f]) {
+					continue
+				}
+			}
+			c.add(f, true)
+		}
+		c.Kind = UpdateDelete
+		return true
+	}
+	conflict := false
+	for f := range ch.After {
+		if ch.IsUnchanged(f) || isKeyColumn(ch.Key, f) {
+			continue
+		}
+		after := ch.After[f]
+		cur, hasCur := current[f]
+		if hasCur && Equal(cur, after) {
+			// Already there: nothing to write, nothing to contest. When both
+			// sides changed it to this value, resolvers that merge (counters)
+			// may still want to know: it is offered as converged, kept by
+			// default.
+			if ch.Before != nil {
+				if before, ok := ch.Before[f]; ok && !Equal(before, after) {
+					c.fields = append(c.fields, fieldState{name: f, converged: true, pick: KeepTarget, by: byConverged})
+				}
+			}
+			continue
+		}
+		if ch.Before == nil {
+			// No before image: the source's value differs from the target's,
+			// and without a baseline we cannot tell who changed it.
+			c.add(f, false)
+			continue
+		}
+		before, hasBefore := ch.Before[f]
+		if hasBefore && Equal(before, after) {
+			continue // the source did not change this field
+		}
+		targetChanged := hasCur && hasBefore && !Equal(cur, before)
+		c.add(f, targetChanged)
+		conflict = conflict || targetChanged
+	}
+	if len(c.fields) == 0 {
+		return false
+	}
+	if conflict {
+		c.Kind = UpdateUpdate
+	}
+	return true
+}
+
+// classifyDelete classifies a delete: delete-update when the target
+// changed fields of the row the source deleted.
+func (c *Conflict) classifyDelete(ch *Change, current Values) bool {
+	if current == nil {
+		return false
+	}
+	if ch.Before != nil {
+		for f := range ch.Before {
+			if ch.IsUnchanged(f) || isKeyColumn(ch.Key, f) {
+				continue
+			}
+			if cur, ok := current[f]; ok && !Equal(cur, ch.Before[f]) {
+				c.add(f, true)
+			}
+		}
+	}
+	if len(c.fields) > 0 {
+		c.Kind = DeleteUpdate
+	}
+	return true
 }

@@ -40,6 +40,9 @@
 //
 // A [Sync] runs the two Pipelines of a two-way sync together.
 //
+// The engine's stages (intake, planning, deciding, applying, settling,
+// operator actions), one file each, are drawn in docs/architecture.md.
+//
 // # Conflicts
 //
 // A conflict exists only when both sides changed the same field since they

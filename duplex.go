@@ -1,3 +1,6 @@
+// The interfaces a user implements or plugs in: ChangeSource, Resolver, Deduper,
+// DeadLetterSink, Applier and its optional capabilities, LoopGuard; and the DeadLetter.
+
 package duplex
 
 import (

@@ -1,3 +1,6 @@
+// Errors: sentinels, classes by behaviour (Transient, Unavailable, Permanent), and the
+// typed errors the engine returns.
+
 package duplex
 
 import (
@@ -6,11 +9,12 @@ import (
 	"fmt"
 )
 
+// errStopped is the cancel cause Run uses for a requested stop, so a stop
+// can be told apart from a failure.
+var errStopped = errors.New("duplex: stopped")
+
 // Sentinel errors.
 var (
-	// ErrStopped is the cancel cause the Pipeline uses for a requested stop,
-	// so a stop can be told apart from a failure.
-	ErrStopped = errors.New("duplex: stopped")
 	// ErrStale is returned by an Applier when a write's expectation
 	// (Write.Expect) no longer holds because the target row changed after the
 	// Pipeline read it. The Pipeline re-reads the row and decides again.

@@ -1,3 +1,5 @@
+// JSON values: JSONB and the canonical form that compares two documents by value.
+
 package duplex
 
 import (

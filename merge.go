@@ -1,13 +1,4 @@
-package duplex
-
-import (
-	"errors"
-	"fmt"
-	"sync"
-	"time"
-)
-
-// Two-way merging (Config.Peer): the Pipeline does not decide a change
+// Planning, two-way (Config.Peer): the Pipeline does not decide a change
 // against the target alone, since the other direction would decide the
 // crossing changes against the source alone, and the two can disagree
 // about history (a field that went p->r->p on one side looks unchanged to
@@ -19,6 +10,44 @@ import (
 // agreement. A later change of either side to that key, crossing or not,
 // then finds both systems equal to the agreement, or merges against it:
 // merging is idempotent, so the arrival order does not matter.
+
+package duplex
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// mergePlanner is the two-way planner: it merges, for every key of a chunk,
+// both systems' rows against their agreed row, and writes the result to
+// the target and, where the source lacks part of it, back to the source
+// (commitAfter).
+type mergePlanner struct {
+	*Pipeline
+	source records // the source system (Config.Peer) with its agreement records
+}
+
+// resumeAt trails at what was acknowledged: a merge commits on the target
+// before its source half, so the chunk is settled only once both
+// committed, and a restart merges again what a crash left half-done.
+func (m *mergePlanner) resumeAt([]*item, plan) Position { return m.acked }
+
+func (m *mergePlanner) ledgerFinal() bool { return false }
+
+// lock locks the keys of items against the other direction of a Sync
+// and returns the function that unlocks them.
+func (m *mergePlanner) lock(items []*item) func() {
+	if m.locks == nil {
+		return func() {}
+	}
+	names := make([]string, len(items))
+	for i, it := range items {
+		names[i] = it.key
+	}
+	return m.locks.lock(names)
+}
 
 // mergeRow is what a merge plan knows about one key.
 type mergeRow struct {
@@ -35,32 +64,9 @@ type keyMerge struct {
 	item, back, onSource int
 }
 
-// stripTime removes CommitTimeField from row and returns it.
-func stripTime(row Values) time.Time {
-	t, ok := row[CommitTimeField]
-	if !ok {
-		return time.Time{}
-	}
-	delete(row, CommitTimeField)
-	at, _ := t.(time.Time)
-	return at
-}
-
-// lookupAll reads the rows of keys from a, checking the answer's length.
-func (p *Pipeline) lookupAll(a Applier, side string, t Table, keys []Key) ([]Values, error) {
-	vals, err := a.Lookup(p.opCtx, t, keys)
-	if err != nil {
-		return nil, fmt.Errorf("duplex: %s: look up %d rows of %s on %s: %w", p.dir, len(keys), t, side, err)
-	}
-	if len(vals) != len(keys) {
-		return nil, Permanent(fmt.Errorf("duplex: %s: lookup of %s on %s returned %d rows for %d keys", p.dir, t, side, len(vals), len(keys)))
-	}
-	return vals, nil
-}
-
-// makeMergePlan plans a chunk in two-way mode: one merge per key, at the
+// plan plans a chunk in two-way mode: one merge per key, at the
 // key's last change in the chunk (the earlier ones are settled with it).
-func (p *Pipeline) makeMergePlan(items []*item) (plan, error) {
+func (m *mergePlanner) plan(items []*item) (plan, error) {
 	pl := plan{items: make([]itemPlan, len(items))}
 	rows := make(map[string]*mergeRow, len(items))
 	var groups []tableKeys
@@ -72,15 +78,15 @@ func (p *Pipeline) makeMergePlan(items []*item) (plan, error) {
 		rows[it.key] = &mergeRow{first: i, last: i}
 		groups = addKey(groups, it)
 	}
-	if vw, ok := p.cfg.Source.(VisibilityWaiter); ok {
+	if vw, ok := m.cfg.Source.(VisibilityWaiter); ok {
 		positions := make([]Position, 0, len(items))
 		for _, it := range items {
 			if !it.replay {
 				positions = append(positions, it.c.Position)
 			}
 		}
-		if err := vw.WaitVisible(p.opCtx, positions); err != nil {
-			return pl, fmt.Errorf("duplex: %s: %w", p.dir, err)
+		if err := vw.WaitVisible(m.opCtx, positions); err != nil {
+			return pl, fmt.Errorf("duplex: %s: %w", m.dir, err)
 		}
 	}
 	for _, g := range groups {
@@ -92,8 +98,8 @@ func (p *Pipeline) makeMergePlan(items []*item) (plan, error) {
 			terr error
 			wg   sync.WaitGroup
 		)
-		wg.Go(func() { tv, onT, terr = p.readSide(p.target, p.dir.To, g) })
-		sv, onS, err := p.readSide(p.source, p.dir.From, g)
+		wg.Go(func() { tv, onT, terr = m.readSide(m.target, m.dir.To, g) })
+		sv, onS, err := m.readSide(m.source, m.dir.From, g)
 		wg.Wait()
 		if err = errors.Join(terr, err); err != nil {
 			return pl, err
@@ -116,10 +122,10 @@ func (p *Pipeline) makeMergePlan(items []*item) (plan, error) {
 				pl.items[i].out = outNoop
 				continue
 			}
-			if p.heldMove(i, items, &pl) {
+			if m.heldMove(i, items, &pl) {
 				continue
 			}
-			if err := p.mergeKey(i, it, items[r.first].c, r, &pl); err != nil {
+			if err := m.mergeKey(i, it, items[r.first].c, r, &pl); err != nil {
 				return pl, err
 			}
 		}
@@ -131,27 +137,27 @@ func (p *Pipeline) makeMergePlan(items []*item) (plan, error) {
 // new key was held (a collision nobody decided): then the old key is not
 // deleted (never delete a row whose replacement was not written) and its
 // change is held too, until the new key's entry is resolved.
-func (p *Pipeline) heldMove(i int, items []*item, pl *plan) bool {
+func (m *mergePlanner) heldMove(i int, items []*item, pl *plan) bool {
 	ch := items[i].c
 	if ch.MovedTo == nil || i+1 >= len(items) || items[i+1].c.MovedFrom == nil || pl.items[i+1].out != outDead {
 		return false
 	}
 	ip := &pl.items[i]
-	ip.out, ip.resolution = outDead, "dead_lettered"
+	ip.out, ip.resolution = outDead, resolvedDeadLettered
 	ip.reason = fmt.Sprintf("%s moved to %s on %s, which is held in the DLQ: %s keeps the row under %s until that entry is resolved",
-		ch.Key, ch.MovedTo, p.dir.From, p.dir.To, ch.Key)
+		ch.Key, ch.MovedTo, m.dir.From, m.dir.To, ch.Key)
 	return true
 }
 
 // readSide reads the rows of g's keys on side and their agreement records,
 // checking the answers' lengths.
-func (p *Pipeline) readSide(r records, side string, g tableKeys) ([]Values, []Agreement, error) {
-	vals, ags, err := r.read(p.opCtx, g.table, g.keys)
+func (m *mergePlanner) readSide(r records, side string, g tableKeys) ([]Values, []Agreement, error) {
+	vals, ags, err := r.read(m.opCtx, g.table, g.keys)
 	if err != nil {
-		return nil, nil, fmt.Errorf("duplex: %s: read %d rows of %s and their agreed rows on %s: %w", p.dir, len(g.keys), g.table, side, err)
+		return nil, nil, fmt.Errorf("duplex: %s: read %d rows of %s and their agreed rows on %s: %w", m.dir, len(g.keys), g.table, side, err)
 	}
 	if len(vals) != len(g.keys) || len(ags) != len(g.keys) {
-		return nil, nil, Permanent(fmt.Errorf("duplex: %s: %s returned %d rows and %d agreed rows for %d keys of %s", p.dir, side, len(vals), len(ags), len(g.keys), g.table))
+		return nil, nil, Permanent(fmt.Errorf("duplex: %s: %s returned %d rows and %d agreed rows for %d keys of %s", m.dir, side, len(vals), len(ags), len(g.keys), g.table))
 	}
 	return vals, ags, nil
 }
@@ -159,7 +165,7 @@ func (p *Pipeline) readSide(r records, side string, g tableKeys) ([]Values, []Ag
 // mergeKey merges one key: the source's current row against the target's,
 // with the agreed row as the base. it is the key's last change in the
 // chunk, first its first (whose before image helps when no base is known).
-func (p *Pipeline) mergeKey(i int, it *item, first *Change, r *mergeRow, pl *plan) error {
+func (m *mergePlanner) mergeKey(i int, it *item, first *Change, r *mergeRow, pl *plan) error {
 	ch := it.c
 	ip := &pl.items[i]
 	x, y := withNewColumns(r.source, ch), r.target
@@ -180,12 +186,12 @@ func (p *Pipeline) mergeKey(i int, it *item, first *Change, r *mergeRow, pl *pla
 		syn.Op = OpUpdate
 	}
 
-	merged, held, stop, err := p.resolveMerge(i, ch, &syn, x, y, r.targetAt, b.guessed, ip, pl)
+	merged, held, stop, err := m.resolveMerge(i, ch, &syn, x, y, r.targetAt, b.guessed, ip, pl)
 	if err != nil || stop {
 		return err
 	}
 	if ip.out != outWrite && ip.out != outDead {
-		ip.out, ip.resolution = outNoop, "kept_target"
+		ip.out, ip.resolution = outNoop, resolvedKeptTarget
 	}
 	agreedRow, unknown := withBase(merged, b.row, held)
 	absorbedX, _ := withBase(x, b.row, held)
@@ -221,24 +227,24 @@ func (p *Pipeline) mergeKey(i int, it *item, first *Change, r *mergeRow, pl *pla
 // returns the merged row and the contested fields held on both sides.
 // stop means the whole row is held (a whole-row conflict nobody decided):
 // nothing is written and the agreement stays.
-func (p *Pipeline) resolveMerge(i int, ch, syn *Change, x, y Values, targetAt time.Time, guessed bool, ip *itemPlan, pl *plan) (merged Values, held map[string]bool, stop bool, err error) {
+func (m *mergePlanner) resolveMerge(i int, ch, syn *Change, x, y Values, targetAt time.Time, guessed bool, ip *itemPlan, pl *plan) (merged Values, held map[string]bool, stop bool, err error) {
 	merged = y
 	if x == nil && syn.Before == nil {
 		return merged, nil, false, nil // nothing on the source: the target's row, if any, stands
 	}
-	p.lostFields(syn, y)
-	c := &p.conflict
-	if !c.detectMerge(p.dir, syn, y) || c.Kind == UpdateDelete && len(c.fields) == 0 {
+	m.lostFields(syn, y)
+	c := &m.conflict
+	if !c.detectMerge(m.dir, syn, y) || c.Kind == UpdateDelete && len(c.fields) == 0 {
 		return merged, nil, false, nil
 	}
 	c.TargetTime, c.BaseUncertain = targetAt, guessed
-	if p.cfg.Resolver != nil {
-		if err := p.cfg.Resolver.Resolve(p.opCtx, c); err != nil {
+	if m.cfg.Resolver != nil {
+		if err := m.cfg.Resolver.Resolve(m.opCtx, c); err != nil {
 			return nil, nil, true, &BatchError{Index: i, Err: fmt.Errorf("resolver on %s: %w", syn, err)}
 		}
 	}
 	ip.kind = c.Kind
-	w, ok := p.decide(c, ip)
+	w, ok := m.decide(c, ip)
 	if ip.out == outDead {
 		if c.Kind == NoConflict {
 			return nil, nil, true, nil
@@ -249,7 +255,7 @@ func (p *Pipeline) resolveMerge(i int, ch, syn *Change, x, y Values, targetAt ti
 			return nil, nil, true, nil
 		}
 		held = make(map[string]bool)
-		if w, ok = p.partial(c, held); ok {
+		if w, ok = m.partial(c, held); ok {
 			ip.alsoDead = true
 		}
 	}
@@ -289,9 +295,9 @@ func withNewColumns(x Values, ch *Change) Values {
 // keep their values, the DLQ has both versions), the fields only one side
 // changed still flow. It returns false when nothing is to be written to
 // the target.
-func (p *Pipeline) partial(c *Conflict, held map[string]bool) (Write, bool) {
+func (m *mergePlanner) partial(c *Conflict, held map[string]bool) (Write, bool) {
 	ch, cur := c.Change, c.Current
-	var set, expect Values
+	var b setExpect
 	for i := range c.fields {
 		f := &c.fields[i]
 		if f.conflicting {
@@ -307,19 +313,11 @@ func (p *Pipeline) partial(c *Conflict, held map[string]bool) (Write, bool) {
 		default:
 			continue
 		}
-		curV, ok := cur[f.name]
-		if !ok || Equal(curV, v) {
-			continue
+		if curV, ok := cur[f.name]; ok {
+			b.add(f.name, v, curV)
 		}
-		if set == nil {
-			set, expect = Values{}, Values{}
-		}
-		set[f.name], expect[f.name] = v, curV
 	}
-	if set == nil {
-		return Write{}, false
-	}
-	return Write{Op: OpUpdate, Table: ch.Table, Key: ch.Key, Set: set, Expect: expect, Change: ch}, true
+	return b.update(ch)
 }
 
 // afterWrite returns row as w leaves it.
@@ -364,109 +362,11 @@ func writeBack(ch *Change, base, merged, x Values, held map[string]bool) (Write,
 		}
 		return Write{Op: OpInsert, Table: ch.Table, Key: ch.Key, Set: set}, true
 	}
-	var set, expect Values
+	var b setExpect
 	for f, v := range merged {
-		cur, ok := x[f]
-		if !ok || held[f] || isKeyColumn(ch.Key, f) || Equal(cur, v) {
-			continue
-		}
-		if set == nil {
-			set, expect = Values{}, Values{}
-		}
-		set[f], expect[f] = v, cur
-	}
-	if set == nil {
-		return Write{}, false
-	}
-	return Write{Op: OpUpdate, Table: ch.Table, Key: ch.Key, Set: set, Expect: expect}, true
-}
-
-// plan decides a chunk: by merging in two-way mode, else against the target.
-func (p *Pipeline) plan(items []*item) (plan, error) {
-	if p.cfg.Peer != nil {
-		return p.makeMergePlan(items)
-	}
-	return p.makePlan(items)
-}
-
-// lockChunk locks the keys of items against the other direction of a Sync
-// and returns the function that unlocks them.
-func (p *Pipeline) lockChunk(items []*item) func() {
-	if p.locks == nil || p.cfg.Peer == nil {
-		return func() {}
-	}
-	names := make([]string, len(items))
-	for i, it := range items {
-		names[i] = it.key
-	}
-	return p.locks.lock(names)
-}
-
-// finish completes a chunk whose target transaction committed: in two-way
-// mode it commits the source's side of each merge, then it unlocks the
-// keys and settles the chunk.
-func (p *Pipeline) finish(items []*item, pl *plan, unlock func()) error {
-	err := p.commitSource(pl)
-	unlock()
-	if err != nil {
-		return err
-	}
-	return p.settle(items, *pl)
-}
-
-// commitSource commits the source's side of the chunk's merges: the
-// write-backs and the source's agreement records, in one transaction. When
-// that fails, each key is tried on its own. A key whose write-back the
-// source refuses as stale (its row changed since it was read) keeps its
-// older record: the change that moved it is on its way, and its merge takes
-// the target's newer record as the base (chooseBase), so nothing the first
-// merge decided is undone and nothing it took is counted twice. A key whose
-// write-back keeps failing otherwise dead-letters its change.
-func (p *Pipeline) commitSource(pl *plan) error {
-	if len(pl.agreeSource) == 0 {
-		return nil
-	}
-	if err := p.source.apply(p.opCtx, &Batch{Writes: pl.back, Agreements: pl.agreeSource, Source: p.dir.To}); err == nil {
-		return nil
-	}
-	for _, km := range pl.merges {
-		b := &Batch{Writes: pl.back[km.back : km.back+1], Agreements: pl.agreeSource[km.onSource : km.onSource+1], Source: p.dir.To}
-		err := p.applyBack(b)
-		switch {
-		case err == nil:
-		case p.ctx.Err() != nil && ClassOf(err) != ClassPermanent:
-			// Stopped while waiting for the source: the chunk stays
-			// unsettled and is merged again after the restart.
-			return errAborted
-		case errors.Is(err, ErrStale):
-			w := &pl.agreeSource[km.onSource]
-			p.log.DebugContext(p.opCtx, "source changed under a write-back; its change will be merged",
-				"table", w.Table.String(), "key", w.Key.String())
-		default:
-			ip := &pl.items[km.item]
-			ip.out, ip.resolution = outDead, "dead_lettered"
-			ip.reason = fmt.Sprintf("merged on %s, but writing the merged row back to %s failed: %v", p.dir.To, p.dir.From, err)
+		if cur, ok := x[f]; ok && !held[f] && !isKeyColumn(ch.Key, f) {
+			b.add(f, v, cur)
 		}
 	}
-	return nil
-}
-
-// applyBack applies one key's side of a merge to the source: unclassified
-// failures are retried MaxAttempts times, an unavailable source or a
-// transient error is waited out for as long as it lasts (or until the
-// Pipeline stops): an outage never dead-letters a write-back.
-func (p *Pipeline) applyBack(b *Batch) error {
-	for attempt := 1; ; attempt++ {
-		err := p.source.apply(p.opCtx, b)
-		if err == nil || errors.Is(err, ErrStale) {
-			return err
-		}
-		class := ClassOf(err)
-		if exhausted(class, attempt, p.cfg.MaxAttempts) {
-			return err
-		}
-		if !p.wait(attempt, 1, class, err) {
-			return err
-		}
-	}
+	return b.update(ch)
 }

@@ -1,3 +1,5 @@
+// Observer: the events the engine reports for metrics, and NopObserver to embed.
+
 package duplex
 
 import (

@@ -1,3 +1,6 @@
+// Onboarding: the first start (and ReconcileTables) compares both systems table by
+// table in key order and makes them agree, recording agreements as it goes.
+
 package duplex
 
 import (
@@ -49,8 +52,8 @@ type SnapshotScanner interface {
 	ScanRangeAt(ctx context.Context, snapshot string, t Table, after, upTo Key, limit int) ([]Key, []Values, error)
 }
 
-// DefaultOnboardingChunk is the default of OnboardingConfig.ChunkSize.
-const DefaultOnboardingChunk = 5000
+// defaultOnboardingChunk is the default of OnboardingConfig.ChunkSize.
+const defaultOnboardingChunk = 5000
 
 // OnboardingConfig configures the onboarding of a Sync: on its first start,
 // before streaming, the rows both systems already hold are brought
@@ -63,7 +66,7 @@ type OnboardingConfig struct {
 	// nil: onboarding is skipped, with a warning.
 	Tables []Table
 	// ChunkSize is how many keys of one side a chunk covers (0:
-	// DefaultOnboardingChunk). Each chunk commits on each system in one
+	// 5,000). Each chunk commits on each system in one
 	// transaction with its progress.
 	ChunkSize int
 	// Progress, when set, receives the counts after every chunk, and once
@@ -161,7 +164,7 @@ func (s *Sync) onboarder() (*onboarder, error) {
 		return nil, errNotOnboardable
 	}
 	if o.cfg.ChunkSize <= 0 {
-		o.cfg.ChunkSize = DefaultOnboardingChunk
+		o.cfg.ChunkSize = defaultOnboardingChunk
 	}
 	if o.cfg.LogEvery <= 0 {
 		o.cfg.LogEvery = 5 * time.Second
@@ -415,6 +418,14 @@ type onboardSide struct {
 	recs   []AgreementWrite
 }
 
+// onboardChunk is what one chunk of onboarding writes to each system and
+// what it counts.
+type onboardChunk struct {
+	toA, toB                          onboardSide
+	held                              []*DeadLetter
+	copied, agreed, decided, deferred int64
+}
+
 // chunk onboards the keys after after, up to the chunk's last key, which
 // it returns (done: the table is finished).
 func (o *onboarder) chunk(ctx context.Context, t Table, after Key, p *OnboardingProgress) (Key, bool, error) {
@@ -443,84 +454,127 @@ func (o *onboarder) chunk(ctx context.Context, t Table, after Key, p *Onboarding
 	if err != nil {
 		return nil, false, fmt.Errorf("duplex: onboarding %s: read %s's agreed rows: %w", t, o.b.Name, err)
 	}
-	var toA, toB onboardSide
-	var held []*DeadLetter
-	var copied, agreed, decided, deferred int64
+	var c onboardChunk
 	for i := range pairs {
-		pr := &pairs[i]
-		a, aat := splitCommitTime(pr.a)
-		b, bat := splitCommitTime(pr.b)
-		rA, rB := recA[i], recB[i]
-		version := uint64(1)
-		switch {
-		case o.repair && (rA.Known || rB.Known):
-			if rA.Version != rB.Version {
-				// A merge committed on one system only: the next change of
-				// the key finishes it.
-				deferred++
-				continue
-			}
-			if sameRow(a, b) && sameRow(a, rA.Row) {
-				continue // in agreement
-			}
-			version = rA.Version + 1 // drift: repaired below
-		case rA.Known && rB.Known && rA.Version == rB.Version:
-			// Agreed before (an earlier run): a difference now is an edit
-			// made since, which the stream brings.
-			continue
-		case rA.Known || rB.Known:
-			// A chunk an earlier run committed on one system only: finish
-			// its other half from the newer record.
-			if o.finishHalf(t, pr.key, a, b, rA, rB, &toA, &toB) {
-				agreed++
-			} else {
-				deferred++
-			}
-			continue
-		}
-		rec := func(row, peer Values) Agreement {
-			return Agreement{Known: true, Version: version, Row: row, Peer: peer}
-		}
-		switch {
-		case a == nil && b == nil:
-			continue
-		case b == nil:
-			toB.add(o.a.Name, t, pr.key, Write{Op: OpInsert, Set: a.Clone()}, a, rec(a, a))
-			toA.add(o.b.Name, t, pr.key, Write{}, nil, rec(a, nil))
-			copied++
-		case a == nil:
-			toA.add(o.b.Name, t, pr.key, Write{Op: OpInsert, Set: b.Clone()}, b, rec(b, b))
-			toB.add(o.a.Name, t, pr.key, Write{}, nil, rec(b, nil))
-			copied++
-		default:
-			d, err := o.s.decideRows(ctx, t, pr.key, a, b, aat, bat, "onboarding")
-			if err != nil {
-				return nil, false, err
-			}
-			switch {
-			case d.same:
-				toB.add(o.a.Name, t, pr.key, Write{}, nil, rec(a, a))
-				toA.add(o.b.Name, t, pr.key, Write{}, nil, rec(a, b))
-				agreed++
-			case d.held != nil:
-				// Both sides keep their rows; the records say which fields
-				// nobody agreed on, so a later edit of the row meets them
-				// as contested (the resolvers, or the DLQ again) and is
-				// never taken for a decision.
-				held = append(held, d.held)
-				r := heldAgreement(a, d.held.Conflict.Fields, version)
-				toB.add(o.a.Name, t, pr.key, Write{}, nil, r)
-				toA.add(o.b.Name, t, pr.key, Write{}, nil, r)
-			default:
-				toB.add(o.a.Name, t, pr.key, update(d.forB, b), d.forB, rec(d.forA, a))
-				toA.add(o.b.Name, t, pr.key, update(d.forA, a), d.forA, rec(d.forA, b))
-				decided++
-			}
+		if err := o.pair(ctx, t, &pairs[i], recA[i], recB[i], &c); err != nil {
+			return nil, false, err
 		}
 	}
-	for _, dl := range held {
+	dropped, err := o.commitChunk(ctx, t, hi, last, &c)
+	if err != nil {
+		return nil, false, err
+	}
+	p.Compared += int64(len(pairs))
+	p.Copied += c.copied
+	p.Agreed += c.agreed
+	p.Decided += c.decided
+	p.Held += int64(len(c.held))
+	p.Deferred += c.deferred + int64(len(dropped))
+	return hi, last, nil
+}
+
+// pair plans one key of a chunk: the rows both systems hold and their
+// agreement records rA and rB.
+func (o *onboarder) pair(ctx context.Context, t Table, pr *rowPair, rA, rB Agreement, c *onboardChunk) error {
+	a, aat := splitCommitTime(pr.a)
+	b, bat := splitCommitTime(pr.b)
+	version, done := o.recorded(t, pr.key, a, b, rA, rB, c)
+	if done {
+		return nil
+	}
+	switch {
+	case a == nil && b == nil:
+	case b == nil:
+		c.toB.add(o.a.Name, t, pr.key, Write{Op: OpInsert, Set: a.Clone()}, a, agreedAt(version, a, a))
+		c.toA.add(o.b.Name, t, pr.key, Write{}, nil, agreedAt(version, a, nil))
+		c.copied++
+	case a == nil:
+		c.toA.add(o.b.Name, t, pr.key, Write{Op: OpInsert, Set: b.Clone()}, b, agreedAt(version, b, b))
+		c.toB.add(o.a.Name, t, pr.key, Write{}, nil, agreedAt(version, b, nil))
+		c.copied++
+	default:
+		return o.decidePair(ctx, t, pr.key, a, b, aat, bat, version, c)
+	}
+	return nil
+}
+
+// recorded looks at a key's agreement records: done means the key needs
+// nothing from this chunk (in agreement, agreed by an earlier run, or a
+// half an earlier run left, finished here or deferred); otherwise version
+// is the version of the records to write.
+func (o *onboarder) recorded(t Table, k Key, a, b Values, rA, rB Agreement, c *onboardChunk) (version uint64, done bool) {
+	switch {
+	case o.repair && (rA.Known || rB.Known):
+		if rA.Version != rB.Version {
+			// A merge committed on one system only: the next change of
+			// the key finishes it.
+			c.deferred++
+			return 0, true
+		}
+		if sameRow(a, b) && sameRow(a, rA.Row) {
+			return 0, true // in agreement
+		}
+		return rA.Version + 1, false // drift: repaired
+	case rA.Known && rB.Known && rA.Version == rB.Version:
+		// Agreed before (an earlier run): a difference now is an edit
+		// made since, which the stream brings.
+		return 0, true
+	case rA.Known || rB.Known:
+		// A chunk an earlier run committed on one system only: finish
+		// its other half from the newer record.
+		if o.finishHalf(t, k, a, b, rA, rB, &c.toA, &c.toB) {
+			c.agreed++
+		} else {
+			c.deferred++
+		}
+		return 0, true
+	}
+	return 1, false
+}
+
+// decidePair plans a key both systems hold: equal rows agree, different
+// ones go through the resolvers (decideRows).
+func (o *onboarder) decidePair(ctx context.Context, t Table, k Key, a, b Values, aat, bat time.Time, version uint64, c *onboardChunk) error {
+	d, err := o.s.decideRows(ctx, t, k, a, b, aat, bat, "onboarding")
+	if err != nil {
+		return err
+	}
+	switch {
+	case d.same:
+		c.toB.add(o.a.Name, t, k, Write{}, nil, agreedAt(version, a, a))
+		c.toA.add(o.b.Name, t, k, Write{}, nil, agreedAt(version, a, b))
+		c.agreed++
+	case d.held != nil:
+		// Both sides keep their rows; the records say which fields
+		// nobody agreed on, so a later edit of the row meets them
+		// as contested (the resolvers, or the DLQ again) and is
+		// never taken for a decision.
+		c.held = append(c.held, d.held)
+		r := heldAgreement(a, d.held.Conflict.Fields, version)
+		c.toB.add(o.a.Name, t, k, Write{}, nil, r)
+		c.toA.add(o.b.Name, t, k, Write{}, nil, r)
+	default:
+		c.toB.add(o.a.Name, t, k, update(d.forB, b), d.forB, agreedAt(version, d.forA, a))
+		c.toA.add(o.b.Name, t, k, update(d.forA, a), d.forA, agreedAt(version, d.forA, b))
+		c.decided++
+	}
+	return nil
+}
+
+// agreedAt is the agreement record of version for a system that holds row
+// after the chunk, peer being what the other system held.
+func agreedAt(version uint64, row, peer Values) Agreement {
+	return Agreement{Known: true, Version: version, Row: row, Peer: peer}
+}
+
+// commitChunk dead-letters the chunk's held keys and commits its writes
+// and records, B first, then A: A's progress never passes B's, so a
+// restart resumes after A's and finishes from B's records what B committed
+// alone. It returns the keys B dropped (changed under the chunk).
+func (o *onboarder) commitChunk(ctx context.Context, t Table, hi Key, last bool, c *onboardChunk) (map[string]bool, error) {
+	for _, dl := range c.held {
 		if err := o.s.cfg.DeadLetters.Put(ctx, dl); err != nil {
-			return nil, false, fmt.Errorf("duplex: onboarding: dead-letter %s %s: %w", t, dl.Change.Key, err)
+			return nil, fmt.Errorf("duplex: onboarding: dead-letter %s %s: %w", t, dl.Change.Key, err)
 		}
 	}
 	progress := Position(onboardingDone)
@@ -529,27 +583,19 @@ func (o *onboarder) chunk(ctx context.Context, t Table, after Key, p *Onboarding
 	} else if !last {
 		s, err := o.sa.KeyText(ctx, t, hi)
 		if err != nil {
-			return nil, false, fmt.Errorf("duplex: onboarding %s: progress key %s: %w", t, hi, err)
+			return nil, fmt.Errorf("duplex: onboarding %s: progress key %s: %w", t, hi, err)
 		}
 		progress = Position(s)
 	}
-	// B first, then A: A's progress never passes B's, so a restart resumes
-	// after A's and finishes from B's records what B committed alone.
-	dropped, err := o.commit(ctx, o.b, t, &toB, progress, nil)
+	dropped, err := o.commit(ctx, o.b, t, &c.toB, progress, nil)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	toA.drop(dropped)
-	if _, err := o.commit(ctx, o.a, t, &toA, progress, dropped); err != nil {
-		return nil, false, err
+	c.toA.drop(dropped)
+	if _, err := o.commit(ctx, o.a, t, &c.toA, progress, dropped); err != nil {
+		return nil, err
 	}
-	p.Compared += int64(len(pairs))
-	p.Copied += copied
-	p.Agreed += agreed
-	p.Decided += decided
-	p.Held += int64(len(held))
-	p.Deferred += deferred + int64(len(dropped))
-	return hi, last, nil
+	return dropped, nil
 }
 
 // rowPair is a key with its rows on A and B (nil: absent).
@@ -644,18 +690,16 @@ func splitCommitTime(row Values) (Values, time.Time) {
 // update returns the write that makes cur hold want's values: the fields
 // that differ, with cur's as expectations (Op 0: nothing differs).
 func update(want, cur Values) Write {
-	var w Write
+	var b setExpect
 	for f, v := range want {
-		c, ok := cur[f]
-		if !ok || Equal(c, v) {
-			continue
+		if c, ok := cur[f]; ok {
+			b.add(f, v, c)
 		}
-		if w.Set == nil {
-			w.Op, w.Set, w.Expect = OpUpdate, Values{}, Values{}
-		}
-		w.Set[f], w.Expect[f] = v, c
 	}
-	return w
+	if b.set == nil {
+		return Write{}
+	}
+	return Write{Op: OpUpdate, Set: b.set, Expect: b.expect}
 }
 
 // add queues, for key k of t, the write w (Op 0: none) of row after from

@@ -1,3 +1,9 @@
+// Stage map: the Pipeline's wiring. Config, NewPipeline, and Run, which streams the
+// source's batches to the one worker (work) that owns all mutable state. A change
+// flows intake.go -> plan.go (one-way) or merge.go (two-way) -> decide.go ->
+// apply.go -> settle.go; retry.go parks what fails; replay.go and actions.go are the
+// operator's way in. See docs/architecture.md.
+
 package duplex
 
 import (
@@ -5,9 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -168,8 +171,8 @@ type Pipeline struct {
 
 	checkpointAt time.Time // two-way: when recordSettled last stored a checkpoint
 
-	// the target, and in two-way mode the source, with their agreement records
-	target, source records
+	target  records // the target with its agreement records
+	planner planner // one-way or merge, chosen by NewPipeline
 
 	dedupFailures  int
 	dedupDownUntil time.Time
@@ -187,7 +190,7 @@ type item struct {
 	// out and resolution record how the change settled; deadText is the
 	// reason given when it was dead-lettered.
 	out        outcome
-	resolution string
+	resolution resolution
 	deadText   string
 }
 
@@ -252,8 +255,9 @@ func NewPipeline(cfg *Config) (*Pipeline, error) {
 	}
 	p.ledger, _ = c.Target.(Ledger)
 	p.target = recordsOf(c.Target, c.Agreements)
+	p.planner = oneWayPlanner{p}
 	if c.Peer != nil {
-		p.source = recordsOf(c.Peer, c.PeerAgreements)
+		p.planner = &mergePlanner{Pipeline: p, source: recordsOf(c.Peer, c.PeerAgreements)}
 	}
 	return p, nil
 }
@@ -274,7 +278,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		return ErrAlreadyRunning
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(ErrStopped)
+	defer cancel(errStopped)
 
 	opCtx, opCancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer opCancel()
@@ -285,54 +289,23 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	defer stopTimer()
 	p.ctx, p.opCtx = ctx, opCtx
 
-	var from Position
-	if cp, ok := p.cfg.Target.(Checkpointer); ok {
-		pos, err := cp.Checkpoint(ctx, p.dir.From)
-		if err != nil && ctx.Err() != nil {
-			return nil // stopped while starting: nothing was delivered
-		}
-		if err != nil {
-			return fmt.Errorf("duplex: %s: read checkpoint: %w", p.dir, err)
-		}
-		from = pos
+	from, stopped, err := p.resumePosition(ctx)
+	if err != nil || stopped {
+		return err // stopped while starting: nothing was delivered
 	}
 	p.log.InfoContext(ctx, "pipeline starting", "from", string(from))
 
 	in := make(chan []Change, p.cfg.QueueDepth)
 	srcDone := make(chan error, 1)
-	go func() {
-		err := p.cfg.Source.Stream(ctx, from, func(ctx context.Context, batch []Change) error {
-			if len(batch) == 0 {
-				return nil
-			}
-			select {
-			case in <- batch:
-				return nil
-			case <-ctx.Done():
-				return context.Cause(ctx)
-			}
-		})
-		close(in)
-		if err != nil && ctx.Err() == nil {
-			err = fmt.Errorf("duplex: %s: source: %w", p.dir, err)
-			cancel(err)
-		} else if ctx.Err() != nil {
-			err = nil
-		}
-		srcDone <- err
-	}()
+	go func() { srcDone <- p.receive(ctx, cancel, from, in) }()
 	close(p.ready)
 
 	werr := p.work(in)
 	close(p.stopped)
 	if werr != nil && !errors.Is(werr, errAborted) {
-		cancel(werr)
+		cancel(werr) // unblock the source if the worker stopped first
 	} else {
 		werr = nil
-	}
-	// Unblock the source if the worker stopped first, then wait for it.
-	if werr != nil {
-		cancel(werr)
 	}
 	go func() {
 		for range in { //nolint:revive // drain so a blocked fn returns
@@ -340,16 +313,61 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}()
 	serr := <-srcDone
 	if werr == nil {
-		if cause := context.Cause(ctx); serr == nil && cause != nil && !errors.Is(cause, ErrStopped) &&
+		if cause := context.Cause(ctx); serr == nil && cause != nil && !errors.Is(cause, errStopped) &&
 			!errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded) {
 			serr = cause
 		}
 	}
-	err := errors.Join(werr, serr)
+	err = errors.Join(werr, serr)
 	if err != nil {
 		p.log.ErrorContext(opCtx, "pipeline stopped", slog.Any("err", err))
 	} else {
 		p.log.InfoContext(opCtx, "pipeline stopped", "acked", string(p.acked))
+	}
+	return err
+}
+
+// resumePosition returns the position to stream from: the target's
+// checkpoint when it is a Checkpointer, else the start. stopped means the
+// read failed because ctx ended.
+func (p *Pipeline) resumePosition(ctx context.Context) (from Position, stopped bool, err error) {
+	cp, ok := p.cfg.Target.(Checkpointer)
+	if !ok {
+		return "", false, nil
+	}
+	pos, err := cp.Checkpoint(ctx, p.dir.From)
+	if err != nil && ctx.Err() != nil {
+		return "", true, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("duplex: %s: read checkpoint: %w", p.dir, err)
+	}
+	return pos, false, nil
+}
+
+// receive streams the source's batches from from into in until the source
+// returns or ctx ends, then closes in. A source failure cancels ctx with
+// it and is returned; a stop is not an error.
+func (p *Pipeline) receive(ctx context.Context, cancel context.CancelCauseFunc, from Position, in chan<- []Change) error {
+	err := p.cfg.Source.Stream(ctx, from, func(ctx context.Context, batch []Change) error {
+		if len(batch) == 0 {
+			return nil
+		}
+		select {
+		case in <- batch:
+			return nil
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	})
+	close(in)
+	if err != nil && ctx.Err() == nil {
+		err = fmt.Errorf("duplex: %s: source: %w", p.dir, err)
+		cancel(err)
+		return err
+	}
+	if ctx.Err() != nil {
+		return nil
 	}
 	return err
 }
@@ -411,659 +429,4 @@ func (p *Pipeline) work(in <-chan []Change) error {
 	}
 	p.ack()
 	return nil
-}
-
-// coalesce appends to batch the batches already waiting in in, up to
-// BatchSize changes, so that a backlog of small transactions is decided
-// and applied in full chunks rather than one source batch at a time. It
-// reports whether in is still open.
-func (p *Pipeline) coalesce(batch []Change, in <-chan []Change) ([]Change, bool) {
-	owned := false
-	for len(batch) < p.cfg.BatchSize {
-		select {
-		case more, ok := <-in:
-			if !ok {
-				return batch, false
-			}
-			if len(more) == 0 {
-				continue
-			}
-			if !owned {
-				// The source's slices are read, never written to.
-				batch = append(make([]Change, 0, max(p.cfg.BatchSize, len(batch)+len(more))), batch...)
-				owned = true
-			}
-			batch = append(batch, more...)
-		default:
-			return batch, true
-		}
-	}
-	return batch, true
-}
-
-// intake takes one batch from the source.
-func (p *Pipeline) intake(batch []Change) error {
-	items := make([]item, len(batch))
-	ready := make([]*item, 0, len(batch))
-	for i := range batch {
-		c := &batch[i]
-		it := &items[i]
-		p.seq++
-		it.c, it.seq, it.prev = c, p.seq, p.lastPos
-		p.lastPos = c.Position
-		it.key = orderKey(c)
-		ready = append(ready, it)
-	}
-	var err error
-	if ready, err = p.dropEchoes(ready); err != nil {
-		return err
-	}
-	ready = p.dropDuplicates(ready)
-	if p.cfg.Peer == nil {
-		// In two-way mode a change the target's ledger holds may still owe
-		// its write-back to the source (a crash in between); merging it
-		// again is idempotent.
-		if ready, err = p.dropApplied(ready); err != nil {
-			return err
-		}
-	}
-	return p.process(ready)
-}
-
-func (p *Pipeline) dropEchoes(items []*item) ([]*item, error) {
-	if p.cfg.LoopGuard == nil {
-		return items, nil
-	}
-	out := items[:0]
-	echoes := 0
-	for _, it := range items {
-		echo, err := p.cfg.LoopGuard.Echo(p.opCtx, it.c)
-		if err != nil {
-			if p.ctx.Err() != nil {
-				return nil, errAborted
-			}
-			return nil, fmt.Errorf("duplex: %s: loop guard on %s: %w", p.dir, it.c, err)
-		}
-		if echo {
-			echoes++
-			p.obs.Skipped(p.opCtx, SkippedEvent{Direction: p.dir, Table: it.c.Table, Reason: SkipEcho, Count: 1})
-			continue
-		}
-		out = append(out, it)
-	}
-	if echoes > 0 {
-		p.log.DebugContext(p.opCtx, "dropped echoes", "count", echoes)
-	}
-	return out, nil
-}
-
-// dropDuplicates removes the changes delivered before: those the Deduper
-// has seen, those parked for a retry, and a second copy of one change
-// within the intake.
-func (p *Pipeline) dropDuplicates(items []*item) []*item {
-	if len(items) == 0 {
-		return items
-	}
-	ids := make([]string, len(items))
-	for i, it := range items {
-		ids[i] = it.c.ID
-	}
-	var seen []bool
-	if p.dedupUsable() {
-		var err error
-		seen, err = p.dedup.Seen(p.opCtx, ids)
-		if err == nil && len(seen) != len(ids) {
-			err = fmt.Errorf("deduper returned %d answers for %d ids", len(seen), len(ids))
-		}
-		p.dedupResult("seen", err)
-		if err != nil {
-			seen = nil
-		}
-	}
-	out := items[:0]
-	taken := make(map[string]struct{}, len(items)) // a change delivered twice in one intake
-	for i, it := range items {
-		dup := seen != nil && seen[i]
-		if !dup && len(p.parkedIDs) > 0 {
-			_, dup = p.parkedIDs[it.c.ID]
-		}
-		if !dup && it.c.ID != "" {
-			_, dup = taken[it.c.ID]
-			taken[it.c.ID] = struct{}{}
-		}
-		if dup {
-			p.obs.Skipped(p.opCtx, SkippedEvent{Direction: p.dir, Table: it.c.Table, Reason: SkipDuplicate, Count: 1})
-			continue
-		}
-		out = append(out, it)
-	}
-	return out
-}
-
-// dropApplied removes the changes the target's ledger says were applied
-// already (a replay after a crash, or a Deduper that forgot).
-func (p *Pipeline) dropApplied(items []*item) ([]*item, error) {
-	if p.ledger == nil || len(items) == 0 {
-		return items, nil
-	}
-	ids := make([]string, len(items))
-	for i, it := range items {
-		ids[i] = it.c.ID
-	}
-	applied, err := p.askLedger(ids)
-	if err != nil {
-		return nil, err
-	}
-	out := items[:0]
-	var dups []string
-	for i, it := range items {
-		if applied[i] {
-			dups = append(dups, it.c.ID)
-			p.obs.Skipped(p.opCtx, SkippedEvent{Direction: p.dir, Table: it.c.Table, Reason: SkipDuplicate, Count: 1})
-			continue
-		}
-		out = append(out, it)
-	}
-	p.mark(dups)
-	return out, nil
-}
-
-// askLedger asks the target's ledger about ids, waiting out failures: the
-// Pipeline must not guess whether a change was applied.
-func (p *Pipeline) askLedger(ids []string) ([]bool, error) {
-	for attempt := 1; ; attempt++ {
-		applied, err := p.ledger.Applied(p.opCtx, ids)
-		if err == nil && len(applied) == len(ids) {
-			return applied, nil
-		}
-		if err == nil {
-			err = fmt.Errorf("ledger returned %d answers for %d ids", len(applied), len(ids))
-		}
-		if ClassOf(err) == ClassPermanent {
-			return nil, fmt.Errorf("duplex: %s: ask the target which changes were applied: %w", p.dir, err)
-		}
-		d := p.retry.Delay(attempt)
-		p.log.WarnContext(p.opCtx, "target ledger unavailable; waiting", "attempt", attempt, "backoff", d, slog.Any("err", err))
-		if !backoff.Sleep(p.ctx, d) {
-			return nil, errAborted
-		}
-	}
-}
-
-// committed reports whether the writes of pl committed, per the ledger
-// (used after an apply error whose outcome is unknown).
-func (p *Pipeline) committed(pl plan) (bool, error) {
-	ids := make([]string, len(pl.writes))
-	for i := range pl.writes {
-		ids[i] = pl.writes[i].Change.ID
-	}
-	applied, err := p.askLedger(ids)
-	if err != nil {
-		return false, err
-	}
-	n := 0
-	for _, a := range applied {
-		if a {
-			n++
-		}
-	}
-	if n > 0 && n < len(ids) {
-		p.log.WarnContext(p.opCtx, "ledger shows part of a batch applied; deciding again", "applied", n, "writes", len(ids))
-	}
-	return n == len(ids), nil
-}
-
-// process applies items in order, in batches. A TRUNCATE is a barrier:
-// everything before it is settled first.
-func (p *Pipeline) process(items []*item) error {
-	for len(items) > 0 {
-		n := min(p.cfg.BatchSize, len(items))
-		for i := range n {
-			if items[i].c.Op == OpTruncate {
-				n = i
-				break
-			}
-		}
-		if n > 0 && n < len(items) && items[n-1].c.MovedTo != nil && items[n].c.MovedFrom != nil {
-			n++ // the two halves of a move are merged in one chunk
-		}
-		if n == 0 {
-			if err := p.truncate(items[0]); err != nil {
-				return err
-			}
-			items = items[1:]
-			continue
-		}
-		if err := p.runChunk(items[:n]); err != nil {
-			return err
-		}
-		items = items[n:]
-	}
-	return nil
-}
-
-// truncate settles a TRUNCATE: propagated when allowed, else dead-lettered.
-func (p *Pipeline) truncate(it *item) error {
-	tr, ok := p.cfg.Target.(Truncater)
-	if !p.cfg.PropagateTruncate || !ok {
-		return p.deadLetter(it, ReasonTruncate, fmt.Sprintf(
-			"TRUNCATE of %s on %s was not propagated to %s; review and truncate by hand, or enable PropagateTruncate",
-			it.c.Table, p.dir.From, p.dir.To), nil)
-	}
-	for attempt := 1; ; attempt++ {
-		err := tr.Truncate(p.opCtx, it.c.Table, it.c)
-		if err == nil {
-			p.log.InfoContext(p.opCtx, "truncate propagated", "table", it.c.Table.String())
-			p.mark([]string{it.c.ID})
-			return nil
-		}
-		class := ClassOf(err)
-		if class == ClassPermanent || exhausted(class, attempt, p.cfg.MaxAttempts) {
-			it.attempts = attempt
-			return p.deadLetter(it, ReasonTruncate, "truncate failed: "+err.Error(), nil)
-		}
-		if !p.wait(attempt, 1, class, err) {
-			return errAborted
-		}
-	}
-}
-
-// routeParked queues items whose key waits behind a failing change.
-func (p *Pipeline) routeParked(items []*item) []*item {
-	if len(p.parked) == 0 {
-		return items
-	}
-	out := make([]*item, 0, len(items))
-	for _, it := range items {
-		if pk := p.parked[it.key]; pk != nil {
-			pk.queue = append(pk.queue, it)
-			p.parkedN++
-			p.parkedIDs[it.c.ID] = struct{}{}
-			continue
-		}
-		out = append(out, it)
-	}
-	return out
-}
-
-// runChunk plans and applies items (at most BatchSize) until each is
-// settled or parked for a retry.
-func (p *Pipeline) runChunk(items []*item) error {
-	items = p.routeParked(items)
-	if len(items) == 0 {
-		return nil
-	}
-	attempt, stale := 0, 0
-	for {
-		unlock := p.lockChunk(items)
-		pl, err := p.plan(items)
-		if err == nil && (len(pl.writes) > 0 || len(pl.agreeTarget) > 0) {
-			err = p.target.apply(p.opCtx, &Batch{Writes: pl.writes, Agreements: pl.agreeTarget, Source: p.dir.From, Checkpoint: p.checkpoint(items, pl)})
-			if be := (*BatchError)(nil); errors.As(err, &be) && be.Index >= 0 && be.Index < len(pl.writeItem) {
-				err = &BatchError{Index: pl.writeItem[be.Index], Err: be.Err}
-			}
-		}
-		if err == nil {
-			return p.finish(items, &pl, unlock)
-		}
-		if p.ctx.Err() != nil && p.opCtx.Err() != nil {
-			unlock()
-			return errAborted
-		}
-		var be *BatchError
-		isBatchErr := errors.As(err, &be)
-		if p.ledger != nil && len(pl.writes) > 0 && !isBatchErr && !errors.Is(err, ErrStale) && !IsPermanent(err) {
-			// The outcome is unknown: the batch may have committed before the
-			// error. Ask the target's ledger before trying again.
-			ok, lerr := p.committed(pl)
-			if lerr != nil {
-				unlock()
-				return lerr
-			}
-			if ok {
-				p.log.InfoContext(p.opCtx, "batch committed despite the error", "changes", len(items), slog.Any("err", err))
-				return p.finish(items, &pl, unlock)
-			}
-		}
-		unlock()
-		if errors.Is(err, ErrStale) && stale < 10 {
-			stale++
-			p.log.DebugContext(p.opCtx, "target changed under the batch; deciding again", "changes", len(items))
-			continue
-		}
-		class := ClassOf(err)
-		if class == ClassUnavailable && len(items) == 1 && items[0].replay {
-			return &replayError{err}
-		}
-		if class == ClassUnavailable {
-			attempt++
-			if !p.wait(attempt, len(items), class, err) {
-				return errAborted
-			}
-			continue
-		}
-		if len(items) == 1 {
-			return p.failOne(items[0], class, err)
-		}
-		if isBatchErr && be.Index >= 0 && be.Index < len(items) {
-			j := be.Index
-			for _, part := range [][]*item{items[:j], items[j : j+1], items[j+1:]} {
-				if err := p.runChunk(part); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
-		if class == ClassTransient && attempt < 2 {
-			attempt++
-			if !p.wait(attempt, len(items), class, err) {
-				return errAborted
-			}
-			continue
-		}
-		mid := len(items) / 2
-		if err := p.runChunk(items[:mid]); err != nil {
-			return err
-		}
-		return p.runChunk(items[mid:])
-	}
-}
-
-// checkpoint returns the position that is safe to resume after once the
-// chunk commits: the end of the chunk, unless a change before that stays
-// unsettled (parked for a retry, or about to be dead-lettered).
-func (p *Pipeline) checkpoint(items []*item, pl plan) Position {
-	last := items[len(items)-1]
-	if last.replay {
-		return ""
-	}
-	if p.cfg.Peer != nil {
-		// A merge commits on the target before its source half: the chunk
-		// is settled only once both committed. The checkpoint trails at
-		// what was acknowledged, so a restart merges again what a crash
-		// left half-done.
-		return p.acked
-	}
-	var first *item
-	for i := range pl.items {
-		if pl.items[i].out == outDead || pl.items[i].alsoDead {
-			first = items[i]
-			break
-		}
-	}
-	for _, pk := range p.parked {
-		if first == nil || pk.head.seq < first.seq {
-			first = pk.head
-		}
-	}
-	if first != nil && first.seq <= last.seq {
-		return first.prev
-	}
-	return last.c.Position
-}
-
-// wait sleeps before a retry of the whole chunk; false means stop.
-func (p *Pipeline) wait(attempt, n int, class ErrorClass, err error) bool {
-	d := p.retry.Delay(attempt)
-	p.obs.Retried(p.opCtx, RetriedEvent{Direction: p.dir, Changes: n, Attempt: attempt, Class: class, Err: err, Backoff: d})
-	p.log.WarnContext(p.opCtx, "apply failed; retrying", "changes", n, "attempt", attempt,
-		"class", class.String(), "backoff", d, slog.Any("err", err))
-	return backoff.Sleep(p.ctx, d)
-}
-
-// exhausted reports whether a change failing attempts times with an error
-// of class has used up its retries. Only unclassified errors run out:
-// an outage (unavailable) or a transient error (serialization failure,
-// deadlock, lock timeout) is waited out however long it lasts, holding
-// back the change's key (the lag rises, /healthz says why), and never
-// dead-letters; a permanent error dead-letters at once.
-func exhausted(class ErrorClass, attempts, maxAttempts int) bool {
-	switch class {
-	case ClassUnavailable, ClassTransient:
-		return false
-	case ClassPermanent:
-		return true
-	}
-	return attempts >= maxAttempts
-}
-
-// failOne handles the failure of a single change: dead-letter it or park it
-// for a later retry while other keys go on.
-func (p *Pipeline) failOne(it *item, class ErrorClass, err error) error {
-	it.attempts++
-	if class == ClassPermanent {
-		return p.deadLetter(it, ReasonPermanentError, err.Error(), nil)
-	}
-	if it.replay || exhausted(class, it.attempts, p.cfg.MaxAttempts) {
-		return p.deadLetter(it, ReasonRetriesExhausted, err.Error(), nil)
-	}
-	d := p.retry.Delay(it.attempts)
-	p.obs.Retried(p.opCtx, RetriedEvent{Direction: p.dir, Changes: 1, Attempt: it.attempts, Class: class, Err: err, Backoff: d})
-	p.log.WarnContext(p.opCtx, "change failed; parked for retry", "table", it.c.Table.String(),
-		"key", it.c.Key.String(), "attempt", it.attempts, "backoff", d, slog.Any("err", err))
-	pk := &park{head: it, next: p.cfg.Now().Add(d)}
-	p.parked[it.key] = pk
-	p.parkedN++
-	p.parkedIDs[it.c.ID] = struct{}{}
-	return nil
-}
-
-func (p *Pipeline) nextRetry() (time.Time, bool) {
-	var next time.Time
-	for _, pk := range p.parked {
-		if next.IsZero() || pk.next.Before(next) {
-			next = pk.next
-		}
-	}
-	return next, !next.IsZero()
-}
-
-// retryDue retries the parked changes whose backoff has passed, oldest first,
-// then releases the changes queued behind each one that settles.
-func (p *Pipeline) retryDue() error {
-	now := p.cfg.Now()
-	var due []*park
-	for _, pk := range p.parked {
-		if !pk.next.After(now) {
-			due = append(due, pk)
-		}
-	}
-	slices.SortFunc(due, func(a, b *park) int { return compareSeq(a.head.seq, b.head.seq) })
-	for _, pk := range due {
-		key := pk.head.key
-		delete(p.parked, key)
-		p.parkedN -= 1 + len(pk.queue)
-		delete(p.parkedIDs, pk.head.c.ID)
-		for _, q := range pk.queue {
-			delete(p.parkedIDs, q.c.ID)
-		}
-		if err := p.runChunk([]*item{pk.head}); err != nil {
-			return err
-		}
-		if np := p.parked[key]; np != nil { // failed again: keep the queue behind it
-			np.queue = append(np.queue, pk.queue...)
-			p.parkedN += len(pk.queue)
-			for _, q := range pk.queue {
-				p.parkedIDs[q.c.ID] = struct{}{}
-			}
-			continue
-		}
-		if err := p.process(pk.queue); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// orderKey identifies the row a change touches: changes with equal keys
-// keep their order.
-func orderKey(c *Change) string {
-	// Fast path for the common single integer key: one allocation.
-	if len(c.Key) == 1 {
-		if v, ok := c.Key[0].Value.(int64); ok {
-			var buf [96]byte
-			b := append(buf[:0], c.Table.Schema...)
-			b = append(b, '.')
-			b = append(b, c.Table.Name...)
-			b = append(b, 0)
-			b = append(b, c.Key[0].Name...)
-			b = append(b, '=')
-			b = strconv.AppendInt(b, v, 10)
-			return string(b)
-		}
-	}
-	var b strings.Builder
-	b.Grow(len(c.Table.Schema) + len(c.Table.Name) + 24)
-	b.WriteString(c.Table.Schema)
-	b.WriteByte('.')
-	b.WriteString(c.Table.Name)
-	b.WriteByte(0)
-	for i, col := range c.Key {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(col.Name)
-		b.WriteByte('=')
-		appendValue(&b, col.Value)
-	}
-	return b.String()
-}
-
-func compareSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-// ack acknowledges the furthest position with every change up to it settled.
-func (p *Pipeline) ack() {
-	pos := p.lastPos
-	if len(p.parked) > 0 {
-		var min *item
-		for _, pk := range p.parked {
-			if min == nil || pk.head.seq < min.seq {
-				min = pk.head
-			}
-		}
-		pos = min.prev
-	}
-	if pos == "" || pos == p.acked {
-		p.ackFailed = false
-		return
-	}
-	if err := p.cfg.Source.Ack(p.opCtx, pos); err != nil {
-		if !p.ackFailed {
-			p.log.WarnContext(p.opCtx, "acknowledge failed; will retry", "position", string(pos), slog.Any("err", err))
-		}
-		p.ackFailed = true
-		return
-	}
-	p.ackFailed = false
-	p.acked = pos
-	p.obs.Acked(p.opCtx, AckEvent{Direction: p.dir, Position: pos})
-	p.recordSettled(pos)
-}
-
-// recordSettled stores, in a two-way Pipeline, the settled position pos as
-// the target's checkpoint when the chunks' own batches have not carried it
-// for a second (they carry the position settled before them, see
-// checkpoint): a restart then knows it resumes, so a lost slot is refused
-// rather than created again. A failure only leaves the checkpoint further
-// behind.
-func (p *Pipeline) recordSettled(pos Position) {
-	if p.cfg.Peer == nil {
-		return
-	}
-	if _, ok := p.cfg.Target.(Checkpointer); !ok || p.cfg.Now().Sub(p.checkpointAt) < time.Second {
-		return
-	}
-	p.checkpointAt = p.cfg.Now()
-	if err := p.cfg.Target.Apply(p.opCtx, &Batch{Source: p.dir.From, Checkpoint: pos}); err != nil {
-		p.log.DebugContext(p.opCtx, "could not record the settled position", "position", string(pos), slog.Any("err", err))
-	}
-}
-
-// deadLetter puts one change into the DLQ, retrying while the sink is
-// unavailable, and settles it.
-func (p *Pipeline) deadLetter(it *item, reason Reason, text string, info *ConflictInfo) error {
-	it.out, it.deadText = outDead, string(reason)+": "+text
-	dl := &DeadLetter{
-		Sync:      p.cfg.Name,
-		Direction: p.dir,
-		Change:    *it.c,
-		Reason:    reason,
-		Error:     text,
-		Attempts:  it.attempts,
-		Conflict:  info,
-		At:        p.cfg.Now(),
-	}
-	if err := p.putDeadLetter(dl); err != nil {
-		return err
-	}
-	p.obs.DeadLettered(p.opCtx, DeadLetterEvent{Direction: p.dir, Table: it.c.Table, Reason: reason})
-	p.log.WarnContext(p.opCtx, "change dead-lettered", "table", it.c.Table.String(), "key", it.c.Key.String(),
-		"op", it.c.Op.String(), "reason", string(reason), "error", text)
-	p.mark([]string{it.c.ID})
-	return nil
-}
-
-func (p *Pipeline) putDeadLetter(dl *DeadLetter) error {
-	for attempt := 1; ; attempt++ {
-		err := p.cfg.DeadLetters.Put(p.opCtx, dl)
-		if err == nil {
-			return nil
-		}
-		switch ClassOf(err) {
-		case ClassUnavailable, ClassTransient:
-			d := p.retry.Delay(attempt)
-			p.log.WarnContext(p.opCtx, "dead-letter sink failed; retrying", "attempt", attempt, "backoff", d, slog.Any("err", err))
-			if !backoff.Sleep(p.ctx, d) {
-				return errAborted
-			}
-		default:
-			return fmt.Errorf("duplex: %s: dead-letter %s: %w", p.dir, dl.Change.String(), err)
-		}
-	}
-}
-
-func (p *Pipeline) mark(ids []string) {
-	if len(ids) == 0 {
-		return
-	}
-	if !p.dedupUsable() {
-		return
-	}
-	p.dedupResult("mark", p.dedup.Mark(p.opCtx, ids))
-}
-
-// dedupUsable reports whether the Deduper should be asked: after a failure
-// it is left alone for a backoff period (the target's ledger and content
-// checks carry on without it), so an outage does not cost every batch a
-// timeout.
-func (p *Pipeline) dedupUsable() bool {
-	return p.dedupDownUntil.IsZero() || !p.cfg.Now().Before(p.dedupDownUntil)
-}
-
-// dedupResult records the outcome of a Deduper call: the first failure is
-// logged and opens the backoff; the first success after it is logged too.
-func (p *Pipeline) dedupResult(op string, err error) {
-	if err == nil {
-		if p.dedupFailures > 0 {
-			p.log.InfoContext(p.opCtx, "deduper is back", "after_failures", p.dedupFailures)
-		}
-		p.dedupFailures, p.dedupDownUntil = 0, time.Time{}
-		return
-	}
-	p.obs.DedupFailed(p.opCtx, DedupFailedEvent{Direction: p.dir, Op: op, Err: err})
-	p.dedupFailures++
-	d := p.retry.Delay(p.dedupFailures)
-	p.dedupDownUntil = p.cfg.Now().Add(d)
-	if p.dedupFailures == 1 {
-		p.log.WarnContext(p.opCtx, "deduper failed; carrying on without it (the target's ledger still guards against duplicates)",
-			"op", op, "retry_in", d, slog.Any("err", err))
-	}
 }

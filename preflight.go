@@ -1,3 +1,6 @@
+// Preflight: the check of both systems' schemas for the traps of a two-way sync, run by
+// Sync.Check and before Sync.Run.
+
 package duplex
 
 import (

@@ -1,3 +1,6 @@
+// Two-generation memories: the default Deduper, and the generations type
+// it shares with MemoryAgreements.
+
 package duplex
 
 import (
@@ -5,33 +8,58 @@ import (
 	"sync"
 )
 
-// recentIDs is the default Deduper: roughly the last n marked IDs, in
-// memory. It keeps two generations of n/2 IDs and drops the older one when
-// the newer is full, which costs no per-ID eviction work.
-type recentIDs struct {
-	mu       sync.Mutex
-	cur, old map[string]struct{}
+// generations remembers roughly the last 2*half keys put: it keeps two
+// generations of half keys and drops the older one when the newer is
+// full, which costs no per-key eviction work. It is not safe for
+// concurrent use.
+type generations[V any] struct {
+	cur, old map[string]V
 	half     int
 }
 
+func newGenerations[V any](capacity int) generations[V] {
+	h := max(capacity/2, 1)
+	return generations[V]{cur: make(map[string]V, h), half: h}
+}
+
+func (g *generations[V]) get(k string) (V, bool) {
+	v, ok := g.cur[k]
+	if !ok {
+		v, ok = g.old[k]
+	}
+	return v, ok
+}
+
+func (g *generations[V]) put(k string, v V) {
+	if _, ok := g.cur[k]; !ok && len(g.cur) >= g.half {
+		g.old, g.cur = g.cur, make(map[string]V, g.half)
+	}
+	g.cur[k] = v
+	delete(g.old, k)
+}
+
+func (g *generations[V]) empty() bool { return len(g.cur) == 0 && len(g.old) == 0 }
+
+// recentIDs is the default Deduper: roughly the last n marked IDs, in
+// memory.
+type recentIDs struct {
+	mu  sync.Mutex
+	ids generations[struct{}]
+}
+
 func newRecentIDs(n int) *recentIDs {
-	h := max(n/2, 1)
-	return &recentIDs{cur: make(map[string]struct{}, h), half: h}
+	return &recentIDs{ids: newGenerations[struct{}](n)}
 }
 
 func (r *recentIDs) Seen(_ context.Context, ids []string) ([]bool, error) {
 	out := make([]bool, len(ids))
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.cur) == 0 && len(r.old) == 0 {
+	if r.ids.empty() {
 		return out, nil
 	}
 	for i, id := range ids {
-		if _, ok := r.cur[id]; ok {
-			out[i] = true
-		} else if _, ok := r.old[id]; ok {
-			out[i] = true
-		}
+		_, out[i] = r.ids.get(id)
 	}
 	return out, nil
 }
@@ -40,10 +68,7 @@ func (r *recentIDs) Mark(_ context.Context, ids []string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, id := range ids {
-		if len(r.cur) >= r.half {
-			r.old, r.cur = r.cur, make(map[string]struct{}, r.half)
-		}
-		r.cur[id] = struct{}{}
+		r.ids.put(id, struct{}{})
 	}
 	return nil
 }

@@ -1,3 +1,6 @@
+// Operator actions, Pipeline side: Replay runs one dead-lettered change through the
+// worker's normal path again.
+
 package duplex
 
 import (
@@ -152,7 +155,7 @@ func (p *Pipeline) replay(c *Change) (ActionResult, error) {
 			return ActionResult{}, &replayError{err}
 		}
 		inLedger = len(applied) == 1 && applied[0]
-		if inLedger && p.cfg.Peer == nil {
+		if inLedger && p.planner.ledgerFinal() {
 			return ActionResult{Outcome: OutcomeAlreadyApplied, Detail: what + " was applied to " + p.dir.To + " already"}, nil
 		}
 	}
@@ -168,14 +171,14 @@ func (p *Pipeline) replay(c *Change) (ActionResult, error) {
 	}
 	switch it.out {
 	case outWrite:
-		if it.resolution == "merged" {
+		if it.resolution == resolvedMerged {
 			return ActionResult{Outcome: OutcomeMerged, Detail: what + " applied to " + p.dir.To + ", some fields decided by resolvers"}, nil
 		}
 		return ActionResult{Outcome: OutcomeApplied, Detail: what + " applied to " + p.dir.To}, nil
 	case outDead:
 		return ActionResult{Outcome: OutcomeDeadLettered, Detail: what + " dead-lettered again: " + it.deadText}, nil
 	}
-	if it.resolution == "kept_target" {
+	if it.resolution == resolvedKeptTarget {
 		return ActionResult{Outcome: OutcomeKeptTarget, Detail: what + ": resolvers kept " + p.dir.To + "'s current data"}, nil
 	}
 	if c.Op == OpTruncate {

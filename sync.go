@@ -1,3 +1,5 @@
+// Sync: the wiring of a two-way sync, two Pipelines sharing key locks and agreement records.
+
 package duplex
 
 import (
@@ -146,7 +148,7 @@ func (s *Sync) Run(ctx context.Context) error {
 		return err
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(ErrStopped)
+	defer cancel(errStopped)
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for i, p := range []*Pipeline{s.ab, s.ba} {
