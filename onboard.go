@@ -149,6 +149,11 @@ type onboarder struct {
 	// no progress is recorded, keys are locked against the Pipelines, and
 	// rows that differ despite records of one version are repaired.
 	repair bool
+	// unrecorded: the table being onboarded has no agreement records past
+	// the chunks this run committed (its onboarding starts from the
+	// beginning, and nothing else writes records before streaming), so
+	// chunks need not read them.
+	unrecorded bool
 }
 
 func (s *Sync) onboarder() (*onboarder, error) {
@@ -328,6 +333,7 @@ func (o *onboarder) table(ctx context.Context, t Table, first bool) (OnboardingP
 		}
 		resumed = posA != "" || posB != ""
 	}
+	o.unrecorded = !o.repair && !resumed
 	for _, sc := range []Scanner{o.sa, o.sb} {
 		n, err := sc.EstimateRows(ctx, t)
 		if err != nil {
@@ -446,13 +452,9 @@ func (o *onboarder) chunk(ctx context.Context, t Table, after Key, p *Onboarding
 		}
 		pairs, keys = joinRows(ka, ra, kb, rb)
 	}
-	recA, err := o.ka.Agreements(ctx, t, keys)
+	recA, recB, err := o.records(ctx, t, keys)
 	if err != nil {
-		return nil, false, fmt.Errorf("duplex: onboarding %s: read %s's agreed rows: %w", t, o.a.Name, err)
-	}
-	recB, err := o.kb.Agreements(ctx, t, keys)
-	if err != nil {
-		return nil, false, fmt.Errorf("duplex: onboarding %s: read %s's agreed rows: %w", t, o.b.Name, err)
+		return nil, false, err
 	}
 	var c onboardChunk
 	for i := range pairs {
@@ -471,6 +473,21 @@ func (o *onboarder) chunk(ctx context.Context, t Table, after Key, p *Onboarding
 	p.Held += int64(len(c.held))
 	p.Deferred += c.deferred + int64(len(dropped))
 	return hi, last, nil
+}
+
+// records reads both systems' agreement records of keys (none when the
+// table is unrecorded).
+func (o *onboarder) records(ctx context.Context, t Table, keys []Key) (recA, recB []Agreement, err error) {
+	if o.unrecorded {
+		return make([]Agreement, len(keys)), make([]Agreement, len(keys)), nil
+	}
+	if recA, err = o.ka.Agreements(ctx, t, keys); err != nil {
+		return nil, nil, fmt.Errorf("duplex: onboarding %s: read %s's agreed rows: %w", t, o.a.Name, err)
+	}
+	if recB, err = o.kb.Agreements(ctx, t, keys); err != nil {
+		return nil, nil, fmt.Errorf("duplex: onboarding %s: read %s's agreed rows: %w", t, o.b.Name, err)
+	}
+	return recA, recB, nil
 }
 
 // pair plans one key of a chunk: the rows both systems hold and their
