@@ -344,8 +344,10 @@ func (o *onboarder) table(ctx context.Context, t Table, first bool) (OnboardingP
 	log.InfoContext(ctx, what+" started", "sync", o.s.cfg.Name, "table", t.String(), "resumed", resumed, "estimated_rows", p.Estimate)
 	start := time.Now()
 	lastLog := start
+	next, stop := o.chunks(ctx, t, after)
+	defer stop()
 	for {
-		hi, done, err := o.chunk(ctx, t, after, &p)
+		done, err := next(&p)
 		if err != nil {
 			return p, err
 		}
@@ -353,7 +355,6 @@ func (o *onboarder) table(ctx context.Context, t Table, first bool) (OnboardingP
 		if done {
 			break
 		}
-		after = hi
 		o.report(p)
 		if time.Since(lastLog) >= o.cfg.LogEvery {
 			lastLog = time.Now()
@@ -435,9 +436,30 @@ type onboardChunk struct {
 // chunk onboards the keys after after, up to the chunk's last key, which
 // it returns (done: the table is finished).
 func (o *onboarder) chunk(ctx context.Context, t Table, after Key, p *OnboardingProgress) (Key, bool, error) {
-	ka, ra, kb, rb, hi, last, err := o.scanChunk(ctx, t, after)
+	pc, unlock, err := o.prepare(ctx, t, after)
 	if err != nil {
 		return nil, false, err
+	}
+	defer unlock()
+	return pc.hi, pc.last, o.finish(ctx, t, pc, p)
+}
+
+// preparedChunk is a chunk read and planned: what it writes to each side,
+// ready to commit.
+type preparedChunk struct {
+	hi       Key  // the chunk's last key
+	last     bool // the chunk runs to the end of both sides
+	compared int64
+	c        onboardChunk
+}
+
+// prepare reads and plans the chunk after after. In a repair the chunk's
+// keys stay locked until unlock (else unlock does nothing).
+func (o *onboarder) prepare(ctx context.Context, t Table, after Key) (pc *preparedChunk, unlock func(), err error) {
+	unlock = func() {}
+	ka, ra, kb, rb, hi, last, err := o.scanChunk(ctx, t, after)
+	if err != nil {
+		return nil, unlock, err
 	}
 	pairs, keys := joinRows(ka, ra, kb, rb)
 	if o.repair {
@@ -445,34 +467,39 @@ func (o *onboarder) chunk(ctx context.Context, t Table, after Key, p *Onboarding
 		for i, k := range keys {
 			names[i] = orderKey(&Change{Table: t, Key: k})
 		}
-		defer o.s.ab.locks.lock(names)()
+		unlock = o.s.ab.locks.lock(names)
 		// Read again under the locks: a merge may have written meanwhile.
 		if ka, ra, kb, rb, err = o.reread(ctx, t, keys); err != nil {
-			return nil, false, err
+			return nil, unlock, err
 		}
 		pairs, keys = joinRows(ka, ra, kb, rb)
 	}
 	recA, recB, err := o.records(ctx, t, keys)
 	if err != nil {
-		return nil, false, err
+		return nil, unlock, err
 	}
-	var c onboardChunk
+	pc = &preparedChunk{hi: hi, last: last, compared: int64(len(pairs))}
 	for i := range pairs {
-		if err := o.pair(ctx, t, &pairs[i], recA[i], recB[i], &c); err != nil {
-			return nil, false, err
+		if err := o.pair(ctx, t, &pairs[i], recA[i], recB[i], &pc.c); err != nil {
+			return nil, unlock, err
 		}
 	}
-	dropped, err := o.commitChunk(ctx, t, hi, last, &c)
+	return pc, unlock, nil
+}
+
+// finish commits a prepared chunk and counts it into p.
+func (o *onboarder) finish(ctx context.Context, t Table, pc *preparedChunk, p *OnboardingProgress) error {
+	dropped, err := o.commitChunk(ctx, t, pc.hi, pc.last, &pc.c)
 	if err != nil {
-		return nil, false, err
+		return err
 	}
-	p.Compared += int64(len(pairs))
-	p.Copied += c.copied
-	p.Agreed += c.agreed
-	p.Decided += c.decided
-	p.Held += int64(len(c.held))
-	p.Deferred += c.deferred + int64(len(dropped))
-	return hi, last, nil
+	p.Compared += pc.compared
+	p.Copied += pc.c.copied
+	p.Agreed += pc.c.agreed
+	p.Decided += pc.c.decided
+	p.Held += int64(len(pc.c.held))
+	p.Deferred += pc.c.deferred + int64(len(dropped))
+	return nil
 }
 
 // records reads both systems' agreement records of keys (none when the
