@@ -145,6 +145,11 @@ func (a *Applier) Apply(ctx context.Context, b *duplex.Batch) error {
 		a.log.InfoContext(ctx, "table changed; reading its columns again", slog.Any("err", err))
 		a.forget(p.tables...)
 	}
+	if err != nil {
+		a.records.drop(b.Agreements)
+	} else {
+		a.records.put(b.Agreements)
+	}
 	return err
 }
 
