@@ -121,7 +121,10 @@ type plan struct {
 // cast to the column's type, so NULL equals NULL. A write that fails names
 // its index in a *duplex.BatchError (a failing bulk statement is replayed
 // write by write to find it). Fields the table lacks are dropped with a
-// warning (once per table and field). Errors are classified
+// warning (once per table and field). A write colliding with another row
+// on a unique constraint other than the primary key fails with a
+// *duplex.UniqueError (in the *duplex.BatchError) naming the constraint,
+// the values and the row holding them. Errors are classified
 // (internal/pgutil.Classify).
 func (a *Applier) Apply(ctx context.Context, b *duplex.Batch) error {
 	if len(b.Writes) == 0 && b.Checkpoint == "" && len(b.Agreements) == 0 {
@@ -142,6 +145,9 @@ func (a *Applier) Apply(ctx context.Context, b *duplex.Batch) error {
 		}
 		a.log.InfoContext(ctx, "table changed; reading its columns again", slog.Any("err", err))
 		a.forget(p.tables...)
+	}
+	if err != nil {
+		err = a.uniqueError(ctx, b, err)
 	}
 	return err
 }
