@@ -70,6 +70,11 @@ func (a *admin) keepBoth(ctx context.Context, id int64, who, move string) (actio
 	}
 	what := fmt.Sprintf("entry %d (%s %s) for %s's row", id, e.Change.Table, e.Change.Key, move)
 	key, planned := keepBothPlan(e.Resolution, move)
+	if !planned && strings.HasPrefix(e.Resolution, keepBothPrefix) {
+		// The other side's row may be moved already: finish that first.
+		return actionReply{}, withStatus(http.StatusConflict, fmt.Errorf("dlq: keep both of %s: a keep both of the other side's row is under way (%s): run that one again to finish it",
+			what, e.Resolution))
+	}
 	if !planned {
 		if e.Status != StatusPending {
 			return actionReply{}, withStatus(http.StatusConflict, fmt.Errorf("dlq: keep both of %s: the entry is %s (%s)", what, e.Status, e.Resolution))
