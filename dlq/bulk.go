@@ -71,6 +71,9 @@ func (a *admin) bulk(r *http.Request, f Filter, dryRun bool) (BulkResult, error)
 			return res, errNoActions
 		}
 		param := map[string]string{"resolve": "winner", "keep-both": "move"}[action]
+		if param == "move" && r.FormValue("move") == "" {
+			param = "winner" // the list page's form has one side field
+		}
 		if param != "" {
 			var err error
 			if res.Winner, err = a.sideParam(r, param); err != nil {

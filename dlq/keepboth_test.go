@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sync"
 	"testing"
 
+	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/duplexsync/duplex"
@@ -101,7 +103,17 @@ func TestAdminKeepBoth(t *testing.T) {
 			requireError(t, post(t, h, fmt.Sprintf("/dlq/%d/keep-both?move=a", id2)), http.StatusConflict, "not fed by a sequence")
 			require.Equal(t, dlq.StatusPending, getEntry(t, s, id2).Status)
 
+			// In bulk, by filter (the list form's side field names the side).
+			ks.newErr = nil
+			rec = post(t, h, "/dlq/bulk?action=keep-both&winner=a&key=id=2")
+			require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+			bulk := decode[dlq.BulkResult](t, rec)
+			require.Equal(t, 1, bulk.Done, bulk.Message())
+			require.Equal(t, "a:id=102", ks.kept[len(ks.kept)-1])
+			require.Equal(t, dlq.StatusResolved, getEntry(t, s, id2).Status)
+
 			// The page offers it; without KeyActions it answers 501.
+			id2 = put(t, s, heldLetter(3, "c3", ab, tCustomers, "name"))
 			page := request(t, h, "GET", fmt.Sprintf("/entries/%d", id2), nil).Body.String()
 			require.Contains(t, page, `id="keep-both-a"`)
 			require.Contains(t, page, `id="keep-both-b"`)
@@ -129,4 +141,25 @@ func TestAdminUniqueCollision(t *testing.T) {
 	require.Contains(t, rec.Body.String(), `"unique":{"constraint":"customers_email_key","columns":["email"],"values":{"email":"ann@x"},"holder_key":[{"name":"id","value":20}]}`)
 	page := request(t, h, "GET", fmt.Sprintf("/entries/%d", id), nil).Body.String()
 	require.Contains(t, page, `customers_email_key (email=&#34;ann@x&#34;), held on b by id=20`)
+}
+
+// TestBrowserKeepBoth keeps both rows of an entry from its page: the
+// button for side b's row, the flash naming the new key, the entry
+// resolved.
+func TestBrowserKeepBoth(t *testing.T) {
+	t.Parallel()
+	s := dlq.NewMemory(dlq.MemoryConfig{})
+	id := put(t, s, heldLetter(1, "c1", ab, tCustomers, "name"))
+	ks := &keySync{fakeSync: newFakeSync(s)}
+	h, err := dlq.NewAdmin(dlq.AdminConfig{Store: s, Actions: ks, Auth: dlq.NoAuth, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	list := serveAdmin(t, h)
+	ctx := browser(t)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(fmt.Sprintf("%sentries/%d", list, id))))
+	require.Equal(t, "Keep both: new key for b's row", text(t, ctx, "#keep-both-b"))
+	click(t, ctx, "#keep-both-b", "#flash")
+	require.Equal(t, fmt.Sprintf("kept both of entry %d: applied (kept both)", id), text(t, ctx, "#flash"))
+	require.Equal(t, "resolved", text(t, ctx, "#status"))
+	require.Equal(t, "kept both: b's row is id=100", text(t, ctx, "#resolution"))
+	require.Equal(t, []string{"b:id=100"}, ks.kept)
 }
