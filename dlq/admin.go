@@ -556,6 +556,9 @@ func (a *admin) retry(ctx context.Context, id int64, who string) (actionReply, e
 	if rep.Message != "" && res.Detail != "" {
 		rep.Message += " (" + res.Detail + ")"
 	}
+	if e.Status == StatusResolved && e.Conflict != nil && e.Conflict.Unique != nil {
+		rep.Message += a.settleHeldRows(ctx, &e, who)
+	}
 	rep.Entry = e
 	return rep, nil
 }
