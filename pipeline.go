@@ -830,7 +830,7 @@ func exhausted(class ErrorClass, attempts, maxAttempts int) bool {
 // for a later retry while other keys go on.
 func (p *Pipeline) failOne(it *item, class ErrorClass, err error) error {
 	it.attempts++
-	if info, text, ok := uniqueConflict(p.dir, it.c, err); ok {
+	if info, text, ok := uniqueConflict(p.dir, it.c, err, p.cfg.Peer != nil); ok {
 		return p.deadLetter(it, ReasonConflict, text, info)
 	}
 	if class == ClassPermanent {

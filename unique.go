@@ -85,8 +85,11 @@ func (u *UniqueInfo) describe() string {
 }
 
 // uniqueConflict returns the ConflictInfo and the explanation of a change
-// whose apply failed with a *UniqueError, or false.
-func uniqueConflict(dir Direction, c *Change, err error) (*ConflictInfo, string, bool) {
+// whose apply failed with a *UniqueError, or false. merge says a two-way
+// merge planned the write (ConflictInfo.Merge): the row's newest version
+// is what a retry merges, so the collision's dead letters may be one
+// entry; one way, each change is replayed as it is.
+func uniqueConflict(dir Direction, c *Change, err error, merge bool) (*ConflictInfo, string, bool) {
 	var ue *UniqueError
 	if !errors.As(err, &ue) {
 		return nil, "", false
@@ -104,7 +107,7 @@ func uniqueConflict(dir Direction, c *Change, err error) (*ConflictInfo, string,
 	text := fmt.Sprintf("unique collision on %s: %s's row %s has %s, which %s holds already under unique constraint %s; "+
 		"both rows stay where they are: change %s on one of them (or keep both under new keys where one key is meant), then retry",
 		c.Table, dir.From, c.Key, u.ValuesText(), holder, u.Constraint, what)
-	return &ConflictInfo{Kind: UniqueCollision, Fields: u.Columns, Source: c.After.Clone(), Target: ue.Holder.Clone(), Unique: &u}, text, true
+	return &ConflictInfo{Kind: UniqueCollision, Fields: u.Columns, Source: c.After.Clone(), Target: ue.Holder.Clone(), Unique: &u, Merge: merge}, text, true
 }
 
 // retryUnique retries a unique collision: the entry's change, and then,

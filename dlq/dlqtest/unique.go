@@ -21,14 +21,15 @@ func collision(cid string, dir duplex.Direction, at time.Time, own, holder int64
 	l.Conflict = &duplex.ConflictInfo{Kind: duplex.UniqueCollision, Fields: []string{"email"},
 		Source: l.Change.After.Clone(), Target: duplex.Values{"id": holder, "email": email, "name": dir.To + "'s"},
 		Unique: &duplex.UniqueInfo{Constraint: "customers_email_key", Columns: []string{"email"}, Values: duplex.Values{"email": email},
-			Detail: "Key (email)=(" + email + ") already exists.", HolderKey: duplex.Key{{Name: "id", Value: holder}}}}
+			Detail: "Key (email)=(" + email + ") already exists.", HolderKey: duplex.Key{{Name: "id", Value: holder}}}, Merge: true}
 	return l
 }
 
 // uniqueCollisionOneEntry: the two directions' dead letters of one unique
 // collision (each side's row refused by the other, under different keys)
-// are one pending entry holding both rows and the constraint; another
-// value of the constraint is another entry.
+// in a two-way sync are one pending entry holding both rows and the
+// constraint; another value of the constraint is another entry, and so is
+// each change of a one-way pipeline.
 func uniqueCollisionOneEntry(t *testing.T, s Sink) {
 	put(t, s, collision("u1", dirAB, base, 10, 20, "ann@x"))
 	put(t, s, collision("u2", dirBA, base.Add(time.Second), 20, 10, "ann@x"))
@@ -59,4 +60,14 @@ func uniqueCollisionOneEntry(t *testing.T, s Sink) {
 	_, total, err := s.List(t.Context(), dlq.Filter{Status: dlq.StatusPending})
 	require.NoError(t, err)
 	require.Equal(t, 2, total)
+
+	// One way (no merge), each change is an entry of its own.
+	for _, cid := range []string{"u4", "u5"} {
+		l := collision(cid, dirAB, base.Add(3*time.Second), 12, 22, "cy@x")
+		l.Conflict.Merge = false
+		put(t, s, l)
+	}
+	_, total, err = s.List(t.Context(), dlq.Filter{Status: dlq.StatusPending})
+	require.NoError(t, err)
+	require.Equal(t, 4, total)
 }
