@@ -36,9 +36,9 @@ var ErrKeyTaken = errors.New("duplex: the new key is taken")
 // endpoint name, or "a"/"b"), from the sequence feeding the key of dl's
 // table on that side. It answers ErrNotOffered, saying why and what to do
 // instead, when keep both does not apply: dl is a unique collision (the
-// rows have different keys already), it is not a conflict, the key does
-// not hold two different rows, one on each side, or no sequence feeds the
-// key. Drawing a key writes nothing but uses up a value of the sequence.
+// rows have different keys already), it is not an insert-insert conflict
+// (rows the sides agreed on before are one row), the key does not hold two
+// different rows, one on each side, or no sequence feeds the key. Drawing a key writes nothing but uses up a value of the sequence.
 func (s *Sync) NewKey(ctx context.Context, dl *DeadLetter, move string) (Key, error) {
 	if _, err := s.pipeline(dl); err != nil {
 		return nil, err
@@ -54,6 +54,10 @@ func (s *Sync) NewKey(ctx context.Context, dl *DeadLetter, move string) (Key, er
 	what := t.String() + " " + k.String()
 	if dl.Conflict == nil {
 		return nil, fmt.Errorf("%w: keep both: %s is held for %s, not for two rows under one key: retry or dismiss it", ErrNotOffered, what, dl.Reason)
+	}
+	if dl.Conflict.Kind != InsertInsert {
+		return nil, fmt.Errorf("%w: keep both: %s is an %s conflict: the two sides agreed on the row before, so it is one row changed on both sides, not two rows made under one key (an %s conflict): resolve it instead",
+			ErrNotOffered, what, dl.Conflict.Kind, InsertInsert)
 	}
 	mrow, _, err := lookupOne(ctx, mv, t, k)
 	if err != nil {

@@ -703,8 +703,8 @@ type detailPage struct {
 	CanSolve   bool
 	HasAction  bool
 	// CanKeepBoth: the Actions draw keys, the entry is pending or has a
-	// keep-both to finish, and holds a conflict (whether keep-both applies
-	// is the action's to say).
+	// keep-both to finish, and holds two rows under one key (or a unique
+	// collision, for which the action says what to do instead).
 	CanKeepBoth bool
 }
 
@@ -864,7 +864,7 @@ func (a *admin) pageDetail(w http.ResponseWriter, r *http.Request) {
 		CanDismiss: e.Status == StatusPending || e.Status == StatusRetried,
 		CanSolve:   a.actions != nil && e.Status == StatusPending,
 	}
-	if _, ok := a.actions.(KeyActions); ok && e.Conflict != nil {
+	if _, ok := a.actions.(KeyActions); ok && e.Conflict != nil && (e.Conflict.Kind == duplex.InsertInsert || e.Conflict.Kind == duplex.UniqueCollision) {
 		p.CanKeepBoth = e.Status == StatusPending || e.Status == StatusRetried && strings.HasPrefix(e.Resolution, keepBothPrefix)
 	}
 	if tw := e.ThreeWay(a.sides); tw != nil {

@@ -50,6 +50,14 @@ func (k *keySync) KeepBoth(_ context.Context, _ *dlq.Entry, move string, newKey 
 	return duplex.ActionResult{Outcome: duplex.OutcomeApplied, Detail: "kept both"}, nil
 }
 
+// insertInsert is the entry of two rows made under key id=n, one on each
+// side.
+func insertInsert(n int) *duplex.DeadLetter {
+	l := heldLetter(n, fmt.Sprint("ii", n), ab, tCustomers, "name")
+	l.Conflict.Kind, l.Conflict.Base = duplex.InsertInsert, nil
+	return l
+}
+
 // TestAdminKeepBoth: POST /dlq/{id}/keep-both?move= draws a key, records
 // it in the entry, keeps both and resolves the entry; after a failure the
 // next keep-both finishes with the same key (no second draw) and the
@@ -114,6 +122,9 @@ func TestAdminKeepBoth(t *testing.T) {
 
 			// The page offers it; without KeyActions it answers 501.
 			id2 = put(t, s, heldLetter(3, "c3", ab, tCustomers, "name"))
+			require.NotContains(t, request(t, h, "GET", fmt.Sprintf("/entries/%d", id2), nil).Body.String(), `id="keep-both-a"`,
+				"not for a row changed on both sides")
+			id2 = put(t, s, insertInsert(4))
 			page := request(t, h, "GET", fmt.Sprintf("/entries/%d", id2), nil).Body.String()
 			require.Contains(t, page, `id="keep-both-a"`)
 			require.Contains(t, page, `id="keep-both-b"`)
@@ -149,7 +160,7 @@ func TestAdminUniqueCollision(t *testing.T) {
 func TestBrowserKeepBoth(t *testing.T) {
 	t.Parallel()
 	s := dlq.NewMemory(dlq.MemoryConfig{})
-	id := put(t, s, heldLetter(1, "c1", ab, tCustomers, "name"))
+	id := put(t, s, insertInsert(1))
 	ks := &keySync{fakeSync: newFakeSync(s)}
 	h, err := dlq.NewAdmin(dlq.AdminConfig{Store: s, Actions: ks, Auth: dlq.NoAuth, Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)

@@ -116,7 +116,8 @@ func TestKeepBothUnderNewKeys(t *testing.T) {
 
 // TestKeepBothNotOfferedWithoutSequence: the same collision on a key no
 // sequence feeds; keep both answers 409 saying why and what to do, and
-// writes nothing; so does keep both on a unique collision.
+// writes nothing; so does keep both on a row changed on both sides and
+// on a unique collision.
 func TestKeepBothNotOfferedWithoutSequence(t *testing.T) {
 	t.Parallel()
 	p, e, srv := sameIDPair(t, "bigint")
@@ -129,6 +130,12 @@ func TestKeepBothNotOfferedWithoutSequence(t *testing.T) {
 	got, err := p.dlq.Get(t.Context(), e.ID)
 	require.NoError(t, err)
 	require.Equal(t, dlq.StatusPending, got.Status)
+
+	changedOnBoth := e
+	changedOnBoth.Conflict = &duplex.ConflictInfo{Kind: duplex.UpdateUpdate, Fields: []string{"name"}, Merge: true}
+	_, err = p.sync.NewKey(t.Context(), &changedOnBoth.DeadLetter, "b")
+	require.ErrorIs(t, err, duplex.ErrNotOffered)
+	require.Contains(t, err.Error(), "one row changed on both sides")
 
 	unique := e
 	unique.Conflict = &duplex.ConflictInfo{Kind: duplex.UniqueCollision, Fields: []string{"name"},
