@@ -238,6 +238,10 @@ func (s *Sync) moveRow(ctx context.Context, mv *Endpoint, from string, t Table, 
 		if errors.Is(err, ErrStale) {
 			return fmt.Errorf("%w: %s %s on %s changed while it was moved; nothing was written", ErrNewerData, t, k, mv.Name)
 		}
+		if ue, ok := errors.AsType[*UniqueError](err); ok {
+			return fmt.Errorf("%w: keep both %s %s: the two rows share %s under unique constraint %s, so %s cannot hold both: change it on one of them, then keep both again (nothing was written)",
+				ErrNotOffered, t, k, ue.Unique.ValuesText(), ue.Unique.Constraint, mv.Name)
+		}
 		return fmt.Errorf("duplex: keep both %s %s: move %s's row to %s: %w", t, k, mv.Name, newKey, err)
 	}
 	return nil

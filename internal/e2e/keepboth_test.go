@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -26,17 +27,24 @@ var orders = duplex.Table{Schema: "public", Name: "orders"}
 // returns the pair and an admin server over its DLQ and Sync.
 func sameIDPair(t *testing.T, keyDDL string, opts ...func(*pair)) (*pair, dlq.Entry, *httptest.Server) {
 	t.Helper()
+	return sameIDPairOf(t, "id "+keyDDL+" PRIMARY KEY, name text NOT NULL", [2]string{"ann's order on a", "bob's order on b"}, opts...)
+}
+
+// sameIDPairOf is sameIDPair with the columns of orders and the names
+// inserted on a and b given.
+func sameIDPairOf(t *testing.T, columns string, names [2]string, opts ...func(*pair)) (*pair, dlq.Entry, *httptest.Server) {
+	t.Helper()
 	schema := func(pool *pgxpool.Pool) {
-		exec(t, pool, `CREATE TABLE orders (id `+keyDDL+` PRIMARY KEY, name text NOT NULL)`)
+		exec(t, pool, `CREATE TABLE orders (`+columns+`)`)
 	}
 	p := startPairOf(t, []duplex.Table{orders}, nil, nil, 0, schema, opts...)
 	p.halt(t)
 	insert := `INSERT INTO orders (name) VALUES ($1)`
-	if keyDDL == "bigint" {
+	if strings.HasPrefix(columns, "id bigint ") {
 		insert = `INSERT INTO orders (id, name) VALUES (1, $1)`
 	}
-	exec(t, p.a.Pool, insert, "ann's order on a")
-	exec(t, p.b.Pool, insert, "bob's order on b")
+	exec(t, p.a.Pool, insert, names[0])
+	exec(t, p.b.Pool, insert, names[1])
 	p.start(t)
 	var e dlq.Entry
 	waitFor(t, "one entry for key 1 from both directions", p, func() bool {
@@ -143,6 +151,30 @@ func TestKeepBothNotOfferedWithoutSequence(t *testing.T) {
 	_, err = p.sync.NewKey(t.Context(), &unique.DeadLetter, "b")
 	require.ErrorIs(t, err, duplex.ErrNotOffered)
 	require.Contains(t, err.Error(), "change name on one of the two rows")
+}
+
+// TestKeepBothSameUniqueValue: the two rows under one key also share a
+// unique value (email, by its default); keep both answers 409 saying that
+// value must change first, and writes nothing. Once it changed on one
+// side, keep both works (from the stopped sync).
+func TestKeepBothSameUniqueValue(t *testing.T) {
+	t.Parallel()
+	p, e, srv := sameIDPairOf(t, "id bigserial PRIMARY KEY, name text NOT NULL, email text NOT NULL UNIQUE DEFAULT 'same@x'",
+		[2]string{"ann's order on a", "bob's order on b"})
+	status, msg := keepBoth(t, srv, e.ID, "b")
+	require.Equal(t, http.StatusConflict, status, msg)
+	require.Contains(t, msg, `the two rows share email="same@x" under unique constraint orders_email_key`)
+	require.Equal(t, map[int64]string{1: "bob's order on b"}, orderRows(t, p.b.Pool), "nothing written")
+	// Changed on b while the sync is stopped (a two-way merge of an
+	// insert-insert row merges what it can from a guessed base), keep both
+	// works.
+	p.halt(t)
+	exec(t, p.b.Pool, `UPDATE orders SET email = 'bob@x' WHERE id = 1`)
+	status, msg = keepBoth(t, srv, e.ID, "b")
+	require.Equal(t, http.StatusOK, status, msg)
+	want := map[int64]string{1: "ann's order on a", 3: "bob's order on b"}
+	require.Equal(t, want, orderRows(t, p.a.Pool))
+	require.Equal(t, want, orderRows(t, p.b.Pool))
 }
 
 // TestKeepBothCrashPoints kills keep both at each of its two commits
