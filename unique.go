@@ -105,7 +105,7 @@ func uniqueConflict(dir Direction, c *Change, err error, merge bool) (*ConflictI
 		what = strings.Join(u.Columns, ", ")
 	}
 	text := fmt.Sprintf("unique collision on %s: %s's row %s has %s, which %s holds already under unique constraint %s; "+
-		"both rows stay where they are: change %s on one of them (or keep both under new keys where one key is meant), then retry",
+		"both rows stay where they are: change %s on one of them, then retry",
 		c.Table, dir.From, c.Key, u.ValuesText(), holder, u.Constraint, what)
 	return &ConflictInfo{Kind: UniqueCollision, Fields: u.Columns, Source: c.After.Clone(), Target: ue.Holder.Clone(), Unique: &u, Merge: merge}, text, true
 }
