@@ -25,6 +25,9 @@ func (s *Sync) Retry(ctx context.Context, dl *DeadLetter) (ActionResult, error) 
 	if err != nil {
 		return ActionResult{}, err
 	}
+	if dl.Conflict != nil && dl.Conflict.Kind == UniqueCollision && dl.Conflict.Unique != nil {
+		return s.retryUnique(ctx, p, dl)
+	}
 	return p.Replay(ctx, &dl.Change)
 }
 
@@ -66,6 +69,9 @@ func (s *Sync) endpoint(name string) (win, lose *Endpoint, err error) {
 // the loser's ledger, so resolving twice writes once.
 func (s *Sync) Resolve(ctx context.Context, dl *DeadLetter, winner string) (ActionResult, error) {
 	if _, err := s.pipeline(dl); err != nil {
+		return ActionResult{}, err
+	}
+	if err := refuseUnique(dl, "resolve"); err != nil {
 		return ActionResult{}, err
 	}
 	win, lose, err := s.endpoint(winner)

@@ -32,6 +32,10 @@ const (
 	// DeleteUpdate: the source deleted a row the target changed since the two
 	// last agreed.
 	DeleteUpdate
+	// UniqueCollision: the change would give its row the values of a
+	// unique constraint (not the primary key) that another row of the
+	// target holds (see UniqueError, ConflictInfo.Unique).
+	UniqueCollision
 )
 
 // String returns the snake_case kind name used in metrics and the DLQ.
@@ -47,6 +51,8 @@ func (k ConflictKind) String() string {
 		return "update_delete"
 	case DeleteUpdate:
 		return "delete_update"
+	case UniqueCollision:
+		return "unique_collision"
 	}
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -56,7 +62,7 @@ func (k ConflictKind) MarshalText() ([]byte, error) { return []byte(k.String()),
 
 // UnmarshalText implements encoding.TextUnmarshaler.
 func (k *ConflictKind) UnmarshalText(b []byte) error {
-	for c := NoConflict; c <= DeleteUpdate; c++ {
+	for c := NoConflict; c <= UniqueCollision; c++ {
 		if c.String() == string(b) {
 			*k = c
 			return nil

@@ -264,4 +264,7 @@ type ConflictInfo struct {
 	// images, so a later merge of the same row supersedes them (the DLQ
 	// keeps one pending entry per held row and field set).
 	Merge bool `json:"merge,omitempty"`
+	// Unique describes a unique collision (Kind UniqueCollision): Source
+	// is the incoming row, Target the target's row holding the values.
+	Unique *UniqueInfo `json:"unique,omitempty"`
 }

@@ -35,6 +35,7 @@ type mergePlanner struct {
 func (m *mergePlanner) resumeAt([]*item, plan) Position { return m.acked }
 
 func (m *mergePlanner) ledgerFinal() bool { return false }
+func (m *mergePlanner) merges() bool      { return true }
 
 // lock locks the keys of items against the other direction of a Sync
 // and returns the function that unlocks them.

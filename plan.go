@@ -32,6 +32,10 @@ type planner interface {
 	// still owe a write-back to the source (a crash in between) and merging
 	// again is idempotent.
 	ledgerFinal() bool
+	// merges reports whether the chunks are merged with the other
+	// direction's (a Sync's): the two directions' dead letters of one
+	// collision are one entry.
+	merges() bool
 }
 
 // oneWayPlanner decides each change of a chunk, in order, against the
@@ -42,6 +46,7 @@ func (oneWayPlanner) lock([]*item) func()     { return func() {} }
 func (oneWayPlanner) commitAfter(*plan) error { return nil }
 func (oneWayPlanner) settled(Position)        {}
 func (oneWayPlanner) ledgerFinal() bool       { return true }
+func (oneWayPlanner) merges() bool            { return false }
 
 type outcome uint8
 

@@ -31,6 +31,9 @@ func (p *Pipeline) routeParked(items []*item) []*item {
 // for a later retry while other keys go on.
 func (p *Pipeline) failOne(it *item, class ErrorClass, err error) error {
 	it.attempts++
+	if info, text, ok := uniqueConflict(p.dir, it.c, err, p.planner.merges()); ok {
+		return p.deadLetter(it, ReasonConflict, text, info)
+	}
 	if class == ClassPermanent {
 		return p.deadLetter(it, ReasonPermanentError, err.Error(), nil)
 	}

@@ -37,3 +37,27 @@ func (a syncActions) Retry(ctx context.Context, e *Entry) (duplex.ActionResult, 
 func (a syncActions) Resolve(ctx context.Context, e *Entry, winner string) (duplex.ActionResult, error) {
 	return a.s.Resolve(ctx, &e.DeadLetter, winner)
 }
+
+// KeyActions is implemented by Actions that can keep both rows of a key
+// that holds a different row on each side, giving one side's row a new
+// key drawn from its sequence (SyncActions does, through
+// duplex.Sync.NewKey and KeepBoth).
+type KeyActions interface {
+	// NewKey draws the new key for the row of side move, or says why keep
+	// both does not apply (an error matching duplex.ErrNotOffered).
+	NewKey(ctx context.Context, e *Entry, move string) (duplex.Key, error)
+	// KeepBoth gives the row of side move the key newKey on both sides;
+	// repeated with the same newKey after a failure it finishes what is
+	// left and never writes a row twice.
+	KeepBoth(ctx context.Context, e *Entry, move string, newKey duplex.Key) (duplex.ActionResult, error)
+}
+
+var _ KeyActions = syncActions{}
+
+func (a syncActions) NewKey(ctx context.Context, e *Entry, move string) (duplex.Key, error) {
+	return a.s.NewKey(ctx, &e.DeadLetter, move)
+}
+
+func (a syncActions) KeepBoth(ctx context.Context, e *Entry, move string, newKey duplex.Key) (duplex.ActionResult, error) {
+	return a.s.KeepBoth(ctx, &e.DeadLetter, move, newKey)
+}

@@ -124,12 +124,14 @@ type admin struct {
 //	GET  /dlq?direction=&table=&reason=&status=&key=&field=&older_than=&sync=&limit=&offset=&after=
 //	     -> {"entries": [Entry...], "total": N}, newest first
 //	GET  /dlq/{id}                -> Entry
-//	POST /dlq/bulk?action=retry|dismiss|resolve&winner=&dry_run=1&<filter>
+//	POST /dlq/bulk?action=retry|dismiss|resolve|keep-both&winner=&move=&dry_run=1&<filter>
 //	     -> BulkResult: acts on every pending entry the filter matches
 //	        (oldest first), or with dry_run only counts them
 //	POST /dlq/{id}/retry          -> {"entry": Entry, "result": ActionResult}
 //	POST /dlq/{id}/dismiss        -> {"entry": Entry}
 //	POST /dlq/{id}/resolve?winner=a|b|<side name> (or a winner form field)
+//	     -> {"entry": Entry, "result": ActionResult}
+//	POST /dlq/{id}/keep-both?move=a|b|<side name> (or a move form field)
 //	     -> {"entry": Entry, "result": ActionResult}
 //
 // An Entry in JSON has, besides its fields, "table" and "key" at the top
@@ -153,8 +155,16 @@ type admin struct {
 // or retried entry to dismissed. Resolve calls Actions.Resolve on a
 // pending entry, then marks it resolved with "winner=<side>"; when the
 // losing side's row changed since the entry was recorded it answers 409
-// and leaves the entry pending. An action the entry's status does not
-// allow answers 409. Nothing is ever deleted.
+// and leaves the entry pending. Keep-both (for a key holding a different
+// row on each side, made by both sides' sequences) gives the move side's
+// row a new key drawn from its sequence, on both sides: the key is
+// recorded in the entry (status retried) before anything is written, the
+// rows are written (KeyActions), and the entry is resolved; after a
+// failure the entry is pending with the key kept, and keep-both again
+// finishes with the same key. Where it does not apply (a unique collision,
+// a key no sequence feeds) it answers 409 saying why and what to do. An
+// action the entry's status does not allow answers 409. Nothing is ever
+// deleted.
 //
 // Browser POSTs from other origins are refused (403, by
 // [http.CrossOriginProtection]); responses carry a restrictive
@@ -292,7 +302,7 @@ func statusOf(err error) int {
 	case errors.Is(err, ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, ErrTransition), errors.Is(err, duplex.ErrNewerData), errors.Is(err, duplex.ErrNotRunning),
-		errors.Is(err, duplex.ErrKeyBusy):
+		errors.Is(err, duplex.ErrKeyBusy), errors.Is(err, duplex.ErrNotOffered), errors.Is(err, duplex.ErrKeyTaken):
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
@@ -384,20 +394,24 @@ func parseFilter(q url.Values, defaultLimit int) (Filter, error) {
 
 // winnerSide maps the winner parameter ("a", "b" or a side's name) to the
 // side's name.
-func (a *admin) winnerSide(r *http.Request) (string, error) {
-	w := r.URL.Query().Get("winner")
+func (a *admin) winnerSide(r *http.Request) (string, error) { return a.sideParam(r, "winner") }
+
+// sideParam maps the parameter name ("a", "b" or a side's name, in the
+// query or the form) to the side's name.
+func (a *admin) sideParam(r *http.Request, name string) (string, error) {
+	w := r.URL.Query().Get(name)
 	if w == "" {
-		w = r.PostFormValue("winner")
+		w = r.PostFormValue(name)
 	}
 	switch w {
 	case "":
-		return "", badRequest("dlq: parameter winner is required: %q or %q", a.sides[0], a.sides[1])
+		return "", badRequest("dlq: parameter %s is required: %q or %q", name, a.sides[0], a.sides[1])
 	case "a", a.sides[0]:
 		return a.sides[0], nil
 	case "b", a.sides[1]:
 		return a.sides[1], nil
 	}
-	return "", badRequest("dlq: parameter winner: unknown side %q (want %q or %q)", w, a.sides[0], a.sides[1])
+	return "", badRequest("dlq: parameter %s: unknown side %q (want %q or %q)", name, w, a.sides[0], a.sides[1])
 }
 
 // ---------------------------------------------------------------------------
@@ -417,19 +431,20 @@ type actionReply struct {
 func (a *admin) do(r *http.Request, id int64, action string) (actionReply, error) {
 	var winner string
 	switch action {
-	case "retry", "resolve":
+	case "retry", "resolve", "keep-both":
 		if a.actions == nil {
 			return actionReply{}, errNoActions
 		}
-		if action == "resolve" {
+		param := map[string]string{"resolve": "winner", "keep-both": "move"}[action]
+		if param != "" {
 			var err error
-			if winner, err = a.winnerSide(r); err != nil {
+			if winner, err = a.sideParam(r, param); err != nil {
 				return actionReply{}, err
 			}
 		}
 	case "dismiss":
 	default:
-		return actionReply{}, withStatus(http.StatusNotFound, fmt.Errorf("dlq: unknown action %q (want retry, dismiss or resolve)", action))
+		return actionReply{}, withStatus(http.StatusNotFound, fmt.Errorf("dlq: unknown action %q (want retry, dismiss, resolve or keep-both)", action))
 	}
 	who := a.who(r)
 	// Once started, an action runs to its end even if the client goes away.
@@ -446,6 +461,8 @@ func (a *admin) do(r *http.Request, id int64, action string) (actionReply, error
 		rep, err = a.dismiss(ctx, id, who)
 	case "resolve":
 		rep, err = a.resolve(ctx, id, who, winner)
+	case "keep-both":
+		rep, err = a.keepBoth(ctx, id, who, winner)
 	}
 	attrs := []any{"id", id, "action", action, "by", who}
 	if winner != "" {
@@ -539,6 +556,9 @@ func (a *admin) retry(ctx context.Context, id int64, who string) (actionReply, e
 	if rep.Message != "" && res.Detail != "" {
 		rep.Message += " (" + res.Detail + ")"
 	}
+	if e.Status == StatusResolved && e.Conflict != nil && e.Conflict.Unique != nil {
+		rep.Message += a.settleHeldRows(ctx, &e, who)
+	}
 	rep.Entry = e
 	return rep, nil
 }
@@ -577,11 +597,7 @@ func (a *admin) resolve(ctx context.Context, id int64, who, winner string) (acti
 		if now, gerr := a.store.Get(ctx, id); gerr == nil && now.Status == StatusResolved {
 			return actionReply{Entry: now, Message: fmt.Sprintf("entry %d is already resolved", id)}, nil
 		}
-		status := http.StatusBadGateway
-		if errors.Is(err, duplex.ErrNewerData) || errors.Is(err, duplex.ErrNotRunning) || errors.Is(err, duplex.ErrKeyBusy) {
-			status = http.StatusConflict
-		}
-		return actionReply{}, withStatus(status, fmt.Errorf("dlq: resolve of entry %d (%s %s %s) for %s failed: %w",
+		return actionReply{}, withStatus(actionStatus(err), fmt.Errorf("dlq: resolve of entry %d (%s %s %s) for %s failed: %w",
 			id, e.Direction, e.Change.Table, e.Change.Key, winner, err))
 	}
 	// The data is copied: record it even if the entry moved meanwhile.
@@ -686,6 +702,10 @@ type detailPage struct {
 	CanDismiss bool
 	CanSolve   bool
 	HasAction  bool
+	// CanKeepBoth: the Actions draw keys, the entry is pending or has a
+	// keep-both to finish, and holds two rows under one key (or a unique
+	// collision, for which the action says what to do instead).
+	CanKeepBoth bool
 }
 
 // threeWayView is an entry's three-way view as the detail page shows it.
@@ -843,6 +863,9 @@ func (a *admin) pageDetail(w http.ResponseWriter, r *http.Request) {
 		CanRetry:   a.actions != nil && e.Status == StatusPending,
 		CanDismiss: e.Status == StatusPending || e.Status == StatusRetried,
 		CanSolve:   a.actions != nil && e.Status == StatusPending,
+	}
+	if _, ok := a.actions.(KeyActions); ok && e.Conflict != nil && (e.Conflict.Kind == duplex.InsertInsert || e.Conflict.Kind == duplex.UniqueCollision) {
+		p.CanKeepBoth = e.Status == StatusPending || e.Status == StatusRetried && strings.HasPrefix(e.Resolution, keepBothPrefix)
 	}
 	if tw := e.ThreeWay(a.sides); tw != nil {
 		p.ThreeWay = newThreeWayView(tw)

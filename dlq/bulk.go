@@ -21,9 +21,10 @@ const maxBulkErrors = 20
 
 // BulkResult is the answer to a bulk action (POST /dlq/bulk).
 type BulkResult struct {
-	// Action is what was done: retry, dismiss or resolve.
+	// Action is what was done: retry, dismiss, resolve or keep-both.
 	Action string `json:"action"`
-	// Winner is the side a resolve kept.
+	// Winner is the side a resolve kept, or the side whose rows a
+	// keep-both gave new keys.
 	Winner string `json:"winner,omitempty"`
 	// Filter selected the entries (always the pending ones).
 	Filter Filter `json:"filter"`
@@ -65,19 +66,23 @@ func (a *admin) bulk(r *http.Request, f Filter, dryRun bool) (BulkResult, error)
 	}
 	res := BulkResult{Action: action, DryRun: dryRun}
 	switch action {
-	case "retry", "resolve":
+	case "retry", "resolve", "keep-both":
 		if a.actions == nil && !dryRun {
 			return res, errNoActions
 		}
-		if action == "resolve" {
+		param := map[string]string{"resolve": "winner", "keep-both": "move"}[action]
+		if param == "move" && r.FormValue("move") == "" {
+			param = "winner" // the list page's form has one side field
+		}
+		if param != "" {
 			var err error
-			if res.Winner, err = a.winnerSide(r); err != nil {
+			if res.Winner, err = a.sideParam(r, param); err != nil {
 				return res, err
 			}
 		}
 	case "dismiss":
 	default:
-		return res, badRequest("dlq: parameter action: unknown bulk action %q (want retry, dismiss or resolve)", action)
+		return res, badRequest("dlq: parameter action: unknown bulk action %q (want retry, dismiss, resolve or keep-both)", action)
 	}
 	f.Status, f.OldestFirst, f.Offset, f.After, f.Limit = StatusPending, true, 0, 0, bulkPage
 	res.Filter = f
@@ -110,6 +115,8 @@ func (a *admin) bulk(r *http.Request, f Filter, dryRun bool) (BulkResult, error)
 				_, err = a.dismiss(ctx, e.ID, who)
 			case "resolve":
 				_, err = a.resolve(ctx, e.ID, who, res.Winner)
+			case "keep-both":
+				_, err = a.keepBoth(ctx, e.ID, who, res.Winner)
 			}
 			if err != nil {
 				res.Failed++

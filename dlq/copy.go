@@ -21,6 +21,13 @@ func copyDeadLetter(l *duplex.DeadLetter) duplex.DeadLetter {
 		ci.Source = copyValues(ci.Source)
 		ci.Target = copyValues(ci.Target)
 		ci.Base = copyValues(ci.Base)
+		if u := ci.Unique; u != nil {
+			cu := *u
+			cu.Columns = slices.Clone(u.Columns)
+			cu.Values = copyValues(u.Values)
+			cu.HolderKey = copyKey(u.HolderKey)
+			ci.Unique = &cu
+		}
 		c.Conflict = &ci
 	}
 	return c
@@ -28,16 +35,22 @@ func copyDeadLetter(l *duplex.DeadLetter) duplex.DeadLetter {
 
 func copyChange(ch *duplex.Change) duplex.Change {
 	c := *ch
-	if ch.Key != nil {
-		c.Key = make(duplex.Key, len(ch.Key))
-		for i, col := range ch.Key {
-			c.Key[i] = duplex.Column{Name: col.Name, Value: copyValue(col.Value)}
-		}
-	}
+	c.Key = copyKey(ch.Key)
 	c.Before = copyValues(ch.Before)
 	c.After = copyValues(ch.After)
 	c.Unchanged = slices.Clone(ch.Unchanged)
 	return c
+}
+
+func copyKey(k duplex.Key) duplex.Key {
+	if k == nil {
+		return nil
+	}
+	out := make(duplex.Key, len(k))
+	for i, col := range k {
+		out[i] = duplex.Column{Name: col.Name, Value: copyValue(col.Value)}
+	}
+	return out
 }
 
 func copyValues(v duplex.Values) duplex.Values {

@@ -38,6 +38,25 @@
 // hold of the row opens a new entry. Dead letters of failed changes and
 // one-way conflicts stay one entry per change: each must be replayed.
 //
+// A unique collision (ConflictInfo.Unique: the same value of a unique
+// constraint other than the primary key written on both sides under
+// different keys) is one entry too, whichever direction refused its row:
+// [RowIdentity] is the sync, the table, the constraint and the contested
+// values, so the entry holds both rows (the incoming one and the one
+// holding the value, with its key) and the constraint's name.
+//
+// # Keep both under new keys
+//
+// Two different rows made under one key, one on each side (both sides'
+// sequences handed out the same id), are an insert-insert conflict. The
+// admin's keep-both action ([KeyActions], which [SyncActions] implements)
+// gives one side's row a new key drawn from that side's sequence, on both
+// sides. The key is recorded in the entry's resolution before anything is
+// written, so repeating the action after a failure finishes with the same
+// key. It is refused, saying why and what to do, for unique collisions
+// (the keys differ already: the value must change) and keys no sequence
+// feeds.
+//
 // [Entry.ThreeWay] lays out an entry's conflict as base, side A and side
 // B field by field (differing, changed and held fields marked), with the
 // resolver that held it and its explanation; the JSON form of an Entry

@@ -29,12 +29,20 @@ type Version struct {
 // RowIdentity returns what makes dead letters of one held row the same
 // pending entry: the sync, the table, the key and the held fields of a
 // conflict found by a two-way merge (ConflictInfo.Merge), whichever
-// direction found it. Any other dead letter (a failed change, a one-way
-// conflict, whose change must be replayed as it is) has none ("") and is
-// an entry of its own change.
+// direction found it. A unique collision of a two-way sync
+// (ConflictInfo.Unique, with Merge) is identified by the sync, the table,
+// the constraint and the contested values, so the two directions' dead
+// letters of one collision (each side's row refused by the other) are one
+// entry, holding both rows. Any
+// other dead letter (a failed change, a one-way conflict, whose change
+// must be replayed as it is) has none ("") and is an entry of its own
+// change.
 func RowIdentity(l *duplex.DeadLetter) string {
 	if l.Reason != duplex.ReasonConflict || l.Conflict == nil || !l.Conflict.Merge {
 		return ""
+	}
+	if u := l.Conflict.Unique; u != nil && l.Conflict.Kind == duplex.UniqueCollision {
+		return strings.Join([]string{"unique", l.Sync, l.Change.Table.String(), u.Constraint, u.ValuesText()}, "\x00")
 	}
 	fields := slices.Clone(l.Conflict.Fields)
 	slices.Sort(fields)

@@ -123,7 +123,10 @@ type plan struct {
 // cast to the column's type, so NULL equals NULL. A write that fails names
 // its index in a *duplex.BatchError (a failing bulk statement is replayed
 // write by write to find it). Fields the table lacks are dropped with a
-// warning (once per table and field). Errors are classified
+// warning (once per table and field). A write colliding with another row
+// on a unique constraint other than the primary key fails with a
+// *duplex.UniqueError (in the *duplex.BatchError) naming the constraint,
+// the values and the row holding them. Errors are classified
 // (internal/pgutil.Classify).
 func (a *Applier) Apply(ctx context.Context, b *duplex.Batch) error {
 	if len(b.Writes) == 0 && b.Checkpoint == "" && len(b.Agreements) == 0 {
@@ -147,6 +150,7 @@ func (a *Applier) Apply(ctx context.Context, b *duplex.Batch) error {
 	}
 	if err != nil {
 		a.records.drop(b.Agreements)
+		err = a.uniqueError(ctx, b, err)
 	} else {
 		a.records.put(b.Agreements)
 	}

@@ -148,6 +148,16 @@ type conflictDoc struct {
 	DecidedBy jstr                         `json:"decided_by"`
 	Base      json.RawMessage              `json:"base,omitempty"`
 	Merge     bool                         `json:"merge,omitempty"`
+	Unique    *uniqueDoc                   `json:"unique,omitempty"`
+}
+
+// uniqueDoc is a duplex.UniqueInfo.
+type uniqueDoc struct {
+	Constraint jstr            `json:"constraint"`
+	Columns    []jstr          `json:"columns,omitempty"`
+	Values     json.RawMessage `json:"values"`
+	Detail     jstr            `json:"detail,omitempty"`
+	HolderKey  []columnDoc     `json:"holder_key,omitempty"`
 }
 
 // versionDoc is one element of the history column: a dlq.Version.
@@ -171,14 +181,8 @@ func encodeChange(c *duplex.Change) ([]byte, error) {
 		Origin:    jstr(c.Origin),
 	}
 	var err error
-	if c.Key != nil {
-		d.Key = make([]columnDoc, len(c.Key))
-		for i, col := range c.Key {
-			d.Key[i].Name = jstr(col.Name)
-			if d.Key[i].Value, err = valuecodec.MarshalValue(col.Value); err != nil {
-				return nil, err
-			}
-		}
+	if d.Key, err = encodeKey(c.Key); err != nil {
+		return nil, err
 	}
 	if d.Before, err = valuecodec.MarshalValue(c.Before); err != nil {
 		return nil, err
@@ -206,17 +210,10 @@ func decodeChange(b []byte) (duplex.Change, error) {
 		Position:  duplex.Position(d.Position),
 		Origin:    string(d.Origin),
 	}
-	if d.Key != nil {
-		c.Key = make(duplex.Key, len(d.Key))
-		for i, col := range d.Key {
-			v, err := valuecodec.UnmarshalValue(col.Value)
-			if err != nil {
-				return duplex.Change{}, fmt.Errorf("dlqpg: key column %q: %w", col.Name, err)
-			}
-			c.Key[i] = duplex.Column{Name: string(col.Name), Value: v}
-		}
-	}
 	var err error
+	if c.Key, err = decodeKey(d.Key); err != nil {
+		return duplex.Change{}, err
+	}
 	if c.Before, err = decodeValues(d.Before, "before"); err != nil {
 		return duplex.Change{}, err
 	}
@@ -235,6 +232,36 @@ func decodeChange(b []byte) (duplex.Change, error) {
 		return duplex.Change{}, fmt.Errorf("dlqpg: commit time is a %T", ct)
 	}
 	return c, nil
+}
+
+func encodeKey(k duplex.Key) ([]columnDoc, error) {
+	if k == nil {
+		return nil, nil
+	}
+	out := make([]columnDoc, len(k))
+	for i, col := range k {
+		out[i].Name = jstr(col.Name)
+		var err error
+		if out[i].Value, err = valuecodec.MarshalValue(col.Value); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func decodeKey(docs []columnDoc) (duplex.Key, error) {
+	if docs == nil {
+		return nil, nil
+	}
+	k := make(duplex.Key, len(docs))
+	for i, col := range docs {
+		v, err := valuecodec.UnmarshalValue(col.Value)
+		if err != nil {
+			return nil, fmt.Errorf("dlqpg: key column %q: %w", col.Name, err)
+		}
+		k[i] = duplex.Column{Name: string(col.Name), Value: v}
+	}
+	return k, nil
 }
 
 func decodeValues(b []byte, what string) (duplex.Values, error) {
@@ -267,6 +294,16 @@ func encodeConflict(ci *duplex.ConflictInfo) ([]byte, error) {
 		}
 	}
 	d.Merge = ci.Merge
+	if u := ci.Unique; u != nil {
+		ud := &uniqueDoc{Constraint: jstr(u.Constraint), Columns: jstrs(u.Columns), Detail: jstr(u.Detail)}
+		if ud.Values, err = valuecodec.MarshalValue(u.Values); err != nil {
+			return nil, err
+		}
+		if ud.HolderKey, err = encodeKey(u.HolderKey); err != nil {
+			return nil, err
+		}
+		d.Unique = ud
+	}
 	return json.Marshal(d)
 }
 
@@ -370,6 +407,16 @@ func decodeConflict(b []byte) (*duplex.ConflictInfo, error) {
 		if ci.Base, err = decodeValues(d.Base, "conflict base"); err != nil {
 			return nil, err
 		}
+	}
+	if ud := d.Unique; ud != nil {
+		u := &duplex.UniqueInfo{Constraint: string(ud.Constraint), Columns: strs(ud.Columns), Detail: string(ud.Detail)}
+		if u.Values, err = decodeValues(ud.Values, "unique values"); err != nil {
+			return nil, err
+		}
+		if u.HolderKey, err = decodeKey(ud.HolderKey); err != nil {
+			return nil, err
+		}
+		ci.Unique = u
 	}
 	return ci, nil
 }

@@ -58,6 +58,7 @@ func Run(t *testing.T, newFunc NewFunc) {
 		{"HeldRowAfterResolveNewEntry", heldRowAfterResolve},
 		{"ListFieldAndAge", listFieldAndAge},
 		{"DepthOldest", depthOldest},
+		{"UniqueCollisionOneEntry", uniqueCollisionOneEntry},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

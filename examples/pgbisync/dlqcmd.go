@@ -21,7 +21,7 @@ import (
 )
 
 // dlqCommands are the subcommands of -dlq.
-var dlqCommands = []string{"list", "show", "resolve", "retry", "dismiss"}
+var dlqCommands = []string{"list", "show", "resolve", "retry", "dismiss", "keep-both"}
 
 // isDLQCommand reports whether args ask for a -dlq subcommand.
 func isDLQCommand(args []string) bool {
@@ -41,6 +41,7 @@ type dlqConfig struct {
 	adminPassword string
 	id            int64
 	winner        string
+	move          string
 	dryRun        bool
 	jsonOut       bool
 	limit         int
@@ -55,10 +56,15 @@ type dlqConfig struct {
 //	pgbisync -dlq resolve -winner a|b (-id N | filters [-dry-run])
 //	pgbisync -dlq retry   (-id N | filters [-dry-run])
 //	pgbisync -dlq dismiss (-id N | filters [-dry-run])
+//	pgbisync -dlq keep-both -move a|b (-id N | filters [-dry-run])
 //
 // Filters: -table, -reason, -field, -older-than, -status (list only),
 // -key, -direction. An action with filters acts on every pending entry
-// they match (POST /dlq/bulk); -dry-run only counts them.
+// they match (POST /dlq/bulk); -dry-run only counts them. keep-both gives
+// the -move side's row of a key that holds a different row on each side a
+// new key from that side's sequence, on both sides (where the key has no
+// sequence, or the entry is a unique collision, it says why not and what
+// to do); run it again after a failure to finish with the same key.
 func dlqMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	c := &dlqConfig{filter: url.Values{}}
 	fs := flag.NewFlagSet("pgbisync -dlq", flag.ContinueOnError)
@@ -69,6 +75,7 @@ func dlqMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.adminPassword, "admin-password", "", "password of the admin server's basic auth (or env "+envAdminPasswd+")")
 	fs.Int64Var(&c.id, "id", 0, "the entry to show or act on")
 	fs.StringVar(&c.winner, "winner", "", "resolve: the side whose row wins, a or b")
+	fs.StringVar(&c.move, "move", "", "keep-both: the side whose row gets a new key from its sequence, a or b")
 	fs.BoolVar(&c.dryRun, "dry-run", false, "with filters: only count the pending entries an action would act on")
 	fs.BoolVar(&c.jsonOut, "json", false, "print the API's JSON answer")
 	fs.IntVar(&c.limit, "limit", 50, "list: most entries printed")
@@ -113,6 +120,8 @@ func (c *dlqConfig) check(fs *flag.FlagSet) error {
 		return errors.New("-dlq show needs -id")
 	case c.command == "resolve" && c.winner == "":
 		return errors.New("-dlq resolve needs -winner a or b")
+	case c.command == "keep-both" && c.move == "":
+		return errors.New("-dlq keep-both needs -move a or b: the side whose row gets a new key")
 	case c.command != "list" && c.command != "show" && c.id <= 0 && len(c.filter) == 0:
 		return fmt.Errorf("-dlq %s needs -id, or filters (-table, -reason, -field, -older-than, -key, -direction) to act on every pending entry they match", c.command)
 	case c.command != "list" && c.id > 0 && (len(c.filter) > 0 || c.dryRun):
@@ -201,10 +210,7 @@ func (c *dlqConfig) run(ctx context.Context, stdout io.Writer) error {
 			return nil
 		}
 	case c.id > 0:
-		q := url.Values{}
-		if c.winner != "" {
-			q.Set("winner", c.winner)
-		}
+		q := c.sideParams(url.Values{})
 		var rep struct {
 			Entry   cliEntry `json:"entry"`
 			Message string   `json:"message"`
@@ -214,11 +220,8 @@ func (c *dlqConfig) run(ctx context.Context, stdout io.Writer) error {
 			return nil
 		}
 	default:
-		q := c.filter
+		q := c.sideParams(c.filter)
 		q.Set("action", c.command)
-		if c.winner != "" {
-			q.Set("winner", c.winner)
-		}
 		if c.dryRun {
 			q.Set("dry_run", "1")
 		}
@@ -247,6 +250,17 @@ func (c *dlqConfig) run(ctx context.Context, stdout io.Writer) error {
 	return err
 }
 
+// sideParams adds -winner and -move to q.
+func (c *dlqConfig) sideParams(q url.Values) url.Values {
+	if c.winner != "" {
+		q.Set("winner", c.winner)
+	}
+	if c.move != "" {
+		q.Set("move", c.move)
+	}
+	return q
+}
+
 // printList prints entries one a line.
 func printList(w io.Writer, entries []cliEntry, total int) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -270,6 +284,11 @@ func printEntry(w io.Writer, e *cliEntry) {
 		e.FirstSeen.UTC().Format(time.RFC3339), e.LastSeen.UTC().Format(time.RFC3339))
 	if e.Error != "" {
 		fmt.Fprintf(w, "why: %s\n", e.Error)
+	}
+	if e.Conflict != nil && e.Conflict.Unique != nil {
+		u := e.Conflict.Unique
+		fmt.Fprintf(w, "unique constraint %s (%s): %s's row %s collides with %s's row %s\n", u.Constraint, u.ValuesText(),
+			e.Direction.From, e.Key, e.Direction.To, u.HolderKey)
 	}
 	if tw := e.ThreeWay; tw != nil {
 		if tw.HeldBy != "" {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -76,4 +77,67 @@ func TestDLQSubcommands(t *testing.T) {
 	}
 	code, _, _ = run("-dlq", "list", "-nope")
 	require.Equal(t, 2, code)
+}
+
+// keyActions answers the admin's actions as a sync that keeps both rows
+// under new keys would: keys drawn from 7 on.
+type keyActions struct{ moves []string }
+
+func (k *keyActions) Retry(context.Context, *dlq.Entry) (duplex.ActionResult, error) {
+	return duplex.ActionResult{Outcome: duplex.OutcomeApplied}, nil
+}
+
+func (k *keyActions) Resolve(context.Context, *dlq.Entry, string) (duplex.ActionResult, error) {
+	return duplex.ActionResult{Outcome: duplex.OutcomeApplied}, nil
+}
+
+func (k *keyActions) NewKey(context.Context, *dlq.Entry, string) (duplex.Key, error) {
+	return duplex.Key{{Name: "id", Value: int64(7)}}, nil
+}
+
+func (k *keyActions) KeepBoth(_ context.Context, _ *dlq.Entry, move string, key duplex.Key) (duplex.ActionResult, error) {
+	k.moves = append(k.moves, move+":"+key.String())
+	return duplex.ActionResult{Outcome: duplex.OutcomeApplied, Detail: move + "'s row is " + key.String() + " on both sides"}, nil
+}
+
+// TestDLQKeepBothAndUniqueCollision: -dlq keep-both -move b posts the
+// action; -dlq show prints a unique collision's constraint and both keys.
+func TestDLQKeepBothAndUniqueCollision(t *testing.T) {
+	t.Parallel()
+	store := dlq.NewMemory(dlq.MemoryConfig{})
+	customers := duplex.Table{Schema: "public", Name: "customers"}
+	require.NoError(t, store.Put(t.Context(), &duplex.DeadLetter{
+		Sync: "s", Direction: duplex.Direction{From: "a", To: "b"}, Reason: duplex.ReasonConflict, Error: "held",
+		Change:   duplex.Change{ID: "c1", Op: duplex.OpInsert, Table: customers, Key: duplex.Key{{Name: "id", Value: int64(1)}}},
+		Conflict: &duplex.ConflictInfo{Kind: duplex.InsertInsert, Fields: []string{"name"}, Merge: true},
+	}))
+	require.NoError(t, store.Put(t.Context(), &duplex.DeadLetter{
+		Sync: "s", Direction: duplex.Direction{From: "a", To: "b"}, Reason: duplex.ReasonConflict, Error: "unique collision",
+		Change: duplex.Change{ID: "c2", Op: duplex.OpInsert, Table: customers, Key: duplex.Key{{Name: "id", Value: int64(10)}}},
+		Conflict: &duplex.ConflictInfo{Kind: duplex.UniqueCollision, Fields: []string{"email"},
+			Unique: &duplex.UniqueInfo{Constraint: "customers_email_key", Columns: []string{"email"}, Values: duplex.Values{"email": "ann@x"},
+				HolderKey: duplex.Key{{Name: "id", Value: int64(20)}}}},
+	}))
+	ka := &keyActions{}
+	h, err := dlq.NewAdmin(dlq.AdminConfig{Store: store, Actions: ka, Auth: dlq.NoAuth})
+	require.NoError(t, err)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	run := func(args ...string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		code := mainExit(append([]string{"-admin", srv.URL}, args...), &out, &errOut)
+		return code, out.String(), errOut.String()
+	}
+	code, _, stderr := run("-dlq", "keep-both", "-id", "1")
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "needs -move a or b")
+
+	code, out, stderr := run("-dlq", "keep-both", "-id", "1", "-move", "b")
+	require.Equal(t, 0, code, stderr)
+	require.Equal(t, "kept both of entry 1: applied (b's row is id=7 on both sides)\n", out)
+	require.Equal(t, []string{"b:id=7"}, ka.moves)
+
+	code, out, stderr = run("-dlq", "show", "-id", "2")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, out, `unique constraint customers_email_key (email="ann@x"): a's row id=10 collides with b's row id=20`)
 }

@@ -7,6 +7,7 @@ package crashpoint
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/duplexsync/duplex"
@@ -97,4 +98,14 @@ func (a applier) Apply(ctx context.Context, b *duplex.Batch) error {
 		}
 	}
 	return duplex.Unavailable(ErrCrashed)
+}
+
+// NewKey passes duplex.KeyAllocator on to the wrapped Applier, so a
+// wrapped Applier offers keep-both as the Applier does.
+func (a applier) NewKey(ctx context.Context, t duplex.Table, old duplex.Key) (duplex.Key, error) {
+	ka, ok := a.Applier.(duplex.KeyAllocator)
+	if !ok {
+		return nil, fmt.Errorf("%w: %T draws no keys", duplex.ErrNotOffered, a.Applier)
+	}
+	return ka.NewKey(ctx, t, old)
 }

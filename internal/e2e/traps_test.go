@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -203,40 +202,4 @@ func foreignKeys(t *testing.T, checked bool) {
 	entries, n, err := p.dlq.List(t.Context(), dlq.Filter{})
 	require.NoError(t, err)
 	require.Zero(t, n, "nothing dead-lettered: %v", entries)
-}
-
-// TestUniqueCollisionDeadLettersBothRows: the same e-mail inserted on both
-// sides under different ids. Neither row can be written on the other
-// side; each lands in the DLQ naming the unique constraint, so both rows
-// are there for a person, and neither side loses its own row.
-func TestUniqueCollisionDeadLettersBothRows(t *testing.T) {
-	t.Parallel()
-	schema := func(pool *pgxpool.Pool) {
-		exec(t, pool, ddl+`; ALTER TABLE customers ADD CONSTRAINT customers_email_key UNIQUE (email)`)
-	}
-	p := startPairOf(t, []duplex.Table{customers}, nil, nil, 0, schema)
-	p.halt(t)
-	exec(t, p.a.Pool, `INSERT INTO customers (id, name, email, status) VALUES (10, 'ann on a', 'ann@x', 'new')`)
-	exec(t, p.b.Pool, `INSERT INTO customers (id, name, email, status) VALUES (20, 'ann on b', 'ann@x', 'new')`)
-	p.start(t)
-	var entries []dlq.Entry
-	waitFor(t, "both rows dead-lettered", p, func() bool {
-		var err error
-		entries, _, err = p.dlq.List(t.Context(), dlq.Filter{})
-		require.NoError(t, err)
-		return len(entries) == 2
-	})
-	rows := map[string]string{}
-	for _, e := range entries {
-		t.Logf("%s: %s", e.Direction, e.Error)
-		require.Contains(t, e.Error, "customers_email_key", "the entry names the constraint")
-		rows[e.Direction.From] = fmt.Sprint(e.Change.After["name"])
-		if e.Conflict != nil {
-			rows["target of "+e.Direction.From] = fmt.Sprint(e.Conflict.Target["name"])
-		}
-	}
-	require.Equal(t, "ann on a", rows["a"])
-	require.Equal(t, "ann on b", rows["b"])
-	require.True(t, strings.HasPrefix(tableText(t, p.a.Pool, "customers"), "(10,\"ann on a\""))
-	require.True(t, strings.HasPrefix(tableText(t, p.b.Pool, "customers"), "(20,\"ann on b\""))
 }
