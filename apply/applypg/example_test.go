@@ -23,11 +23,7 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	defer func() {
-		if err := drop(); err != nil {
-			fmt.Println(err)
-		}
-	}()
+	defer drop()
 	if _, err := db.Pool.Exec(ctx, `CREATE TABLE customers (id bigint PRIMARY KEY, email text, plan text)`); err != nil {
 		fmt.Println(err)
 		return
@@ -52,7 +48,9 @@ func Example() {
 
 	customers := duplex.Table{Schema: "public", Name: "customers"}
 	key := func(id int64) duplex.Key { return duplex.Key{{Name: "id", Value: id}} }
-	change := func(id string) *duplex.Change { return &duplex.Change{ID: id, Origin: "crm", Position: duplex.Position(id)} }
+	change := func(id string) *duplex.Change {
+		return &duplex.Change{ID: id, Origin: "crm", Position: duplex.Position(id)}
+	}
 	err = applier.Apply(ctx, &duplex.Batch{
 		Source: "crm",
 		Writes: []duplex.Write{

@@ -22,11 +22,7 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	defer func() {
-		if err := drop(); err != nil {
-			fmt.Println(err)
-		}
-	}()
+	defer drop()
 	if _, err := db.Pool.Exec(ctx, `CREATE TABLE customers (
 		id bigint PRIMARY KEY, email text, updated_at timestamptz NOT NULL DEFAULT now())`); err != nil {
 		fmt.Println(err)

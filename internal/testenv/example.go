@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -11,10 +12,11 @@ import (
 
 // ExampleDB creates a fresh database for a testable example, which has no
 // testing.T to clean up after it: duplex_t_example_<name>_<8 hex digits>,
-// with an open pool. The caller runs drop when done: it closes the pool and
-// drops the database with its replication slots, as the cleanup of
-// [Postgres] does.
-func ExampleDB(ctx context.Context, name string) (db *DB, drop func() error, err error) {
+// with an open pool. The example defers drop: it closes the pool and drops
+// the database with its replication slots, as the cleanup of [Postgres]
+// does, and prints what went wrong to standard output, where the example's
+// Output check sees it.
+func ExampleDB(ctx context.Context, name string) (db *DB, drop func(), err error) {
 	srv, err := postgresServer()
 	if err != nil {
 		return nil, nil, fmt.Errorf("testenv: %w", err)
@@ -29,7 +31,7 @@ func ExampleDB(ctx context.Context, name string) (db *DB, drop func() error, err
 		return nil, nil, fmt.Errorf("testenv: creating database %s on %s: %w", dbName, srv.source, err)
 	}
 	db = &DB{URL: srv.databaseURL(dbName), Name: dbName}
-	drop = func() error {
+	dropErr := func() error {
 		if db.Pool != nil {
 			db.Pool.Close()
 		}
@@ -44,7 +46,12 @@ func ExampleDB(ctx context.Context, name string) (db *DB, drop func() error, err
 		err = db.Pool.Ping(ctx)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("testenv: connecting to %s: %w (and %w)", dbName, err, drop())
+		return nil, nil, errors.Join(fmt.Errorf("testenv: connecting to %s: %w", dbName, err), dropErr())
+	}
+	drop = func() {
+		if err := dropErr(); err != nil {
+			fmt.Println(err)
+		}
 	}
 	return db, drop, nil
 }
