@@ -41,6 +41,7 @@ type Outcome struct {
 // outcome and the Pair of the first run.
 func BothWays(t testing.TB, cfg Config, sc Scenario) (Outcome, *Pair) {
 	t.Helper()
+	requireResolver(t, cfg)
 	cfg = cfg.withDefaults()
 	var pairs [2]*Pair
 	for i, first := range cfg.Sides {

@@ -50,19 +50,28 @@ func (c Config) withDefaults() Config {
 	if c.Batch == 0 {
 		c.Batch = 64
 	}
-	if c.NewResolver == nil {
-		c.NewResolver = func() duplex.Resolver { return nil }
-	}
 	return c
+}
+
+// fataler is what requireResolver needs of a testing.TB or *rapid.T.
+type fataler interface {
+	Helper()
+	Fatal(args ...any)
+}
+
+// requireResolver fails t when cfg has no NewResolver.
+func requireResolver(t fataler, cfg Config) {
+	t.Helper()
+	if cfg.NewResolver == nil {
+		t.Fatal("resolvetest: Config.NewResolver is required (return nil from it to test the Pipeline without a resolver)")
+	}
 }
 
 // Run runs the conformance checks every resolver must pass, as subtests:
 // Random (Check) and OddInput (CheckOddInput).
 func Run(t *testing.T, cfg Config) {
 	t.Helper()
-	if cfg.NewResolver == nil {
-		t.Fatal("resolvetest: Config.NewResolver is required")
-	}
+	requireResolver(t, cfg)
 	t.Run("Random", func(t *testing.T) {
 		t.Parallel()
 		Check(t, cfg)
@@ -87,6 +96,7 @@ func Run(t *testing.T, cfg Config) {
 //     on the direction that meets it first).
 func Check(t testing.TB, cfg Config) {
 	t.Helper()
+	requireResolver(t, cfg)
 	cfg = cfg.withDefaults()
 	rapid.Check(t, func(rt *rapid.T) {
 		c := cfg
@@ -122,6 +132,7 @@ func Check(t testing.TB, cfg Config) {
 // Play) whose users write values of any type to any column (Odd).
 func CheckOddInput(t testing.TB, cfg Config) {
 	t.Helper()
+	requireResolver(t, cfg)
 	cfg = cfg.withDefaults()
 	cfg.Decides = nil // odd input can move a resolver to decide any field; only panics and mutations count here
 	w := newWatch(cfg.NewResolver(), nil)

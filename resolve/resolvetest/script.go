@@ -61,6 +61,7 @@ type script struct {
 // new arrives. The Pair's Report lists the moves.
 func Play(t *rapid.T, cfg Config) *Pair {
 	t.Helper()
+	requireResolver(t, cfg)
 	p, s := record(t, cfg)
 	if err := p.quiesce(s.first); err != nil {
 		t.Fatalf("%v\n%s", err, p.Report())
