@@ -38,14 +38,14 @@ fmt-check:
 	fi
 
 # duplex against PostgreSQL's native logical replication, workload by
-# workload, alternating runs (internal/bench; results in BENCHMARKS.md).
+# workload, alternating runs (cmd/duplexbench; results in BENCHMARKS.md).
 # Takes a while; BENCH_FLAGS=-quick for a smoke run.
 BENCH_FLAGS ?=
 bench: services
-	$(GO) run ./internal/bench $(BENCH_FLAGS)
+	$(GO) run ./cmd/duplexbench $(BENCH_FLAGS)
 
 bench-quick: services
-	$(GO) run ./internal/bench -quick
+	$(GO) run ./cmd/duplexbench -quick
 
 # Two-way mode (issue 18): the examples/pgbisync binary at its default
 # flags against native logical replication on a customers table, alternating
@@ -53,10 +53,10 @@ bench-quick: services
 # Takes ~10 min at 3 runs; BENCH_FLAGS=-quick (or make bench-twoway-quick)
 # for a smoke run.
 bench-twoway: services
-	$(GO) run ./internal/bench -mode twoway $(BENCH_FLAGS)
+	$(GO) run ./cmd/duplexbench -mode twoway $(BENCH_FLAGS)
 
 bench-twoway-quick: services
-	$(GO) run ./internal/bench -mode twoway -quick
+	$(GO) run ./cmd/duplexbench -mode twoway -quick
 
 # Go benchmarks of every package (Pipeline overhead, decoder, dedup, apply methods).
 bench-go:
@@ -111,4 +111,4 @@ clean-db:
 		"SELECT count(*) AS remaining_test_databases FROM pg_database WHERE datname LIKE 'duplex\_t\_%';" \
 		"SELECT count(pg_replication_origin_drop(roname)) AS dropped_test_origins FROM pg_replication_origin WHERE roname LIKE 'duplex:%test%';" \
 	| $(PSQL) -X -v ON_ERROR_STOP=1 -d '$(PG_ADMIN_URL)' -f -
-	$(GO) run ./internal/bench -cleanup
+	$(GO) run ./cmd/duplexbench -cleanup

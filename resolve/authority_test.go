@@ -106,53 +106,53 @@ func TestAuthorityUpdateUpdateOwnerWins(t *testing.T) {
 	t.Parallel()
 	auth := authority(t)
 	out, _ := bothWays(t, func() duplex.Resolver { return auth }, func(p *pair) {
-		p.seed(row(1, "name", "x", "note", "x"))
-		p.update("a", 1, duplex.Values{"name": "name-a", "note": "note-a"})
-		p.update("b", 1, duplex.Values{"name": "name-b", "note": "note-b"})
+		p.Seed(row(1, "name", "x", "note", "x"))
+		p.Update("a", 1, duplex.Values{"name": "name-a", "note": "note-a"})
+		p.Update("b", 1, duplex.Values{"name": "name-b", "note": "note-b"})
 	})
-	require.Equal(t, row(1, "name", "name-a", "note", "note-b"), out.a["id=1"])
-	require.Empty(t, out.dead)
-	require.Equal(t, []map[string]duplex.Pick{{"name": duplex.TakeSource, "note": duplex.KeepTarget}}, decisions(out.calls, "a->b"))
-	require.Equal(t, []map[string]duplex.Pick{{"name": duplex.KeepTarget, "note": duplex.TakeSource}}, decisions(out.calls, "b->a"))
-	require.Equal(t, duplex.UpdateUpdate, out.calls[0].Kind)
+	require.Equal(t, row(1, "name", "name-a", "note", "note-b"), out.A["id=1"])
+	require.Empty(t, out.Dead)
+	require.Equal(t, []map[string]duplex.Pick{{"name": duplex.TakeSource, "note": duplex.KeepTarget}}, decisions(out.Calls, "a->b"))
+	require.Equal(t, []map[string]duplex.Pick{{"name": duplex.KeepTarget, "note": duplex.TakeSource}}, decisions(out.Calls, "b->a"))
+	require.Equal(t, duplex.UpdateUpdate, out.Calls[0].Kind)
 }
 
 func TestAuthorityInsertInsertOwnerWins(t *testing.T) {
 	t.Parallel()
 	auth := authority(t)
 	out, _ := bothWays(t, func() duplex.Resolver { return auth }, func(p *pair) {
-		p.insert("a", row(2, "name", "name-a", "note", "note-a"))
-		p.insert("b", row(2, "name", "name-b", "note", "note-b"))
+		p.Insert("a", row(2, "name", "name-a", "note", "note-a"))
+		p.Insert("b", row(2, "name", "name-b", "note", "note-b"))
 	})
-	require.Equal(t, row(2, "name", "name-a", "note", "note-b"), out.a["id=2"])
-	require.Empty(t, out.dead)
-	require.Equal(t, duplex.InsertInsert, out.calls[0].Kind)
+	require.Equal(t, row(2, "name", "name-a", "note", "note-b"), out.A["id=2"])
+	require.Empty(t, out.Dead)
+	require.Equal(t, duplex.InsertInsert, out.Calls[0].Kind)
 }
 
 func TestAuthorityNonOwnerChangeIsNotPropagated(t *testing.T) {
 	t.Parallel()
 	p := newPair(t, authority(t))
-	p.seed(row(1, "name", "x", "note", "x"))
-	p.update("b", 1, duplex.Values{"name": "b's idea", "tags": []string{"t"}}) // b does not own name
-	p.quiesce(true)
-	require.Equal(t, row(1, "name", "x", "note", "x", "tags", []string{"t"}), p.get("a", 1), "the unowned tags field merges, name does not")
-	require.Equal(t, row(1, "name", "x", "note", "x", "tags", []string{"t"}), p.get("b", 1), "the owner's value is written back over the non-owner's")
-	require.Equal(t, duplex.KeepTarget, p.rec.calls()[0].Picks["name"])
+	p.Seed(row(1, "name", "x", "note", "x"))
+	p.Update("b", 1, duplex.Values{"name": "b's idea", "tags": []string{"t"}}) // b does not own name
+	p.Quiesce("a")
+	require.Equal(t, row(1, "name", "x", "note", "x", "tags", []string{"t"}), p.Get("a", 1), "the unowned tags field merges, name does not")
+	require.Equal(t, row(1, "name", "x", "note", "x", "tags", []string{"t"}), p.Get("b", 1), "the owner's value is written back over the non-owner's")
+	require.Equal(t, duplex.KeepTarget, p.Calls()[0].Picks["name"])
 
 	// The owner's next write wins on both sides.
-	p.update("a", 1, duplex.Values{"name": "owner's"})
-	p.quiesce(false)
-	require.Empty(t, p.diff())
-	require.Equal(t, "owner's", p.get("b", 1)["name"])
-	require.Empty(t, p.dlq.all())
+	p.Update("a", 1, duplex.Values{"name": "owner's"})
+	p.Quiesce("b")
+	require.Empty(t, p.Diff())
+	require.Equal(t, "owner's", p.Get("b", 1)["name"])
+	require.Empty(t, p.DeadLetters())
 }
 
 func TestAuthorityCreatesANewRowWhole(t *testing.T) {
 	t.Parallel()
 	out, _ := bothWays(t, func() duplex.Resolver { return authority(t) }, func(p *pair) {
-		p.insert("a", row(3, "name", "n", "note", "a set b's field at creation"))
+		p.Insert("a", row(3, "name", "n", "note", "a set b's field at creation"))
 	})
-	require.Equal(t, row(3, "name", "n", "note", "a set b's field at creation"), out.b["id=3"])
+	require.Equal(t, row(3, "name", "n", "note", "a set b's field at creation"), out.B["id=3"])
 }
 
 func TestAuthorityDeleteUpdateOwnersEditKeepsTheRow(t *testing.T) {
@@ -160,74 +160,74 @@ func TestAuthorityDeleteUpdateOwnersEditKeepsTheRow(t *testing.T) {
 	// a deletes the row while b edits the field b owns: b's edit wins, the
 	// row survives on b and comes back on a.
 	out, _ := bothWays(t, func() duplex.Resolver { return authority(t) }, func(p *pair) {
-		p.seed(row(1, "name", "x", "note", "x"))
-		p.del("a", 1)
-		p.update("b", 1, duplex.Values{"note": "b's"})
+		p.Seed(row(1, "name", "x", "note", "x"))
+		p.Delete("a", 1)
+		p.Update("b", 1, duplex.Values{"note": "b's"})
 	})
-	require.Equal(t, row(1, "name", "x", "note", "b's"), out.a["id=1"])
-	require.Empty(t, out.dead)
+	require.Equal(t, row(1, "name", "x", "note", "b's"), out.A["id=1"])
+	require.Empty(t, out.Dead)
 	kinds := map[string]duplex.ConflictKind{}
-	for _, s := range out.calls {
+	for _, s := range out.Calls {
 		kinds[s.Dir] = s.Kind
 	}
 	require.Equal(t, map[string]duplex.ConflictKind{"a->b": duplex.DeleteUpdate, "b->a": duplex.UpdateDelete}, kinds)
-	require.Equal(t, []map[string]duplex.Pick{{"note": duplex.KeepTarget}}, decisions(out.calls, "a->b"))
-	require.Equal(t, []map[string]duplex.Pick{{"note": duplex.TakeSource}}, decisions(out.calls, "b->a"))
+	require.Equal(t, []map[string]duplex.Pick{{"note": duplex.KeepTarget}}, decisions(out.Calls, "a->b"))
+	require.Equal(t, []map[string]duplex.Pick{{"note": duplex.TakeSource}}, decisions(out.Calls, "b->a"))
 }
 
 func TestAuthorityDeleteByTheOwnerOfEveryContestedFieldWins(t *testing.T) {
 	t.Parallel()
 	// b edits name, which a owns, while a deletes the row: the delete wins.
 	out, _ := bothWays(t, func() duplex.Resolver { return authority(t) }, func(p *pair) {
-		p.seed(row(1, "name", "x", "note", "x"), row(2, "name", "y"))
-		p.del("a", 1)
-		p.update("b", 1, duplex.Values{"name": "b's"})
+		p.Seed(row(1, "name", "x", "note", "x"), row(2, "name", "y"))
+		p.Delete("a", 1)
+		p.Update("b", 1, duplex.Values{"name": "b's"})
 	})
-	require.Nil(t, out.a["id=1"])
-	require.Nil(t, out.b["id=1"])
-	require.Empty(t, out.dead)
-	require.Equal(t, []map[string]duplex.Pick{{"name": duplex.TakeSource}}, decisions(out.calls, "a->b"))
-	require.Equal(t, []map[string]duplex.Pick{{"name": duplex.KeepTarget}}, decisions(out.calls, "b->a"))
+	require.Nil(t, out.A["id=1"])
+	require.Nil(t, out.B["id=1"])
+	require.Empty(t, out.Dead)
+	require.Equal(t, []map[string]duplex.Pick{{"name": duplex.TakeSource}}, decisions(out.Calls, "a->b"))
+	require.Equal(t, []map[string]duplex.Pick{{"name": duplex.KeepTarget}}, decisions(out.Calls, "b->a"))
 }
 
 func TestAuthorityLeavesUnownedRowConflictsToTheNextResolver(t *testing.T) {
 	t.Parallel()
 	// b edits the unowned tags while a deletes: ownership cannot decide.
 	out, _ := bothWays(t, func() duplex.Resolver { return duplex.Chain(authority(t), resolve.DeadLetterAll()) }, func(p *pair) {
-		p.seed(row(1, "name", "x"))
-		p.del("a", 1)
-		p.update("b", 1, duplex.Values{"tags": []string{"t"}})
+		p.Seed(row(1, "name", "x"))
+		p.Delete("a", 1)
+		p.Update("b", 1, duplex.Values{"tags": []string{"t"}})
 	})
-	require.Len(t, out.dead, 2, "both directions dead-letter")
-	for _, d := range out.dead {
+	require.Len(t, out.Dead, 2, "both directions dead-letter")
+	for _, d := range out.Dead {
 		require.Equal(t, "dead_letter_all", d.Conflict.DecidedBy)
 		require.Contains(t, d.Error, "manual review")
 	}
-	require.Nil(t, out.a["id=1"], "the target rows stay as they are")
-	require.NotNil(t, out.b["id=1"])
+	require.Nil(t, out.A["id=1"], "the target rows stay as they are")
+	require.NotNil(t, out.B["id=1"])
 }
 
 func TestAuthoritySharedFieldGoesToTheNextResolver(t *testing.T) {
 	t.Parallel()
 	out, _ := bothWays(t, func() duplex.Resolver { return duplex.Chain(authority(t), resolve.SideWins("b")) }, func(p *pair) {
-		p.seed(row(1, "n", int64(1), "name", "x"))
-		p.update("a", 1, duplex.Values{"n": int64(2), "name": "a's"})
-		p.update("b", 1, duplex.Values{"n": int64(3), "name": "b's"})
+		p.Seed(row(1, "n", int64(1), "name", "x"))
+		p.Update("a", 1, duplex.Values{"n": int64(2), "name": "a's"})
+		p.Update("b", 1, duplex.Values{"n": int64(3), "name": "b's"})
 	})
-	require.Equal(t, row(1, "n", int64(3), "name", "a's"), out.a["id=1"], "n is shared: b wins it; a owns name")
-	require.Empty(t, out.dead)
+	require.Equal(t, row(1, "n", int64(3), "name", "a's"), out.A["id=1"], "n is shared: b wins it; a owns name")
+	require.Empty(t, out.Dead)
 }
 
 func TestAuthorityWithoutFallbackDeadLettersUndecidedConflicts(t *testing.T) {
 	t.Parallel()
 	out, _ := bothWays(t, func() duplex.Resolver { return authority(t) }, func(p *pair) {
-		p.seed(row(1, "n", int64(1)))
-		p.update("a", 1, duplex.Values{"n": int64(2)})
-		p.update("b", 1, duplex.Values{"n": int64(3)})
+		p.Seed(row(1, "n", int64(1)))
+		p.Update("a", 1, duplex.Values{"n": int64(2)})
+		p.Update("b", 1, duplex.Values{"n": int64(3)})
 	})
-	require.Len(t, out.dead, 2)
-	require.Equal(t, "default", out.dead[0].Conflict.DecidedBy)
-	require.Equal(t, []string{"n"}, out.dead[0].Conflict.Fields)
+	require.Len(t, out.Dead, 2)
+	require.Equal(t, "default", out.Dead[0].Conflict.DecidedBy)
+	require.Equal(t, []string{"n"}, out.Dead[0].Conflict.Fields)
 }
 
 func TestAuthorityThirdSystemOwnerIsLeftUndecided(t *testing.T) {
@@ -236,20 +236,20 @@ func TestAuthorityThirdSystemOwnerIsLeftUndecided(t *testing.T) {
 	require.NoError(t, err)
 	require.ErrorContains(t, auth.Validate([]string{"a", "b"}, nil), `unknown system "erp"`)
 	p := newPair(t, auth)
-	p.seed(row(1, "name", "x"))
-	p.update("a", 1, duplex.Values{"name": "a's"})
-	p.quiesce(true)
-	require.Equal(t, duplex.Undecided, p.rec.calls()[0].Picks["name"])
-	require.Equal(t, "a's", p.get("b", 1)["name"], "a non-conflicting change takes the source's value by default")
+	p.Seed(row(1, "name", "x"))
+	p.Update("a", 1, duplex.Values{"name": "a's"})
+	p.Quiesce("a")
+	require.Equal(t, duplex.Undecided, p.Calls()[0].Picks["name"])
+	require.Equal(t, "a's", p.Get("b", 1)["name"], "a non-conflicting change takes the source's value by default")
 }
 
 func TestAuthorityResolveIsPureOnConflictFreeDeletes(t *testing.T) {
 	t.Parallel()
 	p := newPair(t, authority(t))
-	p.seed(row(1, "name", "x"))
-	p.del("a", 1)
-	p.quiesce(true)
-	require.Nil(t, p.get("b", 1))
-	require.Empty(t, p.dlq.all())
+	p.Seed(row(1, "name", "x"))
+	p.Delete("a", 1)
+	p.Quiesce("a")
+	require.Nil(t, p.Get("b", 1))
+	require.Empty(t, p.DeadLetters())
 	require.NoError(t, authority(t).Resolve(context.Background(), &duplex.Conflict{Change: &duplex.Change{Op: duplex.OpDelete}}))
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/dlq"
 	"github.com/duplexsync/duplex/resolve"
 )
 
@@ -77,7 +78,7 @@ func BenchmarkChain(b *testing.B) {
 			p, err := duplex.NewPipeline(&duplex.Config{
 				Name: "bench", Direction: duplex.Direction{From: "a", To: "b"},
 				Source: conflictSource{n: b.N, batch: 256}, Target: conflictTarget{}, Resolver: bc.r,
-				DeadLetters: &dlqSink{}, Logger: discard, Options: duplex.Options{BatchSize: 256},
+				DeadLetters: dlq.NewMemory(dlq.MemoryConfig{}), Logger: discard, Options: duplex.Options{BatchSize: 256},
 			})
 			if err != nil {
 				b.Fatal(err)

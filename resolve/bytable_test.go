@@ -27,9 +27,9 @@ func (c *counted) Resolve(ctx context.Context, cf *duplex.Conflict) error {
 // unstamped: both sides change name without touching ts (NULL), b a second
 // after a: only commit times can order them.
 func unstamped(p *pair) {
-	p.seed(row(1, "name", "x"))
-	p.update("a", 1, duplex.Values{"name": "from-a"})
-	p.update("b", 1, duplex.Values{"name": "from-b"})
+	p.Seed(row(1, "name", "x"))
+	p.Update("a", 1, duplex.Values{"name": "from-a"})
+	p.Update("b", 1, duplex.Values{"name": "from-b"})
 }
 
 func TestByTableDispatchesByTable(t *testing.T) {
@@ -48,14 +48,14 @@ func TestByTableDispatchesByTable(t *testing.T) {
 			commit, column = &counted{next: lwwCommit()}, &counted{next: lwwColumn()}
 			return resolve.ByTable{Tables: map[duplex.Table]duplex.Resolver{items: commit}, Default: column}
 		}, unstamped, withCommitTimes())
-		require.Empty(t, out.dead, "decided by commit time from both directions")
-		require.Empty(t, out.deadBA)
-		require.Empty(t, p.diff())
-		require.Equal(t, "from-b", out.a["id=1"]["name"], "b's later commit wins")
-		require.Equal(t, "from-b", out.b["id=1"]["name"])
-		require.Len(t, out.calls, 2, "one conflict, met once from each direction (one per run)")
-		require.Equal(t, map[string]duplex.Pick{"name": duplex.KeepTarget}, decisions(out.calls, "a->b")[0])
-		require.Equal(t, map[string]duplex.Pick{"name": duplex.TakeSource}, decisions(out.calls, "b->a")[0])
+		require.Empty(t, out.Dead, "decided by commit time from both directions")
+		require.Empty(t, out.DeadBA)
+		require.Empty(t, p.Diff())
+		require.Equal(t, "from-b", out.A["id=1"]["name"], "b's later commit wins")
+		require.Equal(t, "from-b", out.B["id=1"]["name"])
+		require.Len(t, out.Calls, 2, "one conflict, met once from each direction (one per run)")
+		require.Equal(t, map[string]duplex.Pick{"name": duplex.KeepTarget}, decisions(out.Calls, "a->b")[0])
+		require.Equal(t, map[string]duplex.Pick{"name": duplex.TakeSource}, decisions(out.Calls, "b->a")[0])
 		require.Positive(t, commit.calls.Load())
 		require.Zero(t, column.calls.Load(), "the default is not asked about a mapped table")
 	})
@@ -67,8 +67,8 @@ func TestByTableDispatchesByTable(t *testing.T) {
 			commit = &counted{next: lwwCommit()}
 			return resolve.ByTable{Tables: map[duplex.Table]duplex.Resolver{other: commit}, Default: lwwColumn()}
 		}, unstamped, withCommitTimes())
-		require.Len(t, out.dead, 2, "LWW on ts cannot order NULL stamps: both directions dead-letter")
-		for _, d := range out.dead {
+		require.Len(t, out.Dead, 2, "LWW on ts cannot order NULL stamps: both directions dead-letter")
+		for _, d := range out.Dead {
 			require.Equal(t, "lww", d.Conflict.DecidedBy)
 			require.Contains(t, d.Error, "ts is NULL")
 		}
@@ -88,9 +88,9 @@ func TestByTableDispatchesByTable(t *testing.T) {
 			"chained, no map": func() duplex.Resolver { return duplex.Chain(resolve.ByTable{}, resolve.DeadLetterAll()) },
 		} {
 			out, p := bothWays(t, r, unstamped, withCommitTimes())
-			require.Len(t, out.dead, 2, "%s: nobody decides, the conflict goes to the DLQ both ways", name)
-			require.Equal(t, "from-a", p.get("a", 1)["name"], "%s: the rows stay as they are", name)
-			require.Equal(t, "from-b", p.get("b", 1)["name"], name)
+			require.Len(t, out.Dead, 2, "%s: nobody decides, the conflict goes to the DLQ both ways", name)
+			require.Equal(t, "from-a", p.Get("a", 1)["name"], "%s: the rows stay as they are", name)
+			require.Equal(t, "from-b", p.Get("b", 1)["name"], name)
 		}
 	})
 }

@@ -73,29 +73,14 @@
 // - base, not target + (source - base), which differs in float64 rounding),
 // results sorted.
 //
-// The package's property tests run random interleavings of edits on two
-// replicas, with random deliveries in both directions, and check that for
-// every key the replicas agree or the DLQ names the key.
+// # Testing a resolver
 //
-// # Known limitations
-//
-// The same tests found cases where conflict detection in package duplex
-// shows the two directions different conflicts, so that the replicas end
-// different with nothing dead-lettered whatever the resolver (or with
-// none). Until they are fixed there, expect silent drift when:
-//
-//   - a field is changed and changed back (A→B→A) on one side while the
-//     other side changes it too: value comparison cannot see the first
-//     side's change, and the two values swap;
-//   - LWW decides a field by row times (a timestamp column or commit
-//     times) while the target row was edited again, on another field, after
-//     its edit of the contested one; and, on commit times, when several
-//     changes to one row arrive in one batch, or when the target's Applier
-//     reports the commit time of the sync's own writes as the row's time
-//     (applypg does: it should be the commit time of the change written);
-//   - both sides insert the same key and one of them updates it before the
-//     other's insert arrives (an insert-insert conflict has no base);
-//   - a delete races an insert or update of the same row on the other side
-//     (a late insert is taken for a new row, a row revived for a late
-//     update lacks values merged since), or a key is reused after a delete.
+// Package [github.com/duplexsync/duplex/resolve/resolvetest] is the
+// conformance kit every resolver here passes, and custom resolvers can
+// run: random interleavings of edits on two replicas with random
+// deliveries in both directions, checking that the replicas agree or the
+// DLQ names the key, that the delivery order does not change the result,
+// that the same input always gets the same decisions, and that a resolver
+// never modifies its input, decides undeclared fields or panics on odd
+// values.
 package resolve

@@ -176,3 +176,36 @@ func ExampleSideWins() {
 	// map[id:1 name:Ada Lovelace plan:pro]
 	// map[id:1 name:Ada Lovelace plan:pro]
 }
+
+// A custom resolver is a function of the conflict: here the longer note
+// wins, equal lengths go to the CRM. It decides from what both directions
+// see alike (lengths, a system's name; never "source" or "target"), so
+// both reach the same answer. Package resolvetest checks that and more:
+// run resolvetest.Run on it in a test.
+func Example_customResolver() {
+	longerNote := duplex.ResolverFunc(func(_ context.Context, c *duplex.Conflict) error {
+		if !c.IsConflicting("note") {
+			return nil // leave everything else to the next resolver
+		}
+		src, _ := c.SourceValue("note")
+		dst, _ := c.TargetValue("note")
+		s, _ := src.(string)
+		d, _ := dst.(string)
+		if len(s) > len(d) || len(s) == len(d) && c.Direction.From == "crm" {
+			c.Take("note", "longer_note")
+		} else {
+			c.Keep("note", "longer_note")
+		}
+		return nil
+	})
+	crm, billing := replicas([]string{"id", "name", "note"}, duplex.Values{"id": int64(1), "name": "Ada", "note": "new"})
+	_ = crm.Update(customers, id1, duplex.Values{"note": "called, wants a demo"})
+	_ = billing.Update(customers, id1, duplex.Values{"name": "A. Lovelace", "note": "paid"})
+
+	syncOnce(crm, billing, duplex.Chain(longerNote, resolve.DeadLetterAll()))
+	fmt.Println(crm.Get(customers, id1))
+	fmt.Println(billing.Get(customers, id1))
+	// Output:
+	// map[id:1 name:A. Lovelace note:called, wants a demo]
+	// map[id:1 name:A. Lovelace note:called, wants a demo]
+}

@@ -25,9 +25,9 @@ func lwwColumn() duplex.Resolver {
 // concurrentEdits: both sides change name, each stamping ts.
 func concurrentEdits(tsA, tsB any) scenario {
 	return func(p *pair) {
-		p.seed(row(1, "name", "x", "ts", epoch))
-		p.update("a", 1, duplex.Values{"name": "from-a", "ts": tsA})
-		p.update("b", 1, duplex.Values{"name": "from-b", "ts": tsB})
+		p.Seed(row(1, "name", "x", "ts", epoch))
+		p.Update("a", 1, duplex.Values{"name": "from-a", "ts": tsA})
+		p.Update("b", 1, duplex.Values{"name": "from-b", "ts": tsB})
 	}
 }
 
@@ -47,11 +47,11 @@ func TestLWWColumnNewerSideWins(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			out, _ := bothWays(t, lwwColumn, concurrentEdits(tc.tsA, tc.tsB))
-			require.Empty(t, out.dead)
-			require.Equal(t, tc.want, out.a["id=1"]["name"])
-			require.Equal(t, tc.want, out.b["id=1"]["name"])
-			require.Len(t, out.calls, 2)
-			for _, s := range out.calls {
+			require.Empty(t, out.Dead)
+			require.Equal(t, tc.want, out.A["id=1"]["name"])
+			require.Equal(t, tc.want, out.B["id=1"]["name"])
+			require.Len(t, out.Calls, 2)
+			for _, s := range out.Calls {
 				require.Equal(t, duplex.UpdateUpdate, s.Kind)
 				won := s.Dir == "a->b" && tc.want == "from-a" || s.Dir == "b->a" && tc.want == "from-b"
 				want := map[bool]duplex.Pick{true: duplex.TakeSource, false: duplex.KeepTarget}[won]
@@ -74,16 +74,16 @@ func TestLWWColumnTooCloseToCall(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			out, _ := bothWays(t, lwwColumn, concurrentEdits(tc.tsA, tc.tsB))
-			require.Len(t, out.dead, 2, "both directions dead-letter")
-			for _, d := range out.dead {
+			require.Len(t, out.Dead, 2, "both directions dead-letter")
+			for _, d := range out.Dead {
 				require.Equal(t, duplex.ReasonConflict, d.Reason)
 				require.Equal(t, "lww", d.Conflict.DecidedBy)
 				require.Contains(t, d.Error, "too close to call")
 				require.Contains(t, d.Error, "within the skew tolerance 2s")
 				require.Contains(t, d.Conflict.Fields, "name") // ts too, unless both wrote the same instant
 			}
-			require.Equal(t, "from-a", out.a["id=1"]["name"], "both versions stay: the targets are untouched")
-			require.Equal(t, "from-b", out.b["id=1"]["name"])
+			require.Equal(t, "from-a", out.A["id=1"]["name"], "both versions stay: the targets are untouched")
+			require.Equal(t, "from-b", out.B["id=1"]["name"])
 		})
 	}
 }
@@ -102,8 +102,8 @@ func TestLWWColumnUnknownTimesDeadLetter(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			out, _ := bothWays(t, lwwColumn, concurrentEdits(tc.tsA, tc.tsB))
-			require.Len(t, out.dead, 2)
-			for _, d := range out.dead {
+			require.Len(t, out.Dead, 2)
+			for _, d := range out.Dead {
 				require.Contains(t, d.Error, tc.reason)
 			}
 		})
@@ -113,31 +113,31 @@ func TestLWWColumnUnknownTimesDeadLetter(t *testing.T) {
 func TestLWWColumnClockAheadDeadLetters(t *testing.T) {
 	t.Parallel()
 	out, _ := bothWays(t, lwwColumn, concurrentEdits(at(2*time.Hour), at(time.Minute)))
-	require.Len(t, out.dead, 2)
-	require.Contains(t, out.dead[0].Error, "a's time 2025-03-01T14:00:00Z is ahead of now (2025-03-01T13:00:00Z) by more than the skew tolerance 2s")
+	require.Len(t, out.Dead, 2)
+	require.Contains(t, out.Dead[0].Error, "a's time 2025-03-01T14:00:00Z is ahead of now (2025-03-01T13:00:00Z) by more than the skew tolerance 2s")
 }
 
 func TestLWWColumnInsertInsert(t *testing.T) {
 	t.Parallel()
 	out, _ := bothWays(t, lwwColumn, func(p *pair) {
-		p.insert("a", row(2, "name", "from-a", "ts", at(time.Minute)))
-		p.insert("b", row(2, "name", "from-b", "ts", at(2*time.Minute)))
+		p.Insert("a", row(2, "name", "from-a", "ts", at(time.Minute)))
+		p.Insert("b", row(2, "name", "from-b", "ts", at(2*time.Minute)))
 	})
-	require.Empty(t, out.dead)
-	require.Equal(t, row(2, "name", "from-b", "ts", at(2*time.Minute)), out.a["id=2"])
-	require.Equal(t, duplex.InsertInsert, out.calls[0].Kind)
+	require.Empty(t, out.Dead)
+	require.Equal(t, row(2, "name", "from-b", "ts", at(2*time.Minute)), out.A["id=2"])
+	require.Equal(t, duplex.InsertInsert, out.Calls[0].Kind)
 }
 
 func TestLWWColumnOnlyDecidesConflictingFields(t *testing.T) {
 	t.Parallel()
 	out, _ := bothWays(t, lwwColumn, func(p *pair) {
-		p.seed(row(1, "name", "x", "note", "x", "ts", epoch))
-		p.update("a", 1, duplex.Values{"name": "from-a", "note": "only a", "ts": at(time.Minute)})
-		p.update("b", 1, duplex.Values{"name": "from-b", "ts": at(2 * time.Minute)})
+		p.Seed(row(1, "name", "x", "note", "x", "ts", epoch))
+		p.Update("a", 1, duplex.Values{"name": "from-a", "note": "only a", "ts": at(time.Minute)})
+		p.Update("b", 1, duplex.Values{"name": "from-b", "ts": at(2 * time.Minute)})
 	})
-	require.Empty(t, out.dead)
-	require.Equal(t, row(1, "name", "from-b", "note", "only a", "ts", at(2*time.Minute)), out.a["id=1"])
-	require.Equal(t, duplex.Undecided, out.calls[0].Picks["note"], "a field only one side changed is not LWW's business")
+	require.Empty(t, out.Dead)
+	require.Equal(t, row(1, "name", "from-b", "note", "only a", "ts", at(2*time.Minute)), out.A["id=1"])
+	require.Equal(t, duplex.Undecided, out.Calls[0].Picks["note"], "a field only one side changed is not LWW's business")
 }
 
 func TestLWWDeleteUpdate(t *testing.T) {
@@ -147,19 +147,19 @@ func TestLWWDeleteUpdate(t *testing.T) {
 	t.Run("delete newer: deleted on both sides", func(t *testing.T) {
 		t.Parallel()
 		out, _ := bothWays(t, lwwColumn, func(p *pair) {
-			p.seed(row(1, "name", "x", "ts", epoch))
-			p.update("b", 1, duplex.Values{"name": "from-b", "ts": epoch.Add(-time.Minute)})
-			p.del("a", 1)
+			p.Seed(row(1, "name", "x", "ts", epoch))
+			p.Update("b", 1, duplex.Values{"name": "from-b", "ts": epoch.Add(-time.Minute)})
+			p.Delete("a", 1)
 		})
-		require.Nil(t, out.a["id=1"])
-		require.Nil(t, out.b["id=1"])
-		require.Empty(t, out.dead, "a's delete, merged first, carries its time: the newer delete wins")
+		require.Nil(t, out.A["id=1"])
+		require.Nil(t, out.B["id=1"])
+		require.Empty(t, out.Dead, "a's delete, merged first, carries its time: the newer delete wins")
 		// b's update merged first meets a row a deleted at an unknown time:
 		// too early to call, dead-lettered; a's delete then settles the row.
-		require.Len(t, out.deadBA, 1)
-		require.Equal(t, duplex.UpdateDelete, out.deadBA[0].Conflict.Kind)
-		require.Contains(t, out.deadBA[0].Error, "a has no row: when it was deleted is unknown")
-		for _, s := range out.calls {
+		require.Len(t, out.DeadBA, 1)
+		require.Equal(t, duplex.UpdateDelete, out.DeadBA[0].Conflict.Kind)
+		require.Contains(t, out.DeadBA[0].Error, "a has no row: when it was deleted is unknown")
+		for _, s := range out.Calls {
 			if s.Kind == duplex.DeleteUpdate {
 				require.Equal(t, map[string]duplex.Pick{"name": duplex.TakeSource, "ts": duplex.TakeSource}, s.Picks)
 			}
@@ -168,16 +168,16 @@ func TestLWWDeleteUpdate(t *testing.T) {
 	t.Run("update newer: the row survives on both sides", func(t *testing.T) {
 		t.Parallel()
 		out, _ := bothWays(t, lwwColumn, func(p *pair) {
-			p.seed(row(1, "name", "x", "ts", epoch))
-			p.del("a", 1)
-			p.update("b", 1, duplex.Values{"name": "from-b", "ts": at(time.Minute)})
+			p.Seed(row(1, "name", "x", "ts", epoch))
+			p.Delete("a", 1)
+			p.Update("b", 1, duplex.Values{"name": "from-b", "ts": at(time.Minute)})
 		})
-		require.Equal(t, "from-b", out.a["id=1"]["name"], "the newer update recreates the row a deleted")
-		require.Equal(t, "from-b", out.b["id=1"]["name"])
-		require.Empty(t, out.dead)
-		require.Len(t, out.deadBA, 1, "b's update met a's delete before its time was known")
-		require.Equal(t, duplex.Direction{From: "b", To: "a"}, out.deadBA[0].Direction)
-		require.Equal(t, "from-b", out.deadBA[0].Change.After["name"], "the DLQ holds the update to replay")
+		require.Equal(t, "from-b", out.A["id=1"]["name"], "the newer update recreates the row a deleted")
+		require.Equal(t, "from-b", out.B["id=1"]["name"])
+		require.Empty(t, out.Dead)
+		require.Len(t, out.DeadBA, 1, "b's update met a's delete before its time was known")
+		require.Equal(t, duplex.Direction{From: "b", To: "a"}, out.DeadBA[0].Direction)
+		require.Equal(t, "from-b", out.DeadBA[0].Change.After["name"], "the DLQ holds the update to replay")
 	})
 }
 
@@ -192,49 +192,49 @@ func TestLWWCommitTimes(t *testing.T) {
 	t.Run("the later commit wins", func(t *testing.T) {
 		t.Parallel()
 		out, _ := bothWays(t, lww, func(p *pair) {
-			p.seed(row(1, "name", "x"))
-			p.update("b", 1, duplex.Values{"name": "from-b"}) // epoch+2s
-			p.update("a", 1, duplex.Values{"name": "from-a"}) // epoch+3s
+			p.Seed(row(1, "name", "x"))
+			p.Update("b", 1, duplex.Values{"name": "from-b"}) // epoch+2s
+			p.Update("a", 1, duplex.Values{"name": "from-a"}) // epoch+3s
 		}, withCommitTimes())
-		require.Empty(t, out.dead)
-		require.Equal(t, "from-a", out.b["id=1"]["name"])
-		for _, s := range out.calls {
+		require.Empty(t, out.Dead)
+		require.Equal(t, "from-a", out.B["id=1"]["name"])
+		for _, s := range out.Calls {
 			require.False(t, s.TargetTime.IsZero())
 		}
 	})
 	t.Run("within the skew", func(t *testing.T) {
 		t.Parallel()
 		out, _ := bothWays(t, lww, func(p *pair) {
-			p.seed(row(1, "name", "x"))
-			p.update("b", 1, duplex.Values{"name": "from-b"})
-			p.clock.Advance(-700 * time.Millisecond) // a's commit comes 300ms after b's
-			p.update("a", 1, duplex.Values{"name": "from-a"})
+			p.Seed(row(1, "name", "x"))
+			p.Update("b", 1, duplex.Values{"name": "from-b"})
+			p.Advance(-700 * time.Millisecond) // a's commit comes 300ms after b's
+			p.Update("a", 1, duplex.Values{"name": "from-a"})
 		}, withCommitTimes())
-		require.Len(t, out.dead, 2)
-		require.Contains(t, out.dead[0].Error, "300ms apart, within the skew tolerance 500ms")
+		require.Len(t, out.Dead, 2)
+		require.Contains(t, out.Dead[0].Error, "300ms apart, within the skew tolerance 500ms")
 	})
 	t.Run("unknown when the target does not report them", func(t *testing.T) {
 		t.Parallel()
 		out, _ := bothWays(t, lww, func(p *pair) {
-			p.seed(row(1, "name", "x"))
-			p.update("b", 1, duplex.Values{"name": "from-b"})
-			p.update("a", 1, duplex.Values{"name": "from-a"})
+			p.Seed(row(1, "name", "x"))
+			p.Update("b", 1, duplex.Values{"name": "from-b"})
+			p.Update("a", 1, duplex.Values{"name": "from-a"})
 		})
-		require.Len(t, out.dead, 2)
-		require.Contains(t, out.dead[0].Error, "commit times are unknown")
-		require.Contains(t, out.dead[0].Error, "duplex.CommitTimeField")
+		require.Len(t, out.Dead, 2)
+		require.Contains(t, out.Dead[0].Error, "commit times are unknown")
+		require.Contains(t, out.Dead[0].Error, "duplex.CommitTimeField")
 	})
 	t.Run("delete newer than the update", func(t *testing.T) {
 		t.Parallel()
 		out, _ := bothWays(t, lww, func(p *pair) {
-			p.seed(row(1, "name", "x"))
-			p.update("b", 1, duplex.Values{"name": "from-b"})
-			p.del("a", 1)
+			p.Seed(row(1, "name", "x"))
+			p.Update("b", 1, duplex.Values{"name": "from-b"})
+			p.Delete("a", 1)
 		}, withCommitTimes())
-		require.Nil(t, out.a["id=1"])
-		require.Nil(t, out.b["id=1"])
-		require.Empty(t, out.dead, "a's delete merged first: its commit time wins")
-		require.Len(t, out.deadBA, 1, "b's update merged first: a's delete time is unknown")
+		require.Nil(t, out.A["id=1"])
+		require.Nil(t, out.B["id=1"])
+		require.Empty(t, out.Dead, "a's delete merged first: its commit time wins")
+		require.Len(t, out.DeadBA, 1, "b's update merged first: a's delete time is unknown")
 	})
 }
 
@@ -247,8 +247,8 @@ func TestLWWConfigErrors(t *testing.T) {
 	// change goes to the DLQ with the configuration error.
 	p := newPair(t, &resolve.LWW{Column: "ts", Skew: -time.Second})
 	concurrentEdits(at(time.Minute), at(2*time.Minute))(p)
-	p.deliver("a", "b", false)
-	dl := p.dlq.all()
+	p.Deliver("a", "b", false)
+	dl := p.DeadLetters()
 	require.Len(t, dl, 1)
 	require.Equal(t, duplex.ReasonPermanentError, dl[0].Reason)
 	require.Contains(t, dl[0].Error, "Skew must not be negative")
@@ -276,13 +276,13 @@ func TestLWWTimestampColumnAloneTakesTheLaterStamp(t *testing.T) {
 	// only the ts column itself is contested, and the later stamp wins on
 	// both sides instead of the row going to the DLQ.
 	out, p := bothWays(t, lwwColumn, func(p *pair) {
-		p.seed(row(1, "name", "x", "note", "x", "ts", epoch))
-		p.update("a", 1, duplex.Values{"name": "from a", "ts": at(time.Second)})
-		p.update("b", 1, duplex.Values{"note": "from b", "ts": at(time.Second + time.Millisecond)})
+		p.Seed(row(1, "name", "x", "note", "x", "ts", epoch))
+		p.Update("a", 1, duplex.Values{"name": "from a", "ts": at(time.Second)})
+		p.Update("b", 1, duplex.Values{"note": "from b", "ts": at(time.Second + time.Millisecond)})
 	})
-	require.Empty(t, out.dead)
-	require.Empty(t, p.diff())
-	require.Equal(t, "from a", out.a["id=1"]["name"])
-	require.Equal(t, "from b", out.a["id=1"]["note"])
-	require.Equal(t, at(time.Second+time.Millisecond), out.a["id=1"]["ts"])
+	require.Empty(t, out.Dead)
+	require.Empty(t, p.Diff())
+	require.Equal(t, "from a", out.A["id=1"]["name"])
+	require.Equal(t, "from b", out.A["id=1"]["note"])
+	require.Equal(t, at(time.Second+time.Millisecond), out.A["id=1"]["ts"])
 }

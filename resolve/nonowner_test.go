@@ -32,13 +32,17 @@ func TestTwoWayNonOwnerEditMergedByOwnersChange(t *testing.T) {
 		t.Run(fmt.Sprintf("abFirst=%v", abFirst), func(t *testing.T) {
 			t.Parallel()
 			p := newPair(t, auth)
-			p.seed(row(1, "name", "x", "note", "x"))
-			p.update("b", 1, duplex.Values{"name": "b"}) // b does not own name
-			p.update("a", 1, duplex.Values{"note": "a"}) // a edits another field
-			p.quiesce(abFirst)
+			p.Seed(row(1, "name", "x", "note", "x"))
+			p.Update("b", 1, duplex.Values{"name": "b"}) // b does not own name
+			p.Update("a", 1, duplex.Values{"note": "a"}) // a edits another field
+			first := "b"
+			if abFirst {
+				first = "a"
+			}
+			p.Quiesce(first)
 			for _, side := range []string{"a", "b"} {
-				got := p.get(side, 1)
-				require.Equal(t, "x", got["name"], "%s: a owns name; resolver calls:\n%s", side, p.trace())
+				got := p.Get(side, 1)
+				require.Equal(t, "x", got["name"], "%s: a owns name; resolver calls:\n%s", side, p.Trace())
 				require.Equal(t, "a", got["note"], "%s: a's edit of note", side)
 			}
 		})

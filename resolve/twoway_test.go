@@ -21,7 +21,7 @@ import (
 
 func requireAgreeOrDeadLetter(t *testing.T, p *pair) {
 	t.Helper()
-	require.Empty(t, p.undeadDiff(), "the replicas differ and nothing was dead-lettered; resolver calls:\n%s", p.trace())
+	require.Empty(t, p.UndeadDiff(), "the replicas differ and nothing was dead-lettered; resolver calls:\n%s", p.Trace())
 }
 
 // Issue 1: a field that returns to an earlier value (ABA) hides a change
@@ -33,11 +33,11 @@ func requireAgreeOrDeadLetter(t *testing.T, p *pair) {
 func TestTwoWayFieldABASwapsValues(t *testing.T) {
 	t.Parallel()
 	p := newPair(t, nil)
-	p.seed(row(1, "name", "p"))
-	p.update("b", 1, duplex.Values{"name": "r"})
-	p.update("a", 1, duplex.Values{"name": "r"})
-	p.update("a", 1, duplex.Values{"name": "p"})
-	p.quiesce(true)
+	p.Seed(row(1, "name", "p"))
+	p.Update("b", 1, duplex.Values{"name": "r"})
+	p.Update("a", 1, duplex.Values{"name": "r"})
+	p.Update("a", 1, duplex.Values{"name": "p"})
+	p.Quiesce("a")
 	requireAgreeOrDeadLetter(t, p) // value-based detection: a holds r, b holds p
 }
 
@@ -49,11 +49,11 @@ func TestTwoWayFieldABASwapsValues(t *testing.T) {
 func TestTwoWayRowTimeIsNotFieldTime(t *testing.T) {
 	t.Parallel()
 	p := newPair(t, &resolve.LWW{Column: "ts", Skew: time.Millisecond, Now: farFuture})
-	p.seed(row(1, "name", "x", "note", "x", "ts", epoch))
-	p.update("b", 1, duplex.Values{"name": "b", "ts": at(1 * time.Second)})
-	p.update("a", 1, duplex.Values{"name": "a", "ts": at(2 * time.Second)}) // the last write of name
-	p.update("b", 1, duplex.Values{"note": "n", "ts": at(3 * time.Second)}) // b's row is now newer
-	p.quiesce(true)
+	p.Seed(row(1, "name", "x", "note", "x", "ts", epoch))
+	p.Update("b", 1, duplex.Values{"name": "b", "ts": at(1 * time.Second)})
+	p.Update("a", 1, duplex.Values{"name": "a", "ts": at(2 * time.Second)}) // the last write of name
+	p.Update("b", 1, duplex.Values{"note": "n", "ts": at(3 * time.Second)}) // b's row is now newer
+	p.Quiesce("a")
 	requireAgreeOrDeadLetter(t, p) // value-based detection: a holds name a, b holds name b
 }
 
@@ -64,10 +64,10 @@ func TestTwoWayRowTimeIsNotFieldTime(t *testing.T) {
 func TestTwoWayInsertInsertHasNoBase(t *testing.T) {
 	t.Parallel()
 	p := newPair(t, resolve.SideWins("b"))
-	p.insert("a", row(1, "name", "p"))
-	p.update("a", 1, duplex.Values{"note": "p"}) // a's later update
-	p.insert("b", row(1, "name", "p"))           // b inserts the same row
-	p.quiesce(false)
+	p.Insert("a", row(1, "name", "p"))
+	p.Update("a", 1, duplex.Values{"note": "p"}) // a's later update
+	p.Insert("b", row(1, "name", "p"))           // b inserts the same row
+	p.Quiesce("b")
 	requireAgreeOrDeadLetter(t, p) // value-based detection: a's note is NULL (b's insert won it), b's is p (a's update applied)
 }
 
@@ -78,11 +78,11 @@ func TestTwoWayInsertInsertHasNoBase(t *testing.T) {
 func TestTwoWayInsertAfterDeleteIsNew(t *testing.T) {
 	t.Parallel()
 	p := newPair(t, resolve.SideWins("a"))
-	p.insert("b", row(1, "name", "from-b"))
-	p.insert("a", row(1, "name", "from-a"))
-	p.deliver("a", "b", false) // insert-insert: a wins on b
-	p.del("a", 1)              // a deletes the merged row
-	p.quiesce(false)           // b's insert reaches a: a new row there; a's delete removes b's
+	p.Insert("b", row(1, "name", "from-b"))
+	p.Insert("a", row(1, "name", "from-a"))
+	p.Deliver("a", "b", false) // insert-insert: a wins on b
+	p.Delete("a", 1)           // a deletes the merged row
+	p.Quiesce("b")             // b's insert reaches a: a new row there; a's delete removes b's
 	requireAgreeOrDeadLetter(t, p)
 }
 
@@ -95,11 +95,11 @@ func TestTwoWayInsertAfterDeleteIsNew(t *testing.T) {
 func TestTwoWayDeleteABA(t *testing.T) {
 	t.Parallel()
 	p := newPair(t, resolve.SideWins("b"))
-	p.seed(row(1, "name", "p"))
-	p.update("b", 1, duplex.Values{"name": "q"})
-	p.update("b", 1, duplex.Values{"name": "p"})
-	p.del("a", 1)
-	p.quiesce(true)
+	p.Seed(row(1, "name", "p"))
+	p.Update("b", 1, duplex.Values{"name": "q"})
+	p.Update("b", 1, duplex.Values{"name": "p"})
+	p.Delete("a", 1)
+	p.Quiesce("a")
 	requireAgreeOrDeadLetter(t, p) // value-based detection: a has the row again, b does not
 }
 
@@ -112,11 +112,11 @@ func TestTwoWayRevivalFromAStaleImage(t *testing.T) {
 	auth, err := resolve.ParseAuthority("name=a,note=b")
 	require.NoError(t, err)
 	p := newPair(t, auth)
-	p.seed(row(1, "name", "x", "note", "x"))
-	p.update("a", 1, duplex.Values{"name": "a"})
-	p.update("b", 1, duplex.Values{"note": "b"})
-	p.del("a", 1)
-	p.quiesce(true) // b keeps the row (b owns note) with name a; a recreates it from b's change: name x
+	p.Seed(row(1, "name", "x", "note", "x"))
+	p.Update("a", 1, duplex.Values{"name": "a"})
+	p.Update("b", 1, duplex.Values{"note": "b"})
+	p.Delete("a", 1)
+	p.Quiesce("a") // b keeps the row (b owns note) with name a; a recreates it from b's change: name x
 	requireAgreeOrDeadLetter(t, p)
 }
 
@@ -126,11 +126,11 @@ func TestTwoWayRevivalFromAStaleImage(t *testing.T) {
 func TestTwoWayKeyReuseAfterDelete(t *testing.T) {
 	t.Parallel()
 	p := newPair(t, resolve.SideWins("a"))
-	p.seed(row(1, "name", "p"))
-	p.del("b", 1)
-	p.insert("b", row(1, "note", "p"))
-	p.update("a", 1, duplex.Values{"note": "q"})
-	p.quiesce(false)
+	p.Seed(row(1, "name", "p"))
+	p.Delete("b", 1)
+	p.Insert("b", row(1, "note", "p"))
+	p.Update("a", 1, duplex.Values{"note": "q"})
+	p.Quiesce("b")
 	requireAgreeOrDeadLetter(t, p) // value-based detection: a holds name p, b holds name NULL
 }
 
@@ -145,13 +145,13 @@ func TestTwoWayRowTimeRegressesInAChunk(t *testing.T) {
 	t.Parallel()
 	for _, batch := range []int{1, 64} {
 		p := newPair(t, &resolve.LWW{Skew: 500 * time.Millisecond, Now: farFuture}, withCommitTimes(), withBatch(batch))
-		p.seed(row(1, "name", "x", "note", "x"))
-		p.update("a", 1, duplex.Values{"note": "a-note"}) // commits at epoch+2s
-		p.update("a", 1, duplex.Values{"name": "a-name"}) // +3s
-		p.update("b", 1, duplex.Values{"name": "b-name"}) // +4s: the last write of name
-		p.quiesce(true)
+		p.Seed(row(1, "name", "x", "note", "x"))
+		p.Update("a", 1, duplex.Values{"note": "a-note"}) // commits at epoch+2s
+		p.Update("a", 1, duplex.Values{"name": "a-name"}) // +3s
+		p.Update("b", 1, duplex.Values{"name": "b-name"}) // +4s: the last write of name
+		p.Quiesce("a")
 		requireAgreeOrDeadLetter(t, p) // value-based detection, batch 64: a holds b-name, b holds a-name
-		require.Equal(t, "b-name", p.get("b", 1)["name"], "batch %d", batch)
+		require.Equal(t, "b-name", p.Get("b", 1)["name"], "batch %d", batch)
 	}
 }
 
@@ -167,11 +167,11 @@ func TestTwoWayRowTimeRegressesInAChunk(t *testing.T) {
 func TestTwoWayCommitTimeOfSyncWrites(t *testing.T) {
 	t.Parallel()
 	p := newPair(t, &resolve.LWW{Skew: 500 * time.Millisecond, Now: farFuture}, withXminTimes(), withBatch(1))
-	p.seed(row(1, "name", "x", "note", "x"))
-	p.update("b", 1, duplex.Values{"note": "b-note"}) // +2s
-	p.update("a", 1, duplex.Values{"name": "a-name"}) // +3s
-	p.update("b", 1, duplex.Values{"name": "b-name"}) // +4s: the last write of name
-	p.clock.Advance(time.Minute)
-	p.quiesce(false)               // b's note reaches a at +64s: a's row now looks newer than b's name
+	p.Seed(row(1, "name", "x", "note", "x"))
+	p.Update("b", 1, duplex.Values{"note": "b-note"}) // +2s
+	p.Update("a", 1, duplex.Values{"name": "a-name"}) // +3s
+	p.Update("b", 1, duplex.Values{"name": "b-name"}) // +4s: the last write of name
+	p.Advance(time.Minute)
+	p.Quiesce("b")                 // b's note reaches a at +64s: a's row now looks newer than b's name
 	requireAgreeOrDeadLetter(t, p) // value-based detection: a keeps a-name, b keeps b-name
 }

@@ -34,11 +34,8 @@ const (
 	// expectation failed. All statements of a batch are pipelined: a batch
 	// costs two round trips whatever its size, the statements are prepared
 	// once per connection, and the server parses, plans and executes one
-	// statement per run instead of one per row. It was the fastest method
-	// in every measurement (package doc, BenchmarkApply,
-	// TestMethodThroughput): 1.2-1.4x MethodRows, 15-30x one transaction per
-	// change, on a 2-core machine where the server's per-row work (the row
-	// and its ledger entry) dominates.
+	// statement per run instead of one per row. The default (see the
+	// package doc).
 	MethodUnnest Method = iota + 1
 	// MethodRows sends one statement per write, all pipelined in one round
 	// trip (a pgx.Batch).

@@ -87,36 +87,23 @@
 // by write in a new transaction to name the failing write in a
 // *duplex.BatchError (or to succeed, when only the bulk order failed).
 //
-// Measured on a 2-core machine shared with other test runs (load average
-// 4-8), PostgreSQL 15 on the same host (fsync on, synchronous_commit on),
-// 200,000 changes of a 7-column table per method in batches of 512, ledger
-// and checkpoint included, the methods taking turns 20,000 rows at a time
-// (DUPLEX_BENCH=1 go test -run TestMethodThroughput -v; BenchmarkApply has
-// the same cases). Rows per second, three runs:
-//
-//	method                   insert                  update (2 fields, with expectations)
-//	unnest (default)   29,500 23,400 21,300    30,300 23,100 19,000
-//	rows (pipelined)   25,100 16,900 19,500    23,400 16,400 16,100
-//	values             18,700 17,600 17,000    27,500 21,000 20,300
-//	copy               24,000 15,000 18,400    20,000 14,500  8,400
-//	one tx per change   1,200  1,100    660     1,800  1,200    560
-//
-// The server's own work per row (the heap and index insertions of the row
-// and of its ledger entry) is the same for every method; unnest wins on
-// what remains: one statement to parse, plan and execute per run instead
-// of one per row, a fixed SQL text that stays prepared (VALUES changes
-// with the row count and is planned again and again), and no extra round
-// trips (COPY cannot be pipelined).
+// Unnest is the default because it leaves the least work around the
+// server's own per-row work (the heap and index insertions of the row and
+// of its ledger entry, the same for every method): one statement to parse,
+// plan and execute per run instead of one per row, a fixed SQL text that
+// stays prepared (VALUES changes with the row count and is planned again
+// and again), and no extra round trips (COPY cannot be pipelined).
+// BENCHMARKS.md has the measurements (TestMethodThroughput,
+// BenchmarkApply).
 //
 // The ledger entries are one plain INSERT of the batch's IDs: they are new
-// (the Pipeline asked the ledger before), and a plain insert costs about
-// half as much as one with ON CONFLICT DO NOTHING (a speculative insertion
-// per row). When an ID is in the ledger already (a batch sent again after
-// it committed, or applied concurrently), the insert fails with a unique
+// (the Pipeline asked the ledger before), and a plain insert costs less
+// than one with ON CONFLICT DO NOTHING (a speculative insertion per row).
+// When an ID is in the ledger already (a batch sent again after it
+// committed, or applied concurrently), the insert fails with a unique
 // violation and the batch is sent again, rolled back first, with ON
-// CONFLICT DO NOTHING. Together with the BRIN index on applied_at (instead
-// of a B-tree), this took unnest from 44,000 to 56,000 inserts and from
-// 43,000 to 54,000 updates per second in back-to-back runs.
+// CONFLICT DO NOTHING. A BRIN index on applied_at (instead of a B-tree)
+// keeps the ledger's pruning cheap to maintain.
 //
 // # Triggers
 //

@@ -230,8 +230,7 @@ func (e *decodeError) Unwrap() error { return e.err }
 // up on its own (a LATERAL subquery with LIMIT 1 is never turned into a
 // join), so the plan is an index probe per key whatever the statistics
 // say: a plain join, planned once while the table was empty or small and
-// cached, became a hash join scanning the whole table for every batch
-// (37 ms per 512 keys at 200,000 rows, most of a 1,000,000-row catch-up).
+// cached, can become a hash join scanning the whole table for every batch.
 func (m *tableMeta) buildLookup(commitTime bool) string {
 	var b strings.Builder
 	b.WriteString("SELECT v.ord, l.* FROM unnest(")

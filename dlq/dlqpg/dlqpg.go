@@ -112,7 +112,7 @@ func DDL(schema string) []string {
 			last_seen timestamptz NOT NULL,
 			updated_at timestamptz NOT NULL,
 			count bigint NOT NULL DEFAULT 1)`,
-		// Added by later versions (issue 21): existing tables get them too.
+		// Added by later versions: existing tables get them too.
 		`ALTER TABLE ` + t + ` ADD COLUMN IF NOT EXISTS row_key text NOT NULL DEFAULT ''`,
 		`ALTER TABLE ` + t + ` ADD COLUMN IF NOT EXISTS history jsonb`,
 		// One pending entry per held row (dlq.RowIdentity).

@@ -116,7 +116,7 @@
 // B the upper) arranges them at start, recorded in the sequences' comments.
 //
 // -cpu-profile FILE writes a Go CPU profile (go tool pprof) of the whole
-// run, from start-up until exit, to FILE; internal/bench sets it under its
+// run, from start-up until exit, to FILE; cmd/duplexbench sets it under its
 // -profile.
 //
 // # The dead-letter queue from a terminal

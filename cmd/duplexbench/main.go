@@ -1,10 +1,10 @@
-// Command bench measures duplex against PostgreSQL's native logical
+// Command duplexbench measures duplex against PostgreSQL's native logical
 // replication on the local server: for each workload it alternates runs of
 // the systems compared (A B A B ...), each on two fresh databases, and
 // prints the medians with their spread and the ratio duplex/native.
 //
-//	go run ./internal/bench -quick          # smoke test, about 3 minutes
-//	go run ./internal/bench -out section.md # the full run (its length is printed first)
+//	go run ./cmd/duplexbench -quick          # smoke test, about 3 minutes
+//	go run ./cmd/duplexbench -out section.md # the full run (its length is printed first)
 //
 // Workloads (-only):
 //

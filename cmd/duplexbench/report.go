@@ -56,7 +56,7 @@ func (r *results) markdown() string {
 	fmt.Fprintf(&b, "- PostgreSQL: %s\n", pgVersion(r.o.pg))
 	fmt.Fprintf(&b, "- Command: `%s` (took %s)\n", r.command, r.took.Round(time.Second))
 	if r.o.lateral {
-		b.WriteString("- **Diagnostic: every duplex sync ran with -lateral-ledger** (the benchmark's rewrite of the ledger query, internal/bench/ledgerfix.go), not the library as shipped.\n")
+		b.WriteString("- **Diagnostic: every duplex sync ran with -lateral-ledger** (the benchmark's rewrite of the ledger query, cmd/duplexbench/ledgerfix.go), not the library as shipped.\n")
 	}
 	fmt.Fprintf(&b, "- Runs per system: %d, alternated; cells are median [min–max] over the runs.\n", r.o.runs)
 	oneWay, twoWay := r.byMode()
