@@ -8,10 +8,8 @@ import (
 )
 
 // recordCacheSize is how many keys' agreement records an Applier keeps in
-// memory (two generations of half each): enough for the keys a busy sync
-// changes again and again; a record held costs about a kilobyte (its rows
-// decoded).
-const recordCacheSize = 4096
+// memory (two generations of half each).
+const recordCacheSize = 32768
 
 // recordCache holds the agreement records an Applier committed last, per
 // table and key. The records of a sync and system are written only through
