@@ -146,10 +146,7 @@ func (a *Applier) Apply(ctx context.Context, b *duplex.Batch) error {
 		a.forget(p.tables...)
 	}
 	if err != nil {
-		a.records.drop(b.Agreements)
 		err = a.uniqueError(ctx, b, err)
-	} else {
-		a.records.put(b.Agreements)
 	}
 	return err
 }

@@ -60,8 +60,7 @@ type Applier struct {
 	log        *slog.Logger
 	state      pgstate.Tables
 	agreements *agreepg.Records
-	records    *recordCache // the records this Applier committed last
-	commitTime bool         // track_commit_timestamp is on: Lookup reports CommitTimeField
+	commitTime bool // track_commit_timestamp is on: Lookup reports CommitTimeField
 	// replica: the apply sessions run with session_replication_role =
 	// replica (the role may set it and Triggers.All is off).
 	replica bool
@@ -130,7 +129,6 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Applier, error) 
 		log:          cfg.Logger.With("component", "applypg", "sync", cfg.Sync, "target", cfg.Target),
 		state:        pgstate.Names(cfg.Schema),
 		agreements:   agreepg.NewRecords(cfg.Schema, cfg.Sync, cfg.Target),
-		records:      newRecordCache(recordCacheSize),
 		origins:      &originPool{base: cfg.Origin},
 		driftRefresh: driftRefresh,
 		tables:       make(map[duplex.Table]*tableMeta),
@@ -356,30 +354,12 @@ func (a *Applier) lookup(ctx context.Context, table duplex.Table, keys []duplex.
 	return out, recs, nil
 }
 
-// Agreements implements duplex.AgreementKeeper: the records the Applier
-// committed last from memory, the others with one statement, an index
+// Agreements implements duplex.AgreementKeeper: one statement, an index
 // probe per key.
 func (a *Applier) Agreements(ctx context.Context, t duplex.Table, keys []duplex.Key) ([]duplex.Agreement, error) {
-	as := make([]duplex.Agreement, len(keys))
-	miss := a.records.get(t, keys, as)
-	if len(miss) == 0 {
-		return as, nil
-	}
-	loaded, err := a.agreements.Load(ctx, a.pool, t, pick(keys, miss))
+	as, err := a.agreements.Load(ctx, a.pool, t, keys)
 	if err != nil {
 		return nil, fmt.Errorf("applypg: %s: %w", a.cfg.Target, err)
 	}
-	for j, i := range miss {
-		as[i] = loaded[j]
-	}
 	return as, nil
-}
-
-// pick returns the keys at the indexes idx.
-func pick(keys []duplex.Key, idx []int) []duplex.Key {
-	out := make([]duplex.Key, len(idx))
-	for j, i := range idx {
-		out[j] = keys[i]
-	}
-	return out
 }

@@ -65,20 +65,17 @@ func (a *Applier) read(ctx context.Context, m *tableMeta, keys []duplex.Key, out
 	b.ExecParams(readBegin, nil, nil, nil, nil)
 	b.ExecParams(pinOutputSettings, nil, nil, nil, nil)
 	b.ExecPrepared(lookup, values, nil, nil)
-	var miss []int // keys whose records are read: those not in the cache
 	if recs != nil {
-		if miss = a.records.get(m.table, keys, recs); len(miss) > 0 {
-			load, err := prepared(ctx, conn.Conn(), a.agreements.LoadSQL())
-			if err != nil {
-				return fail(err)
-			}
-			names = append(names, load)
-			b.ExecPrepared(load, a.agreements.LoadParams(m.table, pick(keys, miss)), nil, nil)
+		load, err := prepared(ctx, conn.Conn(), a.agreements.LoadSQL())
+		if err != nil {
+			return fail(err)
 		}
+		names = append(names, load)
+		b.ExecPrepared(load, a.agreements.LoadParams(m.table, keys), nil, nil)
 	}
 	b.ExecParams(readCommit, nil, nil, nil, nil)
 	mrr := pc.ExecBatch(ctx, b)
-	err = a.readResults(mrr, m, keys, out, recs, miss)
+	err = a.readResults(mrr, m, keys, out, recs)
 	if cerr := mrr.Close(); err == nil && cerr != nil {
 		err = fail(cerr)
 	}
@@ -117,9 +114,8 @@ func prepared(ctx context.Context, conn *pgx.Conn, sql string) (string, error) {
 // hash of the SQL, computed once).
 var readNames sync.Map
 
-// readResults reads the results of read's batch in order (the records of
-// the keys at the indexes miss).
-func (a *Applier) readResults(mrr *pgconn.MultiResultReader, m *tableMeta, keys []duplex.Key, out []duplex.Values, recs []duplex.Agreement, miss []int) error {
+// readResults reads the results of read's batch in order.
+func (a *Applier) readResults(mrr *pgconn.MultiResultReader, m *tableMeta, keys []duplex.Key, out []duplex.Values, recs []duplex.Agreement) error {
 	fail := func(err error) error {
 		return pgutil.Classify(fmt.Errorf("applypg: look up %d rows of %s: %w", len(keys), m.table, err))
 	}
@@ -159,20 +155,16 @@ func (a *Applier) readResults(mrr *pgconn.MultiResultReader, m *tableMeta, keys 
 	if _, err := rr.Close(); err != nil {
 		return fail(err)
 	}
-	if len(miss) > 0 {
+	if recs != nil {
 		if rr, err = next(); err != nil {
 			return err
 		}
-		loaded := make([]duplex.Agreement, len(miss))
-		err := a.agreements.ReadLoad(rr, m.table, pick(keys, miss), loaded)
+		err := a.agreements.ReadLoad(rr, m.table, keys, recs)
 		if _, cerr := rr.Close(); err == nil && cerr != nil {
 			err = fail(cerr)
 		}
 		if err != nil {
 			return fmt.Errorf("applypg: %s: %w", a.cfg.Target, err)
-		}
-		for j, i := range miss {
-			recs[i] = loaded[j]
 		}
 	}
 	return skip() // COMMIT
