@@ -128,13 +128,8 @@ func (s *Sync) KeepBoth(ctx context.Context, dl *DeadLetter, move string, newKey
 		return ActionResult{}, err
 	}
 	t, k := dl.Change.Table, dl.Change.Key
-	if len(newKey) != len(k) || newKey.String() == k.String() {
-		return ActionResult{}, fmt.Errorf("duplex: keep both %s %s: the new key %s is not another value of the key columns", t, k, newKey)
-	}
-	for i := range k {
-		if k[i].Name != newKey[i].Name {
-			return ActionResult{}, fmt.Errorf("duplex: keep both %s %s: the new key %s names other columns", t, k, newKey)
-		}
+	if err := checkNewKey(t, k, newKey); err != nil {
+		return ActionResult{}, err
 	}
 	what := fmt.Sprintf("%s: %s's row %s", t, mv.Name, k)
 	defer s.ab.locks.lock([]string{orderKey(&Change{Table: t, Key: k}), orderKey(&Change{Table: t, Key: newKey})})()
@@ -150,13 +145,9 @@ func (s *Sync) KeepBoth(ctx context.Context, dl *DeadLetter, move string, newKey
 	if err != nil {
 		return ActionResult{}, err
 	}
-	var rows [2][2]Values // [mv, other][k, newKey]
-	for i, e := range []*Endpoint{mv, other} {
-		for j, key := range []Key{k, newKey} {
-			if rows[i][j], _, err = lookupOne(ctx, e, t, key); err != nil {
-				return ActionResult{}, err
-			}
-		}
+	rows, err := keepBothRows(ctx, mv, other, t, k, newKey)
+	if err != nil {
+		return ActionResult{}, err
 	}
 	kept := rows[1][0] // the other side's row, which keeps k
 	var row Values     // the moved row, under newKey
@@ -188,27 +179,63 @@ func (s *Sync) KeepBoth(ctx context.Context, dl *DeadLetter, move string, newKey
 		return ActionResult{}, fmt.Errorf("duplex: keep both %s: moved to %s on %s, but %s holds another row under %s: move one of them by hand",
 			what, newKey, mv.Name, other.Name, newKey)
 	}
-	recK, err := s.nextAgreement(ctx, t, k, kept)
-	if err != nil {
-		return ActionResult{}, err
-	}
-	recN, err := s.nextAgreement(ctx, t, newKey, row)
-	if err != nil {
-		return ActionResult{}, err
-	}
-	b := &Batch{Source: mv.Name, Agreements: []AgreementWrite{{Table: t, Key: k, Agreement: recK}, {Table: t, Key: newKey, Agreement: recN}}}
-	if rows[1][1] == nil {
-		b.Writes = []Write{{Op: OpInsert, Table: t, Key: newKey, Set: row.Clone(),
-			Change: &Change{ID: id + other.Name, Source: mv.Name, Table: t, Key: newKey, Op: OpInsert, After: row, CommitTime: time.Now()}}}
-	}
-	if err := s.recordsOf(other).apply(ctx, b); err != nil {
-		if errors.Is(err, ErrStale) {
-			err = fmt.Errorf("%w: %s %s on %s changed while it was written", ErrNewerData, t, newKey, other.Name)
-		}
+	if err := s.keepOnOther(ctx, mv, other, t, k, newKey, kept, row, rows[1][1] == nil, id+other.Name); err != nil {
 		return ActionResult{}, fmt.Errorf("duplex: keep both %s: moved to %s on %s; writing it to %s failed (run it again with the same key): %w", what, newKey, mv.Name, other.Name, err)
 	}
 	s.cfg.Logger.InfoContext(ctx, "dead letter kept both", "sync", s.cfg.Name, "table", t.String(), "key", k.String(), "new_key", newKey.String(), "moved", mv.Name)
 	return ActionResult{Outcome: OutcomeApplied, Detail: fmt.Sprintf("%s is %s on both sides; %s's row keeps %s on both sides", what, newKey, other.Name, k)}, nil
+}
+
+// checkNewKey refuses a new key that is not another value of k's columns.
+func checkNewKey(t Table, k, newKey Key) error {
+	if len(newKey) != len(k) || newKey.String() == k.String() {
+		return fmt.Errorf("duplex: keep both %s %s: the new key %s is not another value of the key columns", t, k, newKey)
+	}
+	for i := range k {
+		if k[i].Name != newKey[i].Name {
+			return fmt.Errorf("duplex: keep both %s %s: the new key %s names other columns", t, k, newKey)
+		}
+	}
+	return nil
+}
+
+// keepBothRows reads the rows of k and newKey on both sides:
+// [mv, other][k, newKey].
+func keepBothRows(ctx context.Context, mv, other *Endpoint, t Table, k, newKey Key) (rows [2][2]Values, err error) {
+	for i, e := range []*Endpoint{mv, other} {
+		for j, key := range []Key{k, newKey} {
+			if rows[i][j], _, err = lookupOne(ctx, e, t, key); err != nil {
+				return rows, err
+			}
+		}
+	}
+	return rows, nil
+}
+
+// keepOnOther writes the other side of a keep-both in one transaction:
+// the moved row under newKey (insert: it holds none yet) and the records
+// of both keys; id is the write's ID in the other side's ledger.
+func (s *Sync) keepOnOther(ctx context.Context, mv, other *Endpoint, t Table, k, newKey Key, kept, row Values, insert bool, id string) error {
+	recK, err := s.nextAgreement(ctx, t, k, kept)
+	if err != nil {
+		return err
+	}
+	recN, err := s.nextAgreement(ctx, t, newKey, row)
+	if err != nil {
+		return err
+	}
+	b := &Batch{Source: mv.Name, Agreements: []AgreementWrite{{Table: t, Key: k, Agreement: recK}, {Table: t, Key: newKey, Agreement: recN}}}
+	if insert {
+		b.Writes = []Write{{Op: OpInsert, Table: t, Key: newKey, Set: row.Clone(),
+			Change: &Change{ID: id, Source: mv.Name, Table: t, Key: newKey, Op: OpInsert, After: row, CommitTime: time.Now()}}}
+	}
+	if err := s.recordsOf(other).apply(ctx, b); err != nil {
+		if errors.Is(err, ErrStale) {
+			return fmt.Errorf("%w: %s %s on %s changed while it was written", ErrNewerData, t, newKey, other.Name)
+		}
+		return err
+	}
+	return nil
 }
 
 // moveRow writes the moved side mv of a keep-both in one transaction: its

@@ -149,11 +149,6 @@ type onboarder struct {
 	// no progress is recorded, keys are locked against the Pipelines, and
 	// rows that differ despite records of one version are repaired.
 	repair bool
-	// unrecorded: the table being onboarded has no agreement records past
-	// the chunks this run committed (its onboarding starts from the
-	// beginning, and nothing else writes records before streaming), so
-	// chunks need not read them.
-	unrecorded bool
 }
 
 func (s *Sync) onboarder() (*onboarder, error) {
@@ -333,7 +328,6 @@ func (o *onboarder) table(ctx context.Context, t Table, first bool) (OnboardingP
 		}
 		resumed = posA != "" || posB != ""
 	}
-	o.unrecorded = !o.repair && !resumed
 	for _, sc := range []Scanner{o.sa, o.sb} {
 		n, err := sc.EstimateRows(ctx, t)
 		if err != nil {
@@ -502,12 +496,8 @@ func (o *onboarder) finish(ctx context.Context, t Table, pc *preparedChunk, p *O
 	return nil
 }
 
-// records reads both systems' agreement records of keys (none when the
-// table is unrecorded).
+// records reads both systems' agreement records of keys.
 func (o *onboarder) records(ctx context.Context, t Table, keys []Key) (recA, recB []Agreement, err error) {
-	if o.unrecorded {
-		return make([]Agreement, len(keys)), make([]Agreement, len(keys)), nil
-	}
 	if recA, err = o.ka.Agreements(ctx, t, keys); err != nil {
 		return nil, nil, fmt.Errorf("duplex: onboarding %s: read %s's agreed rows: %w", t, o.a.Name, err)
 	}

@@ -12,15 +12,14 @@ import (
 // into p (done: the table is finished), and stop, which ends what next
 // left running.
 //
-// An onboarding that starts a table from the beginning prepares chunks in
-// a goroutine, one ahead of their commits: a chunk's keys are disjoint
-// from those of the chunks before it, so their commits change none of the
-// rows it reads (which it reads at the slots' snapshot where there is
-// one), and it reads no records (the table is unrecorded). A resumed
-// onboarding reads records, which the chunk before writes; it and a repair
-// (whose keys stay locked from the read to the commit) go chunk by chunk.
+// A repair goes chunk by chunk (its keys stay locked from the read to the
+// commit). An onboarding prepares the chunks in a goroutine, one ahead of
+// their commits: a chunk's keys are disjoint from those of the chunks
+// before it, and a commit writes rows and records of its own chunk's keys
+// only, so the commits change none of the rows and records the next chunk
+// reads (its rows it reads at the slots' snapshot where there is one).
 func (o *onboarder) chunks(ctx context.Context, t Table, after Key) (next func(p *OnboardingProgress) (bool, error), stop func()) {
-	if o.repair || !o.unrecorded {
+	if o.repair {
 		return func(p *OnboardingProgress) (bool, error) {
 			hi, done, err := o.chunk(ctx, t, after, p)
 			after = hi

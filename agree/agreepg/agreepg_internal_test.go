@@ -147,3 +147,28 @@ func TestEnsureCollatesKeysC(t *testing.T) {
 		require.Equal(t, duplex.Agreement{Known: true, Version: 5}, as[0])
 	}
 }
+
+// TestEnsureLeavesFillFactorToTheOwner: a role that may use the records
+// table of an earlier version but does not own it starts all the same; the
+// fillfactor stays as it was.
+func TestEnsureLeavesFillFactorToTheOwner(t *testing.T) {
+	t.Parallel()
+	db := testenv.Postgres(t)
+	_, err := db.Pool.Exec(t.Context(), `CREATE SCHEMA duplex; CREATE TABLE duplex.agreements (
+		sync text COLLATE "C" NOT NULL, system text COLLATE "C" NOT NULL, tbl text COLLATE "C" NOT NULL, key text COLLATE "C" NOT NULL,
+		version bigint NOT NULL, "row" bytea, peer bytea, peer_kind smallint NOT NULL, unknown jsonb,
+		updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (sync, system, tbl, key))`)
+	require.NoError(t, err)
+	role := testenv.Role(t, db)
+	_, err = db.Pool.Exec(t.Context(), `GRANT CREATE ON DATABASE `+pgx.Identifier{db.Name}.Sanitize()+` TO `+pgx.Identifier{role}.Sanitize()+`;
+		GRANT USAGE, CREATE ON SCHEMA duplex TO `+pgx.Identifier{role}.Sanitize()+`;
+		GRANT SELECT, INSERT, UPDATE, DELETE ON duplex.agreements TO `+pgx.Identifier{role}.Sanitize())
+	require.NoError(t, err)
+	s, err := New(t.Context(), testenv.ConnectAs(t, db, role), Config{Sync: "s", Cache: -1})
+	require.NoError(t, err)
+	require.NoError(t, s.Save(t.Context(), duplex.Table{Schema: "public", Name: "t"}, []duplex.Key{{{Name: "id", Value: int64(1)}}},
+		[]duplex.Agreement{{Known: true, Version: 1}}))
+	var opts []string
+	require.NoError(t, db.Pool.QueryRow(t.Context(), `SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = 'duplex.agreements'::regclass`).Scan(&opts))
+	require.Empty(t, opts)
+}

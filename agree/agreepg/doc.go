@@ -21,8 +21,11 @@
 // exist, and peer_kind says where Peer is (see DDL).
 //
 // Load is one statement whatever the number of keys (an index probe per
-// key), and so is a save (an upsert; of a key given twice the last wins;
-// a record that is not Known deletes the key's record).
+// key); a save is one batch: a plain insert of the keys' first records
+// (Version 1), an upsert of the others and a delete of the records that
+// are not Known (of a key given twice the last wins). When a first record
+// exists after all, the batch is sent again with the upsert only
+// (Records.QueueSave).
 //
 // # Cache
 //

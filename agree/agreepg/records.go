@@ -365,7 +365,8 @@ func joinUnknown(fs []string) []byte {
 // of a plain insert (IsRecordExists) means the record exists after all (a
 // batch sent again after its commit): the caller sends the batch again with
 // upsert. Other records go in an upsert, and records that are not Known in
-// a delete; at most one statement of each kind per table.
+// a delete; at most one statement of each kind per table. An Applier that
+// cannot send a batch again passes upsert true.
 func (r *Records) QueueSave(b *pgx.Batch, ws []duplex.AgreementWrite, upsert bool) ([]bool, error) {
 	ss, err := saves(ws)
 	if err != nil {

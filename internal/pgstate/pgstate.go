@@ -171,7 +171,9 @@ END $duplex$`
 // FillFactor returns the idempotent statement that sets table's (quoted)
 // fillfactor to ff where it is not set so: pages written from then on keep
 // room for updates in place (tables created by earlier versions take it
-// as their pages are rewritten).
+// as their pages are rewritten). A role that does not own the table (one
+// a migration role created) leaves it as it is, with a notice: the
+// setting is worth speed only.
 func FillFactor(table, ff string) string {
 	lit := "'" + strings.ReplaceAll(table, "'", "''") + "'"
 	opt := "fillfactor=" + ff
@@ -179,5 +181,7 @@ func FillFactor(table, ff string) string {
 	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE oid = ` + lit + `::regclass AND '` + opt + `' = ANY(reloptions)) THEN
 		EXECUTE ` + "'" + strings.ReplaceAll("ALTER TABLE "+table+" SET ("+opt+")", "'", "''") + "'" + `;
 	END IF;
+EXCEPTION WHEN insufficient_privilege THEN
+	RAISE NOTICE 'duplex: cannot set ` + strings.ReplaceAll(strings.ReplaceAll(opt, "'", "''"), "%", "%%") + ` on %: not its owner', ` + lit + `;
 END $duplex$`
 }
