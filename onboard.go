@@ -131,6 +131,22 @@ func onboardingSource(t Table) string { return "onboarding:" + t.String() }
 // onboardingDone is the progress of a finished table.
 const onboardingDone = "done"
 
+// ErrOnboarding is returned by the actions that write agreement records
+// (Resolve, Reconcile, KeepBoth, ReconcileTables, a second Onboard) while
+// a Sync onboards: onboarding writes the records of its chunks without
+// comparing them first, so it would overwrite theirs. Try again when it
+// has finished.
+var ErrOnboarding = errors.New("duplex: onboarding is running; try again when it has finished")
+
+// refuseWhileOnboarding returns ErrOnboarding, naming what, while s
+// onboards.
+func (s *Sync) refuseWhileOnboarding(what string) error {
+	if s.onboarding.Load() {
+		return fmt.Errorf("%s: %w", what, ErrOnboarding)
+	}
+	return nil
+}
+
 // errNotOnboardable says why a Sync cannot onboard.
 var errNotOnboardable = errors.New("duplex: onboarding needs both Appliers to be Scanners, Checkpointers and AgreementKeepers (apply/applypg's Applier is)")
 
@@ -253,6 +269,16 @@ func (s *Sync) onboardAtStart(ctx context.Context) error {
 }
 
 func (o *onboarder) run(ctx context.Context, first bool) ([]OnboardingProgress, error) {
+	if o.repair {
+		if err := o.s.refuseWhileOnboarding("duplex: reconcile"); err != nil {
+			return nil, err
+		}
+	} else {
+		if !o.s.onboarding.CompareAndSwap(false, true) {
+			return nil, fmt.Errorf("duplex: onboard: %w", ErrOnboarding)
+		}
+		defer o.s.onboarding.Store(false)
+	}
 	if first && !o.repair {
 		o.snapA, o.snapB = o.snapshot(o.a), o.snapshot(o.b)
 		defer o.release()

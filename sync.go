@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 )
 
 // Endpoint is one of the two systems of a two-way sync.
@@ -71,6 +72,8 @@ type Sync struct {
 
 	reportMu sync.Mutex
 	report   *Report // the preflight's at start
+
+	onboarding atomic.Bool // an Onboard runs (ErrOnboarding)
 }
 
 // NewSync checks cfg and builds both Pipelines.

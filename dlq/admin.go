@@ -302,7 +302,8 @@ func statusOf(err error) int {
 	case errors.Is(err, ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, ErrTransition), errors.Is(err, duplex.ErrNewerData), errors.Is(err, duplex.ErrNotRunning),
-		errors.Is(err, duplex.ErrKeyBusy), errors.Is(err, duplex.ErrNotOffered), errors.Is(err, duplex.ErrKeyTaken):
+		errors.Is(err, duplex.ErrKeyBusy), errors.Is(err, duplex.ErrNotOffered), errors.Is(err, duplex.ErrKeyTaken),
+		errors.Is(err, duplex.ErrOnboarding):
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError

@@ -136,7 +136,7 @@ func (a *admin) reopen(ctx context.Context, id int64, who, resolution string) er
 // actionStatus is the HTTP status of an action's failure: 409 when the
 // data or the entry is not in a state the action can take, 502 else.
 func actionStatus(err error) int {
-	for _, e := range []error{duplex.ErrNotOffered, duplex.ErrKeyTaken, duplex.ErrNewerData, duplex.ErrNotRunning, duplex.ErrKeyBusy} {
+	for _, e := range []error{duplex.ErrNotOffered, duplex.ErrKeyTaken, duplex.ErrNewerData, duplex.ErrNotRunning, duplex.ErrKeyBusy, duplex.ErrOnboarding} {
 		if errors.Is(err, e) {
 			return http.StatusConflict
 		}

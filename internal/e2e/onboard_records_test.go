@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"context"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/apply/applypg"
 	"github.com/duplexsync/duplex/dlq"
 	"github.com/duplexsync/duplex/internal/testenv"
 	"github.com/duplexsync/duplex/resolve"
@@ -41,4 +44,61 @@ func TestOnboardingAfterReconcileKeepsOneSidedEdit(t *testing.T) {
 	entries, _, err := ob.dlq.List(t.Context(), dlq.Filter{})
 	require.NoError(t, err)
 	require.Empty(t, entries, "a key only a changed since the sides last agreed is never a conflict")
+}
+
+// pausing holds the first Apply until released; later ones go through.
+type pausing struct {
+	*applypg.Applier
+	first   atomic.Bool
+	held    chan struct{} // closed when the first Apply waits
+	release chan struct{}
+}
+
+func (p *pausing) Apply(ctx context.Context, b *duplex.Batch) error {
+	if p.first.CompareAndSwap(false, true) {
+		close(p.held)
+		select {
+		case <-p.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return p.Applier.Apply(ctx, b)
+}
+
+// TestActionsWaitForOnboarding: while onboarding runs, the actions that
+// write agreement records (Resolve, Reconcile, ReconcileTables, a second
+// Onboard) are refused with ErrOnboarding, which onboarding's own record
+// writes would overwrite; once it has finished they run.
+func TestActionsWaitForOnboarding(t *testing.T) {
+	t.Parallel()
+	ob := newOnboardBed(t, itemsDDL)
+	exec(t, ob.a.Pool, `INSERT INTO items (id, name) SELECT i, 'a' || i FROM generate_series(1, 20) i`)
+	exec(t, ob.b.Pool, `INSERT INTO items (id, name) SELECT i, 'b' || i FROM generate_series(1, 20) i`)
+	tables := []duplex.Table{items}
+	aApp, bApp := ob.appliers(t)
+	p := &pausing{Applier: bApp, held: make(chan struct{}), release: make(chan struct{})}
+	s := ob.sync(t, tables, resolve.DeadLetterAll(), aApp, p, 0)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Onboard(t.Context())
+		done <- err
+	}()
+	<-p.held
+	k := duplex.Key{{Name: "id", Value: int64(1)}}
+	dl := &duplex.DeadLetter{Change: duplex.Change{Table: items, Key: k}, Direction: duplex.Direction{From: "a", To: "b"}}
+	_, err := s.Resolve(t.Context(), dl, "a")
+	require.ErrorIs(t, err, duplex.ErrOnboarding)
+	_, err = s.Reconcile(t.Context(), items, k)
+	require.ErrorIs(t, err, duplex.ErrOnboarding)
+	_, err = s.ReconcileTables(t.Context(), tables, 0)
+	require.ErrorIs(t, err, duplex.ErrOnboarding)
+	_, err = s.Onboard(t.Context())
+	require.ErrorIs(t, err, duplex.ErrOnboarding)
+	close(p.release)
+	require.NoError(t, <-done)
+	_, err = s.Reconcile(t.Context(), items, k)
+	require.NotErrorIs(t, err, duplex.ErrOnboarding)
+	_, err = s.ReconcileTables(t.Context(), tables, 0)
+	require.NoError(t, err)
 }
