@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/duplexsync/duplex"
@@ -169,11 +170,18 @@ func TestLostSlotIsRefusedUnlessRecreated(t *testing.T) {
 	p := newPair(t)
 	syncedOnce(t, p)
 	slot := pglogical.SlotName(p.name, "a")
-	_, err := p.a.Pool.Exec(t.Context(), `SELECT pg_drop_replication_slot($1)`, slot)
-	require.NoError(t, err)
+	// The walsender of the stopped sync ends after its client left: the
+	// slot is active until then.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		_, err := p.a.Pool.Exec(t.Context(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`, slot)
+		assert.NoError(c, err)
+		var n int
+		assert.NoError(c, p.a.Pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&n))
+		assert.Zero(c, n, "slot %s still there", slot)
+	}, 30*time.Second, 20*time.Millisecond)
 
 	a, b := p.open(t, quiet(t))
-	_, err = duplexpg.NewSync(t.Context(), a, b, duplexpg.Config{Tables: []duplex.Table{customers}, Logger: quiet(t)})
+	_, err := duplexpg.NewSync(t.Context(), a, b, duplexpg.Config{Tables: []duplex.Table{customers}, Logger: quiet(t)})
 	require.ErrorContains(t, err, "a: pglogical: replication slot "+slot+" does not exist, but the sync has a stored position")
 	require.ErrorContains(t, err, "(RecreateSlots re-creates it)")
 
