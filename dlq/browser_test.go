@@ -94,12 +94,16 @@ func text(t *testing.T, ctx context.Context, sel string) string {
 }
 
 // click clicks sel and waits for the page it leads to, recognised by next.
+// The page clicked on is marked first, so that a next it shows too (a
+// flash message) is not taken for the new page's.
 func click(t *testing.T, ctx context.Context, sel, next string) {
 	t.Helper()
+	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(sel))), "wait for %s", sel)
+	_, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.dataset.left = "1"`))
+	require.NoError(t, err, "mark the page")
 	require.NoError(t, chromedp.Do(ctx,
-		chromedp.WaitVisible(chromedp.CSS(sel)),
 		chromedp.Click(chromedp.CSS(sel)),
-		chromedp.WaitVisible(chromedp.CSS(next)),
+		chromedp.WaitVisible(chromedp.CSS("html:not([data-left]) "+next)),
 	), "click %s, then wait for %s", sel, next)
 }
 
