@@ -1,7 +1,6 @@
 package duplexpg_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -185,7 +184,7 @@ func TestLostSlotIsRefusedUnlessRecreated(t *testing.T) {
 	require.ErrorContains(t, err, "a: pglogical: replication slot "+slot+" does not exist, but the sync has a stored position")
 	require.ErrorContains(t, err, "(RecreateSlots re-creates it)")
 
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	s, err := duplexpg.NewSync(t.Context(), a, b, duplexpg.Config{Tables: []duplex.Table{customers}, RecreateSlots: true, Logger: logger})
 	require.NoError(t, err, "the refused start released the lock")
@@ -219,24 +218,6 @@ func TestRefusesBeforeCreatingAnything(t *testing.T) {
 	var slots int
 	require.NoError(t, p.a.Pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_replication_slots WHERE database IN ($1, $2)`, p.a.Name, p.b.Name).Scan(&slots))
 	require.Zero(t, slots)
-}
-
-// lockedBuffer is a bytes.Buffer safe for concurrent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestPipelineOneWayWithRedis runs a one-way Pipeline from a to b with the

@@ -1,13 +1,11 @@
 package pgpoll_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,24 +35,6 @@ CREATE TRIGGER items_touch BEFORE UPDATE ON items FOR EACH ROW EXECUTE FUNCTION 
 
 // zoneWrites is how many rows the zone tests insert, then update.
 const zoneWrites = 20
-
-// lockedBuffer is a bytes.Buffer for a log handler shared by goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // setDatabaseZone sets the TimeZone of new sessions of db.
 func setDatabaseZone(t *testing.T, db *testenv.DB, zone string) {
@@ -174,7 +154,7 @@ func TestTimestampColumnInDatabaseZone(t *testing.T) {
 	require.NoError(t, err)
 	setDatabaseZone(t, db, "America/New_York")
 	writers := writersPool(t, db, "", "America/New_York")
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	runZoneWrites(t, db, writers, func(c *pgpoll.Config) { c.Logger = log })
 	out := logs.String()

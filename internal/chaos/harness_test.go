@@ -2,7 +2,6 @@ package chaos_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -177,28 +176,11 @@ func (e *env) spawn(environ []string, args ...string) *proc {
 // proc is a running pgbisync.
 type proc struct {
 	cmd            *exec.Cmd
-	stdout, stderr lockedBuffer
+	stdout, stderr testenv.Buffer
 	ready          chan struct{}
 	readyOnce      sync.Once
 	done           chan struct{}
 	err            error
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func (p *proc) output() string { return p.stdout.String() + p.stderr.String() }
