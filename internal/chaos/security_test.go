@@ -37,7 +37,7 @@ func TestChaosHostileIdentifiers(t *testing.T) {
 		_, err := e.a.Pool.Exec(t.Context(), `INSERT INTO `+tbl+` ("id"" OR 1=1; --", "we""ird", "select") VALUES ($1, $2, $2)`, i+1, strings.ReplaceAll(v, "\x00", ""))
 		require.NoError(t, err)
 	}
-	q := `SELECT string_agg(t::text, E'\n' ORDER BY 1) FROM ` + tbl + ` t`
+	q := `SELECT string_agg(t::text, E'\n' ORDER BY t."id"" OR 1=1; --") FROM ` + tbl + ` t`
 	deadline := time.Now().Add(60 * time.Second)
 	updated := false
 	for {
