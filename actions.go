@@ -68,7 +68,7 @@ func (s *Sync) endpoint(name string) (win, lose *Endpoint, err error) {
 // ErrNewerData. The write carries an ID derived from the entry, recorded in
 // the loser's ledger, so resolving twice writes once.
 func (s *Sync) Resolve(ctx context.Context, dl *DeadLetter, winner string) (ActionResult, error) {
-	if err := s.refuseWhileOnboarding("duplex: resolve"); err != nil {
+	if err := s.refuseWhileOnboarding("duplex: resolve " + deadLetterKey(dl)); err != nil {
 		return ActionResult{}, err
 	}
 	if _, err := s.pipeline(dl); err != nil {
@@ -234,7 +234,7 @@ func (s *Sync) copyRow(ctx context.Context, from string, to *Endpoint, t Table, 
 // (OutcomeDeadLettered), both sides untouched. A row changed during the
 // repair is reported as ErrStale; run Reconcile again.
 func (s *Sync) Reconcile(ctx context.Context, t Table, k Key) (ActionResult, error) {
-	if err := s.refuseWhileOnboarding("duplex: reconcile"); err != nil {
+	if err := s.refuseWhileOnboarding("duplex: reconcile " + t.String() + " " + k.String()); err != nil {
 		return ActionResult{}, err
 	}
 	a, b := &s.cfg.A, &s.cfg.B

@@ -117,7 +117,7 @@ func sharedEqual(a, b Values) bool {
 // written: draw a new key, or do something else). A row changed since it
 // was read makes it fail with ErrNewerData, writing nothing.
 func (s *Sync) KeepBoth(ctx context.Context, dl *DeadLetter, move string, newKey Key) (ActionResult, error) {
-	if err := s.refuseWhileOnboarding("duplex: keep both"); err != nil {
+	if err := s.refuseWhileOnboarding("duplex: keep both " + deadLetterKey(dl)); err != nil {
 		return ActionResult{}, err
 	}
 	if _, err := s.pipeline(dl); err != nil {

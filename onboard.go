@@ -147,6 +147,14 @@ func (s *Sync) refuseWhileOnboarding(what string) error {
 	return nil
 }
 
+// deadLetterKey names dl's table and key, for an error.
+func deadLetterKey(dl *DeadLetter) string {
+	if dl == nil {
+		return "(no dead letter)"
+	}
+	return dl.Change.Table.String() + " " + dl.Change.Key.String()
+}
+
 // errNotOnboardable says why a Sync cannot onboard.
 var errNotOnboardable = errors.New("duplex: onboarding needs both Appliers to be Scanners, Checkpointers and AgreementKeepers (apply/applypg's Applier is)")
 
@@ -270,7 +278,7 @@ func (s *Sync) onboardAtStart(ctx context.Context) error {
 
 func (o *onboarder) run(ctx context.Context, first bool) ([]OnboardingProgress, error) {
 	if o.repair {
-		if err := o.s.refuseWhileOnboarding("duplex: reconcile"); err != nil {
+		if err := o.s.refuseWhileOnboarding(fmt.Sprintf("duplex: reconcile %v", o.cfg.Tables)); err != nil {
 			return nil, err
 		}
 	} else {

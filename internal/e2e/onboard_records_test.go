@@ -89,6 +89,7 @@ func TestActionsWaitForOnboarding(t *testing.T) {
 	dl := &duplex.DeadLetter{Change: duplex.Change{Table: items, Key: k}, Direction: duplex.Direction{From: "a", To: "b"}}
 	_, err := s.Resolve(t.Context(), dl, "a")
 	require.ErrorIs(t, err, duplex.ErrOnboarding)
+	require.ErrorContains(t, err, "resolve public.items id=1", "the error names the row")
 	_, err = s.Reconcile(t.Context(), items, k)
 	require.ErrorIs(t, err, duplex.ErrOnboarding)
 	_, err = s.ReconcileTables(t.Context(), tables, 0)
