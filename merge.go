@@ -170,6 +170,9 @@ func (m *mergePlanner) mergeKey(i int, it *item, first *Change, r *mergeRow, pl 
 	ch := it.c
 	ip := &pl.items[i]
 	x, y := withNewColumns(r.source, ch), r.target
+	if deletedLater(it, x, y, r.sourceAt) {
+		return nil // the deletion, later in the stream, is merged when it comes, at its own time
+	}
 	b := chooseBase(first, x, y, r.onTarget, r.onSource)
 	syn := *ch
 	syn.Before, syn.After, syn.Unchanged = b.row, x, nil
@@ -370,4 +373,17 @@ func writeBack(ch *Change, base, merged, x Values, held map[string]bool) (Write,
 		}
 	}
 	return b.update(ch)
+}
+
+// deletedLater reports whether the source deleted the key after it's change
+// (the source has no row, the change is not a deletion, and the source does
+// not report when its rows changed) while the target holds a row. Merging
+// now would date the deletion by it's change, the chunk's last change to the
+// key: how a resolver ordered the deletion against the target's edit would
+// depend on where the chunks were cut. The deletion itself comes later in
+// the stream (a deletion by the sync's own write was decided against a
+// target row that a later target change re-created), so the key is merged
+// then. A replayed dead letter has no later change to wait for.
+func deletedLater(it *item, x, y Values, sourceAt time.Time) bool {
+	return x == nil && y != nil && it.c.Op != OpDelete && sourceAt.IsZero() && !it.replay
 }

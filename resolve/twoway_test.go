@@ -175,3 +175,25 @@ func TestTwoWayCommitTimeOfSyncWrites(t *testing.T) {
 	p.Quiesce("b")                 // b's note reaches a at +64s: a's row now looks newer than b's name
 	requireAgreeOrDeadLetter(t, p) // value-based detection: a keeps a-name, b keeps b-name
 }
+
+// Issue 10 (CI, lww_column): a merge reads the source's current row, so
+// when the chunk's last change to a key is an update and the source deleted
+// the row afterwards, the merge saw a deletion dated by that update. LWW
+// then ordered the deletion before the target's later edit, or after it,
+// depending on where the chunks were cut: with one change per chunk a kept
+// its edit (and sent the row back to b), with all changes in one chunk the
+// deletion won. The deletion is now merged at its own change.
+func TestTwoWayDeletionIsDatedByItsOwnChange(t *testing.T) {
+	t.Parallel()
+	for _, batch := range []int{1, 64} {
+		p := newPair(t, &resolve.LWW{Column: "ts", Skew: time.Millisecond, Now: farFuture}, withBatch(batch))
+		p.Seed(row(1, "name", "x", "ts", epoch))
+		p.Update("b", 1, duplex.Values{"note": "b", "ts": at(2 * time.Second)}) // +2s
+		p.Update("a", 1, duplex.Values{"name": "a", "ts": at(3 * time.Second)}) // +3s
+		p.Delete("b", 1)                                                        // +4s: the last write
+		p.Quiesce("b")
+		requireAgreeOrDeadLetter(t, p)
+		require.Nil(t, p.Get("a", 1), "batch %d: b's deletion is later than a's edit; resolver calls:\n%s", batch, p.Trace())
+		require.Nil(t, p.Get("b", 1), "batch %d; resolver calls:\n%s", batch, p.Trace())
+	}
+}
