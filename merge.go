@@ -170,7 +170,7 @@ func (m *mergePlanner) mergeKey(i int, it *item, first *Change, r *mergeRow, pl 
 	ch := it.c
 	ip := &pl.items[i]
 	x, y := withNewColumns(r.source, ch), r.target
-	if deletedLater(it, x, y, r.sourceAt) {
+	if deletedLater(it, x, y, r) {
 		return nil // the deletion, later in the stream, is merged when it comes, at its own time
 	}
 	b := chooseBase(first, x, y, r.onTarget, r.onSource)
@@ -377,13 +377,18 @@ func writeBack(ch *Change, base, merged, x Values, held map[string]bool) (Write,
 
 // deletedLater reports whether the source deleted the key after it's change
 // (the source has no row, the change is not a deletion, and the source does
-// not report when its rows changed) while the target holds a row. Merging
-// now would date the deletion by it's change, the chunk's last change to the
-// key: how a resolver ordered the deletion against the target's edit would
-// depend on where the chunks were cut. The deletion itself comes later in
-// the stream (a deletion by the sync's own write was decided against a
-// target row that a later target change re-created), so the key is merged
-// then. A replayed dead letter has no later change to wait for.
-func deletedLater(it *item, x, y Values, sourceAt time.Time) bool {
-	return x == nil && y != nil && it.c.Op != OpDelete && sourceAt.IsZero() && !it.replay
+// not report when its rows changed) while the target holds a row and the
+// two sides have agreed on the key before. Merging now would date the
+// deletion by it's change, the chunk's last change to the key: how a
+// resolver ordered the deletion against the target's edit would depend on
+// where the chunks were cut. The deletion itself comes later in the stream
+// (a deletion by the sync's own write was decided against a target row that
+// a later target change re-created) and is merged against the same agreed
+// row, so the key is merged then. Without an agreed row the deletion's
+// before image would become the base, so the merge goes on now as before
+// (the source has nothing: the target's row stands). A replayed dead letter
+// has no later change to wait for.
+func deletedLater(it *item, x, y Values, r *mergeRow) bool {
+	return x == nil && y != nil && it.c.Op != OpDelete && r.sourceAt.IsZero() && !it.replay &&
+		(r.onTarget.Known || r.onSource.Known)
 }
