@@ -112,7 +112,12 @@ const fillFactor = "50"
 // reads), stored as bytea (the records are duplex's own: no jsonb parsing
 // on every write); "row" is NULL when the row is agreed
 // absent; peer_kind says where Peer is (0: peer, 1: equal to "row", 2: no
-// row); unknown is a JSON array of field names, NULL for none.
+// row); unknown is a JSON array of field names, NULL for none. The primary
+// key leads with the key column, so that the records of a chunk's keys are
+// one scan of the index with the array of keys; a table of an earlier
+// version, whose primary key led with sync, gets the new one (the index is
+// rebuilt once, holding the table locked while it builds; a role that does
+// not own the table leaves it, with a notice).
 func DDL(schema string) []string {
 	if schema == "" {
 		schema = pgstate.DefaultSchema
@@ -130,10 +135,27 @@ func DDL(schema string) []string {
 			peer_kind smallint NOT NULL,
 			unknown jsonb,
 			updated_at timestamptz NOT NULL DEFAULT now(),
-			PRIMARY KEY (sync, system, tbl, key)) WITH (fillfactor = ` + fillFactor + `)`,
+			PRIMARY KEY (key, tbl, system, sync)) WITH (fillfactor = ` + fillFactor + `)`,
 		pgstate.CollateC(tableName(schema), "sync", "system", "tbl", "key"),
 		pgstate.FillFactor(tableName(schema), fillFactor),
+		keyFirst(tableName(schema)),
 	}
+}
+
+// keyFirst returns the idempotent statement that makes table's (quoted)
+// primary key (key, tbl, system, sync) where it leads with another column.
+func keyFirst(table string) string {
+	lit := "'" + strings.ReplaceAll(table, "'", "''") + "'"
+	return `DO $duplex$ DECLARE pk name; BEGIN
+	SELECT c.conname INTO pk FROM pg_catalog.pg_constraint c
+		JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+		WHERE c.conrelid = ` + lit + `::regclass AND c.contype = 'p' AND a.attname <> 'key';
+	IF FOUND THEN
+		EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I, ADD PRIMARY KEY (key, tbl, system, sync)', ` + lit + `, pk);
+	END IF;
+EXCEPTION WHEN insufficient_privilege THEN
+	RAISE NOTICE 'duplex: cannot make the primary key of % lead with its key column: not its owner', ` + lit + `;
+END $duplex$`
 }
 
 // dbText returns s as a text column holds it: s itself when PostgreSQL can

@@ -109,9 +109,10 @@ func TestRecordsOfTheJSONFormRead(t *testing.T) {
 }
 
 // TestEnsureCollatesKeysC: a records table of an earlier version, whose key
-// columns use the database's collation and whose pages fill up, gets "C"
-// ones and a fillfactor of 50 (its records kept); running Ensure again
-// changes nothing.
+// columns use the database's collation, whose pages fill up and whose
+// primary key leads with sync, gets "C" ones, a fillfactor of 50 and the
+// primary key (key, tbl, system, sync) (its records kept); running Ensure
+// again changes nothing.
 func TestEnsureCollatesKeysC(t *testing.T) {
 	t.Parallel()
 	db := testenv.Postgres(t)
@@ -137,20 +138,33 @@ func TestEnsureCollatesKeysC(t *testing.T) {
 	}
 	require.NotEqual(t, []string{"sync:C", "system:C", "tbl:C", "key:C"}, collations(), "the old table")
 	require.Empty(t, options(), "the old table")
+	require.Equal(t, "sync,system,tbl,key", primaryKey(t, db), "the old table")
 	for range 2 {
 		s, err := New(t.Context(), db.Pool, Config{Sync: "s", Cache: -1})
 		require.NoError(t, err)
 		require.Equal(t, []string{"sync:C", "system:C", "tbl:C", "key:C"}, collations())
 		require.Equal(t, []string{"fillfactor=50"}, options())
+		require.Equal(t, "key,tbl,system,sync", primaryKey(t, db))
 		as, err := s.Load(t.Context(), duplex.Table{Schema: "public", Name: "t"}, []duplex.Key{{{Name: "id", Value: int64(1)}}})
 		require.NoError(t, err)
 		require.Equal(t, duplex.Agreement{Known: true, Version: 5}, as[0])
 	}
 }
 
+// primaryKey returns the columns of the records table's primary key, in order.
+func primaryKey(t *testing.T, db *testenv.DB) string {
+	t.Helper()
+	var cols string
+	require.NoError(t, db.Pool.QueryRow(t.Context(), `SELECT string_agg(a.attname, ',' ORDER BY k.n)
+		FROM pg_constraint c, unnest(c.conkey) WITH ORDINALITY AS k(attnum, n), pg_attribute a
+		WHERE c.conrelid = 'duplex.agreements'::regclass AND c.contype = 'p' AND a.attrelid = c.conrelid AND a.attnum = k.attnum`).Scan(&cols))
+	return cols
+}
+
 // TestEnsureLeavesFillFactorToTheOwner: a role that may use the records
 // table of an earlier version but does not own it starts all the same; the
-// fillfactor stays as it was.
+// fillfactor and the primary key stay as they were, and the records read
+// and write through the old key.
 func TestEnsureLeavesFillFactorToTheOwner(t *testing.T) {
 	t.Parallel()
 	db := testenv.Postgres(t)
@@ -171,4 +185,8 @@ func TestEnsureLeavesFillFactorToTheOwner(t *testing.T) {
 	var opts []string
 	require.NoError(t, db.Pool.QueryRow(t.Context(), `SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = 'duplex.agreements'::regclass`).Scan(&opts))
 	require.Empty(t, opts)
+	require.Equal(t, "sync,system,tbl,key", primaryKey(t, db))
+	as, err := s.Load(t.Context(), duplex.Table{Schema: "public", Name: "t"}, []duplex.Key{{{Name: "id", Value: int64(1)}}, {{Name: "id", Value: int64(2)}}})
+	require.NoError(t, err)
+	require.Equal(t, []duplex.Agreement{{Known: true, Version: 1}, {}}, as)
 }

@@ -38,10 +38,11 @@ func NewRecords(schema, sync, system string) *Records {
 		sync:   dbText(sync),
 		system: dbText(system),
 		table:  t,
-		loadSQL: `SELECT k.i, a.version, a."row", a.peer, a.peer_kind, a.unknown
-			FROM unnest($4::text[]) WITH ORDINALITY AS k(key, i)
-			JOIN LATERAL (SELECT d.version, d."row", d.peer, d.peer_kind, d.unknown FROM ` + t + ` d
-				WHERE d.sync = $1 AND d.system = $2 AND d.tbl = $3 AND d.key = k.key LIMIT 1) a ON true`,
+		// The records of the keys, in no order (the caller matches them
+		// by key): one scan of the primary key's index with the array,
+		// which leads with the key column.
+		loadSQL: `SELECT d.key, d.version, d."row", d.peer, d.peer_kind, d.unknown FROM ` + t + ` d
+			WHERE d.key = ANY($4::text[]) AND d.tbl = $3 AND d.system = $2 AND d.sync = $1`,
 		saveSQL: `INSERT INTO ` + t + ` AS d (sync, system, tbl, key, version, "row", peer, peer_kind, unknown)
 			SELECT $1, $2, $3, u.key, u.version, u."row", u.peer, u.peer_kind, u.unknown
 			FROM unnest($4::text[], $5::bigint[], $6::bytea[], $7::bytea[], $8::int2[], $9::jsonb[]) AS u(key, version, "row", peer, peer_kind, unknown)
@@ -176,56 +177,63 @@ func (r *Records) LoadParams(t duplex.Table, keys []duplex.Key) [][]byte {
 // the order of keys; the zero Agreement for keys without a record). The
 // batch must pin bytea_output = hex.
 func (r *Records) ReadLoad(rr *pgconn.ResultReader, t duplex.Table, keys []duplex.Key, out []duplex.Agreement) error {
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		names[i] = dbText(k.String())
+	}
+	found := make(map[string]entry, len(keys))
 	for rr.NextRow() {
 		raw := rr.Values()
 		if len(raw) != 6 {
 			return duplex.Permanent(fmt.Errorf("agreepg: load agreed rows of %s: %d columns, want 6", t, len(raw)))
 		}
-		e, i, err := textEntry(raw)
+		e, err := textEntry(raw)
 		if err != nil {
 			return duplex.Permanent(fmt.Errorf("agreepg: load agreed rows of %s from %s: %w", t, r.table, err))
 		}
-		if i < 1 || i > len(out) {
-			return duplex.Permanent(fmt.Errorf("agreepg: load agreed rows of %s: row for key %d of %d", t, i, len(out)))
+		found[string(raw[0])] = e
+	}
+	for i, name := range names {
+		e, ok := found[name]
+		if !ok {
+			continue
 		}
-		if out[i-1], err = e.agreement(); err != nil {
-			return duplex.Permanent(fmt.Errorf("agreepg: load %s %s from %s: %w", t, keys[i-1], r.table, err))
+		var err error
+		if out[i], err = e.agreement(); err != nil {
+			return duplex.Permanent(fmt.Errorf("agreepg: load %s %s from %s: %w", t, keys[i], r.table, err))
 		}
 	}
 	return nil
 }
 
-// textEntry parses a row of loadSQL in text form: the key's ordinal and
-// its entry.
-func textEntry(raw [][]byte) (entry, int, error) {
+// textEntry parses a row of loadSQL in text form (its first column, the
+// key, is the caller's).
+func textEntry(raw [][]byte) (entry, error) {
 	e := entry{known: true}
-	i, err := strconv.Atoi(string(raw[0]))
-	if err != nil {
-		return e, 0, fmt.Errorf("ordinal %q: %w", raw[0], err)
-	}
+	var err error
 	if e.version, err = strconv.ParseInt(string(raw[1]), 10, 64); err != nil {
-		return e, 0, fmt.Errorf("version %q: %w", raw[1], err)
+		return e, fmt.Errorf("version %q: %w", raw[1], err)
 	}
 	if e.row, err = hexBytea(raw[2]); err != nil {
-		return e, 0, fmt.Errorf("row: %w", err)
+		return e, fmt.Errorf("row: %w", err)
 	}
 	if e.peer, err = hexBytea(raw[3]); err != nil {
-		return e, 0, fmt.Errorf("peer: %w", err)
+		return e, fmt.Errorf("peer: %w", err)
 	}
 	kind, err := strconv.ParseInt(string(raw[4]), 10, 16)
 	if err != nil {
-		return e, 0, fmt.Errorf("peer kind %q: %w", raw[4], err)
+		return e, fmt.Errorf("peer kind %q: %w", raw[4], err)
 	}
 	e.peerKind = int16(kind)
 	if raw[5] != nil {
 		if err := json.Unmarshal(raw[5], &e.unknown); err != nil {
-			return e, 0, fmt.Errorf("unknown fields %s: %w", raw[5], err)
+			return e, fmt.Errorf("unknown fields %s: %w", raw[5], err)
 		}
 	}
 	if len(e.unknown) == 0 {
 		e.unknown = nil
 	}
-	return e, i, nil
+	return e, nil
 }
 
 // hexBytea decodes a bytea in its hex text form (nil: NULL).
@@ -246,19 +254,19 @@ func hexBytea(b []byte) ([]byte, error) {
 
 // query reads the entries of names, in their order.
 func (r *Records) query(ctx context.Context, q Querier, tbl string, names []string) ([]entry, error) {
-	found := make([]entry, len(names))
 	rows, err := q.Query(ctx, r.loadSQL, r.sync, r.system, tbl, names)
 	if err != nil {
 		return nil, pgutil.Classify(err)
 	}
 	defer rows.Close()
+	found := make(map[string]entry, len(names))
 	for rows.Next() {
 		var (
-			i       int64
+			key     string
 			e       entry
 			unknown []byte
 		)
-		if err := rows.Scan(&i, &e.version, &e.row, &e.peer, &e.peerKind, &unknown); err != nil {
+		if err := rows.Scan(&key, &e.version, &e.row, &e.peer, &e.peerKind, &unknown); err != nil {
 			return nil, pgutil.Classify(err)
 		}
 		if unknown != nil {
@@ -266,19 +274,20 @@ func (r *Records) query(ctx context.Context, q Querier, tbl string, names []stri
 				return nil, duplex.Permanent(fmt.Errorf("unknown fields %s: %w", unknown, err))
 			}
 		}
-		if i < 1 || int(i) > len(found) {
-			return nil, duplex.Permanent(fmt.Errorf("row for key %d of %d", i, len(found)))
-		}
 		e.known = true
 		if len(e.unknown) == 0 {
 			e.unknown = nil
 		}
-		found[i-1] = e
+		found[key] = e
 	}
 	if err := rows.Err(); err != nil {
 		return nil, pgutil.Classify(err)
 	}
-	return found, nil
+	out := make([]entry, len(names))
+	for i, name := range names {
+		out[i] = found[name]
+	}
+	return out, nil
 }
 
 // tableSave is what saves records of one table: the columns of the
