@@ -398,16 +398,16 @@ func (s *Sync) decideRows(ctx context.Context, t Table, k Key, arow, brow Values
 	a, b := &s.cfg.A, &s.cfg.B
 	name := t.String() + " " + k.String()
 	dir := Direction{From: a.Name, To: b.Name}
-	h := sha256.New()
-	fmt.Fprintf(h, "%v\x00%v", arow, brow)
-	ch := &Change{
-		ID:     what + ":" + s.cfg.Name + ":" + name + ":" + hex.EncodeToString(h.Sum(nil)[:8]),
-		Source: a.Name, Table: t, Key: k, Op: OpInsert, After: arow, CommitTime: aat,
-	}
+	ch := &Change{Source: a.Name, Table: t, Key: k, Op: OpInsert, After: arow, CommitTime: aat}
 	var c Conflict
 	if !c.detect(dir, ch, brow) {
 		return rowsDecision{same: true}, nil
 	}
+	// The ID names the two rows: a later run that finds them again
+	// makes the same dead letter.
+	h := sha256.New()
+	fmt.Fprintf(h, "%v\x00%v", arow, brow)
+	ch.ID = what + ":" + s.cfg.Name + ":" + name + ":" + hex.EncodeToString(h.Sum(nil)[:8])
 	c.TargetTime = bat
 	if s.cfg.Resolver != nil {
 		if err := s.cfg.Resolver.Resolve(ctx, &c); err != nil {

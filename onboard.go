@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -530,13 +531,20 @@ func (o *onboarder) finish(ctx context.Context, t Table, pc *preparedChunk, p *O
 	return nil
 }
 
-// records reads both systems' agreement records of keys.
+// records reads both systems' agreement records of keys, at once.
 func (o *onboarder) records(ctx context.Context, t Table, keys []Key) (recA, recB []Agreement, err error) {
-	if recA, err = o.ka.Agreements(ctx, t, keys); err != nil {
+	var (
+		errB error
+		wg   sync.WaitGroup
+	)
+	wg.Go(func() { recB, errB = o.kb.Agreements(ctx, t, keys) })
+	recA, err = o.ka.Agreements(ctx, t, keys)
+	wg.Wait()
+	if err != nil {
 		return nil, nil, fmt.Errorf("duplex: onboarding %s: read %s's agreed rows: %w", t, o.a.Name, err)
 	}
-	if recB, err = o.kb.Agreements(ctx, t, keys); err != nil {
-		return nil, nil, fmt.Errorf("duplex: onboarding %s: read %s's agreed rows: %w", t, o.b.Name, err)
+	if errB != nil {
+		return nil, nil, fmt.Errorf("duplex: onboarding %s: read %s's agreed rows: %w", t, o.b.Name, errB)
 	}
 	return recA, recB, nil
 }

@@ -58,7 +58,7 @@ type childResult struct {
 // runChild is the sync process: it sets up the sources, prints READY once
 // the slots exist, runs the Pipeline (or the two-way Sync) until SIGTERM,
 // then drops its origins and slots and prints a childResult.
-func runChild() error {
+func runChild() (err error) {
 	var cfg childConfig
 	if err := json.Unmarshal([]byte(os.Getenv("DUPLEX_BENCH_CHILD")), &cfg); err != nil {
 		return fmt.Errorf("sync role: DUPLEX_BENCH_CHILD: %w", err)
@@ -172,17 +172,11 @@ func runChild() error {
 		run = p.Run
 	}
 	if cfg.CPUProfile != "" {
-		f, err := os.Create(cfg.CPUProfile)
-		if err != nil {
-			return fmt.Errorf("sync role: cpu profile: %w", err)
+		stop, perr := startCPUProfile(cfg.CPUProfile)
+		if perr != nil {
+			return fmt.Errorf("sync role: %w", perr)
 		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("sync role: cpu profile: %w", err)
-		}
-		defer func() {
-			pprof.StopCPUProfile()
-			_ = f.Close()
-		}()
+		defer func() { err = errors.Join(err, stop()) }()
 	}
 	fmt.Println("READY")
 	if cfg.Hold {
@@ -409,4 +403,20 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(b)
+}
+
+// startCPUProfile starts writing this process's CPU profile to path and
+// returns what stops it and closes the file.
+func startCPUProfile(path string) (func() error, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return nil, errors.Join(fmt.Errorf("cpu profile: %w", err), f.Close())
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }

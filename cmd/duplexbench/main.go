@@ -622,6 +622,14 @@ func (b *bench) runOnce(ctx context.Context, w workload, v string, r int) (m map
 			<-done
 		}()
 	}
+	if w.self && profile != "" {
+		// The body runs duplex in this process: profile this process.
+		stop, perr := startCPUProfile(profile)
+		if perr != nil {
+			return nil, perr
+		}
+		defer func() { err = errors.Join(err, stop()) }()
+	}
 	m, err = w.body(ctx, p, v)
 	if smp != nil {
 		fmt.Print(smp.top(12))
