@@ -250,6 +250,24 @@ func (l *keyLocks) lock(names []string) func() {
 	for l.anyHeld(names) {
 		l.free.Wait()
 	}
+	return l.take(names)
+}
+
+// tryLock locks names when none is held, and returns the function that
+// unlocks them; ok is false (and nothing locked) otherwise.
+func (l *keyLocks) tryLock(names []string) (unlock func(), ok bool) {
+	names = slices.Compact(slices.Sorted(slices.Values(names)))
+	l.mu.Lock()
+	if l.anyHeld(names) {
+		l.mu.Unlock()
+		return nil, false
+	}
+	return l.take(names), true
+}
+
+// take marks names held, unlocks l.mu and returns the function that
+// releases names.
+func (l *keyLocks) take(names []string) func() {
 	for _, n := range names {
 		l.held[n] = struct{}{}
 	}

@@ -13,19 +13,37 @@ import (
 )
 
 // runChunk plans and applies items (at most BatchSize) until each is
-// settled or parked for a retry.
+// settled or parked for a retry. A chunk in flight (ahead.go) lands first:
+// runChunk commits in order behind it, and waits for locks holding none.
 func (p *Pipeline) runChunk(items []*item) error {
+	if err := p.land(); err != nil {
+		return err
+	}
 	items = p.routeParked(items)
 	if len(items) == 0 {
 		return nil
 	}
+	unlock, pl, err := p.attempt(items)
+	return p.conclude(items, unlock, pl, err)
+}
+
+// attempt locks the keys of items, plans them and applies the plan; the
+// caller concludes the attempt.
+func (p *Pipeline) attempt(items []*item) (unlock func(), pl plan, err error) {
+	unlock = p.planner.lock(items)
+	pl, err = p.planner.plan(items)
+	if err == nil {
+		err = p.applyPlan(items, pl)
+	}
+	return unlock, pl, err
+}
+
+// conclude settles items after an attempt whose keys unlock releases, with
+// plan pl and outcome err: finished when the attempt committed, else
+// attempted again, split, parked or dead-lettered as the error asks.
+func (p *Pipeline) conclude(items []*item, unlock func(), pl plan, err error) error {
 	attempt, stale := 0, 0
-	for {
-		unlock := p.planner.lock(items)
-		pl, err := p.planner.plan(items)
-		if err == nil {
-			err = p.applyPlan(items, pl)
-		}
+	for ; ; unlock, pl, err = p.attempt(items) {
 		if err == nil {
 			return p.finish(items, &pl, unlock)
 		}
@@ -87,10 +105,24 @@ func (p *Pipeline) runChunk(items []*item) error {
 // applyPlan commits the target's transaction of pl, if it has anything to
 // commit. A *BatchError names the item (not the write) that failed.
 func (p *Pipeline) applyPlan(items []*item, pl plan) error {
-	if len(pl.writes) == 0 && len(pl.agreeTarget) == 0 {
+	if pl.empty() {
 		return nil
 	}
-	err := p.target.apply(p.opCtx, &Batch{Writes: pl.writes, Agreements: pl.agreeTarget, Source: p.dir.From, Checkpoint: p.checkpoint(items, pl)})
+	return p.applyBatch(p.batchOf(items, pl), pl)
+}
+
+// empty reports whether pl has nothing for the target's transaction.
+func (pl *plan) empty() bool { return len(pl.writes) == 0 && len(pl.agreeTarget) == 0 }
+
+// batchOf is the target's transaction of pl, with its checkpoint.
+func (p *Pipeline) batchOf(items []*item, pl plan) *Batch {
+	return &Batch{Writes: pl.writes, Agreements: pl.agreeTarget, Source: p.dir.From, Checkpoint: p.checkpoint(items, pl)}
+}
+
+// applyBatch commits b, the target's transaction of pl. It touches no
+// state of the worker: it may run beside it (ahead.go).
+func (p *Pipeline) applyBatch(b *Batch, pl plan) error {
+	err := p.target.apply(p.opCtx, b)
 	if be := (*BatchError)(nil); errors.As(err, &be) && be.Index >= 0 && be.Index < len(pl.writeItem) {
 		return &BatchError{Index: pl.writeItem[be.Index], Err: be.Err}
 	}

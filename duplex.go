@@ -111,8 +111,10 @@ type DeadLetterSink interface {
 // Permanent), and a *BatchError should name the failing write when known.
 // Apply must be safe to repeat: the Pipeline may re-send writes after an
 // error whose outcome it cannot know. Apply must not keep b after it returns.
-// A Pipeline calls Lookup and Apply from one goroutine; an Applier shared
-// by several Pipelines must be safe for concurrent use.
+// An Applier must be safe for concurrent use: a Pipeline reads the rows of
+// its next chunk (Lookup, and its Ledger and records) while the Apply of
+// the chunk before commits, and the two directions of a Sync share each
+// system's Applier.
 type Applier interface {
 	Lookup(ctx context.Context, table Table, keys []Key) ([]Values, error)
 	Apply(ctx context.Context, b *Batch) error

@@ -57,6 +57,11 @@ func (p *Pipeline) intake(batch []Change) error {
 	if ready, err = p.dropEchoes(ready); err != nil {
 		return err
 	}
+	// A change delivered again is answered by the Deduper or the ledger
+	// only once its first delivery settled.
+	if err = p.landIfTouched(ready); err != nil {
+		return err
+	}
 	ready = p.dropDuplicates(ready)
 	if p.planner.ledgerFinal() {
 		if ready, err = p.dropApplied(ready); err != nil {
@@ -201,13 +206,16 @@ func (p *Pipeline) process(items []*item) error {
 			n++ // the two halves of a move are merged in one chunk
 		}
 		if n == 0 {
+			if err := p.land(); err != nil {
+				return err
+			}
 			if err := p.truncate(items[0]); err != nil {
 				return err
 			}
 			items = items[1:]
 			continue
 		}
-		if err := p.runChunk(items[:n]); err != nil {
+		if err := p.runChunkAhead(items[:n]); err != nil {
 			return err
 		}
 		items = items[n:]

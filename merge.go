@@ -43,11 +43,24 @@ func (m *mergePlanner) lock(items []*item) func() {
 	if m.locks == nil {
 		return func() {}
 	}
+	return m.locks.lock(keyNames(items))
+}
+
+// tryLock is lock when no key of items is locked; ok is false otherwise.
+func (m *mergePlanner) tryLock(items []*item) (unlock func(), ok bool) {
+	if m.locks == nil {
+		return func() {}, true
+	}
+	return m.locks.tryLock(keyNames(items))
+}
+
+// keyNames returns the order keys of items.
+func keyNames(items []*item) []string {
 	names := make([]string, len(items))
 	for i, it := range items {
 		names[i] = it.key
 	}
-	return m.locks.lock(names)
+	return names
 }
 
 // mergeRow is what a merge plan knows about one key.

@@ -160,6 +160,7 @@ type Pipeline struct {
 	opCtx     context.Context // outlives ctx by ShutdownTimeout, for in-flight work
 	seq       uint64
 	lastPos   Position
+	flight    *flight // the chunk committing beside the worker (ahead.go)
 	acked     Position
 	ackFailed bool
 	parked    map[string]*park
@@ -376,11 +377,12 @@ func (p *Pipeline) receive(ctx context.Context, cancel context.CancelCauseFunc, 
 func (p *Pipeline) work(in <-chan []Change) error {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	defer p.abandon()
 	for {
 		if p.ctx.Err() != nil {
 			break
 		}
-		if in == nil && len(p.parked) == 0 {
+		if in == nil && len(p.parked) == 0 && p.flight == nil {
 			break // source finished and everything is settled
 		}
 		recv := in
@@ -407,10 +409,19 @@ func (p *Pipeline) work(in <-chan []Change) error {
 				in = nil
 			}
 			err = p.intake(batch)
+		case ferr := <-p.flightDone():
+			p.flight.received(ferr)
+			err = p.land()
 		case <-timer.C:
-			err = p.retryDue()
+			if err = p.land(); err == nil {
+				err = p.retryDue()
+			}
 		case req := <-p.replays:
-			err = p.serveReplay(req)
+			if err = p.land(); err != nil {
+				req.done <- replayResp{err: fmt.Errorf("duplex: %s: retry of %s: %w", p.dir, req.change, ErrNotRunning)}
+			} else {
+				err = p.serveReplay(req)
+			}
 		case <-p.ctx.Done():
 		}
 		if !timer.Stop() {
@@ -426,6 +437,12 @@ func (p *Pipeline) work(in <-chan []Change) error {
 			return err
 		}
 		p.ack()
+	}
+	if err := p.land(); err != nil {
+		if errors.Is(err, errAborted) {
+			return nil
+		}
+		return err
 	}
 	p.ack()
 	return nil

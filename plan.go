@@ -17,6 +17,9 @@ type planner interface {
 	// lock locks the keys of a chunk against the other direction of a
 	// Sync and returns the function that unlocks them.
 	lock(items []*item) (unlock func())
+	// tryLock is lock when none of the keys is locked; ok is false
+	// (nothing locked) otherwise.
+	tryLock(items []*item) (unlock func(), ok bool)
 	// plan reads what the chunk needs and decides every item.
 	plan(items []*item) (plan, error)
 	// commitAfter commits what must follow the target's transaction of a
@@ -42,11 +45,12 @@ type planner interface {
 // target's current row, with the change's before image as the base.
 type oneWayPlanner struct{ *Pipeline }
 
-func (oneWayPlanner) lock([]*item) func()     { return func() {} }
-func (oneWayPlanner) commitAfter(*plan) error { return nil }
-func (oneWayPlanner) settled(Position)        {}
-func (oneWayPlanner) ledgerFinal() bool       { return true }
-func (oneWayPlanner) merges() bool            { return false }
+func (oneWayPlanner) lock([]*item) func()            { return func() {} }
+func (oneWayPlanner) tryLock([]*item) (func(), bool) { return func() {}, true }
+func (oneWayPlanner) commitAfter(*plan) error        { return nil }
+func (oneWayPlanner) settled(Position)               {}
+func (oneWayPlanner) ledgerFinal() bool              { return true }
+func (oneWayPlanner) merges() bool                   { return false }
 
 type outcome uint8
 

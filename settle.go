@@ -128,13 +128,13 @@ func (p *Pipeline) putDeadLetter(dl *DeadLetter) error {
 // ack acknowledges the furthest position with every change up to it settled.
 func (p *Pipeline) ack() {
 	pos := p.lastPos
-	if len(p.parked) > 0 {
-		var min *item
-		for _, pk := range p.parked {
-			if min == nil || pk.head.seq < min.seq {
-				min = pk.head
-			}
+	min := p.firstInFlight()
+	for _, pk := range p.parked {
+		if min == nil || pk.head.seq < min.seq {
+			min = pk.head
 		}
+	}
+	if min != nil {
 		pos = min.prev
 	}
 	if pos == "" || pos == p.acked {
