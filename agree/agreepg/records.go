@@ -3,7 +3,6 @@ package agreepg
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -164,6 +163,13 @@ func (r *Records) Load(ctx context.Context, q Querier, t duplex.Table, keys []du
 // reads a system in one round trip.
 func (r *Records) LoadSQL() string { return r.loadSQL }
 
+// LoadFormats returns the result formats the caller asks LoadSQL's result
+// in: the rows (the binary form of internal/valuecodec) as the bytes
+// stored, the rest in text form. ReadLoad reads that result.
+func (r *Records) LoadFormats() []int16 { return loadFormats }
+
+var loadFormats = []int16{0, 0, 1, 1, 0, 0}
+
 // LoadParams returns LoadSQL's parameters for keys of t, in text form.
 func (r *Records) LoadParams(t duplex.Table, keys []duplex.Key) [][]byte {
 	names := make([]string, len(keys))
@@ -173,9 +179,8 @@ func (r *Records) LoadParams(t duplex.Table, keys []duplex.Key) [][]byte {
 	return [][]byte{[]byte(r.sync), []byte(r.system), []byte(tableText(t)), pgutil.TextArray(names)}
 }
 
-// ReadLoad reads the result of LoadSQL into out (one per key, in
-// the order of keys; the zero Agreement for keys without a record). The
-// batch must pin bytea_output = hex.
+// ReadLoad reads the result of LoadSQL, in LoadFormats, into out (one per
+// key, in the order of keys; the zero Agreement for keys without a record).
 func (r *Records) ReadLoad(rr *pgconn.ResultReader, t duplex.Table, keys []duplex.Key, out []duplex.Agreement) error {
 	names := make([]string, len(keys))
 	for i, k := range keys {
@@ -206,7 +211,7 @@ func (r *Records) ReadLoad(rr *pgconn.ResultReader, t duplex.Table, keys []duple
 	return nil
 }
 
-// textEntry parses a row of loadSQL in text form (its first column, the
+// textEntry parses a row of loadSQL in LoadFormats (its first column, the
 // key, is the caller's).
 func textEntry(raw [][]byte) (entry, error) {
 	e := entry{known: true}
@@ -214,12 +219,7 @@ func textEntry(raw [][]byte) (entry, error) {
 	if e.version, err = strconv.ParseInt(string(raw[1]), 10, 64); err != nil {
 		return e, fmt.Errorf("version %q: %w", raw[1], err)
 	}
-	if e.row, err = hexBytea(raw[2]); err != nil {
-		return e, fmt.Errorf("row: %w", err)
-	}
-	if e.peer, err = hexBytea(raw[3]); err != nil {
-		return e, fmt.Errorf("peer: %w", err)
-	}
+	e.row, e.peer = bytes.Clone(raw[2]), bytes.Clone(raw[3]) // binary: the bytes stored (nil: NULL)
 	kind, err := strconv.ParseInt(string(raw[4]), 10, 16)
 	if err != nil {
 		return e, fmt.Errorf("peer kind %q: %w", raw[4], err)
@@ -234,22 +234,6 @@ func textEntry(raw [][]byte) (entry, error) {
 		e.unknown = nil
 	}
 	return e, nil
-}
-
-// hexBytea decodes a bytea in its hex text form (nil: NULL).
-func hexBytea(b []byte) ([]byte, error) {
-	if b == nil {
-		return nil, nil
-	}
-	h, ok := bytes.CutPrefix(b, []byte(`\x`))
-	if !ok {
-		return nil, fmt.Errorf("bytea not in hex form: %.20q", b)
-	}
-	out := make([]byte, hex.DecodedLen(len(h)))
-	if _, err := hex.Decode(out, h); err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // query reads the entries of names, in their order.

@@ -71,7 +71,7 @@ func (a *Applier) read(ctx context.Context, m *tableMeta, keys []duplex.Key, out
 			return fail(err)
 		}
 		names = append(names, load)
-		b.ExecPrepared(load, a.agreements.LoadParams(m.table, keys), nil, nil)
+		b.ExecPrepared(load, a.agreements.LoadParams(m.table, keys), nil, a.agreements.LoadFormats())
 	}
 	b.ExecParams(readCommit, nil, nil, nil, nil)
 	mrr := pc.ExecBatch(ctx, b)
