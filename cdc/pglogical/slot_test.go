@@ -269,3 +269,25 @@ func TestStreamAgainKeepsUnsettledChanges(t *testing.T) {
 	require.Eventually(t, func() bool { return e.confirmed(slot) >= end }, waitFor, pollEvery)
 	require.NoError(t, s.stop())
 }
+
+// TestQuietStreamDeliversAtOnce: a transaction written alone is delivered
+// once the stream goes quiet, long before a batch's Linger has passed, and
+// a transaction's changes still come in one batch.
+func TestQuietStreamDeliversAtOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, fmt.Sprintf(createTable, "items"))
+	const linger = 20 * time.Second
+	src := e.setupSource(func(c *pglogical.Config) { c.Linger = linger }, "items")
+	var batches atomic.Int32
+	s := startStream(t, src, streamOpts{onBatch: func(context.Context, []duplex.Change) error {
+		batches.Add(1)
+		return nil
+	}})
+	start := time.Now()
+	e.exec("INSERT INTO items (id, name, n) SELECT g, 'a', g FROM generate_series(1, 3) g")
+	got := s.next(3)
+	require.Less(t, time.Since(start), linger/2, "the batch waited for its Linger")
+	require.Equal(t, int32(1), batches.Load(), "one transaction, one batch")
+	require.Equal(t, int64(3), idOf(t, got[2]))
+	require.NoError(t, s.stop())
+}

@@ -53,8 +53,13 @@ type Config struct {
 	// BatchSize is the most changes delivered in one batch. 0: 1024.
 	BatchSize int
 	// Linger is how long a partly filled batch waits for more changes
-	// before it is delivered. 0: 2ms.
+	// before it is delivered. 0: 2ms. A batch is delivered sooner when the
+	// stream has been quiet for Quiet: a backlog streams without pause and
+	// fills batches, while a transaction written alone goes out at once.
 	Linger time.Duration
+	// Quiet is how long the stream must have sent nothing for a partly
+	// filled batch to go before its Linger has passed. 0: 200µs.
+	Quiet time.Duration
 	// StatusInterval is how often the acknowledged position is reported to
 	// the server. 0: 1s.
 	StatusInterval time.Duration
@@ -121,6 +126,9 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	}
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 1024
+	}
+	if cfg.Quiet <= 0 {
+		cfg.Quiet = 200 * time.Microsecond
 	}
 	if cfg.Linger <= 0 {
 		cfg.Linger = 2 * time.Millisecond
@@ -512,6 +520,7 @@ func (s *Source) receive(ctx context.Context, conn *pgconn.PgConn, startLSN pglo
 	var pending []duplex.Change
 	var pendingPos []pos
 	lingerUntil := time.Time{}
+	quietFrom := time.Time{} // when the last message came: a partial batch goes Quiet after it
 	nextStatus := time.Now()
 
 	sendStatus := func() error {
@@ -590,14 +599,18 @@ func (s *Source) receive(ctx context.Context, conn *pgconn.PgConn, startLSN pglo
 				return err
 			}
 		}
-		if len(pending) > 0 && !dec.tx.active && !now.Before(lingerUntil) {
+		due := lingerUntil
+		if q := quietFrom.Add(s.cfg.Quiet); q.Before(due) {
+			due = q
+		}
+		if len(pending) > 0 && !dec.tx.active && !now.Before(due) {
 			if err := deliver(len(pending)); err != nil {
 				return err
 			}
 		}
 		deadline := nextStatus
-		if len(pending) > 0 && !dec.tx.active && lingerUntil.Before(deadline) {
-			deadline = lingerUntil
+		if len(pending) > 0 && !dec.tx.active && due.Before(deadline) {
+			deadline = due
 		}
 		msg, err := conn.ReceiveMessage(rctx.get(ctx, deadline))
 		if err != nil {
@@ -609,6 +622,7 @@ func (s *Source) receive(ctx context.Context, conn *pgconn.PgConn, startLSN pglo
 			}
 			return fmt.Errorf("pglogical: receive: %w", err)
 		}
+		quietFrom = time.Now()
 		switch m := msg.(type) {
 		case *pgproto3.CopyData:
 			if len(m.Data) == 0 {

@@ -44,6 +44,16 @@ func nativeCopy(ctx context.Context, c *cluster, p *pair, rows int, timeout time
 	if err != nil {
 		return nil, err
 	}
+	// A worker of an earlier run still exiting makes the launcher wait
+	// wal_retrieve_retry_interval (5 s) before it starts the copy: that is
+	// the benchmark's doing, not the copy's.
+	if err := waitFor(ctx, "earlier logical replication workers to exit", 30*time.Second, func(ctx context.Context) (bool, error) {
+		var n int
+		err := p.poolB.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'logical replication worker'`).Scan(&n)
+		return n == 0, err
+	}); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	if _, err := p.poolB.Exec(ctx, fmt.Sprintf("CREATE SUBSCRIPTION %s CONNECTION '%s' PUBLICATION %s WITH (create_slot = false, copy_data = true, slot_name = '%s')",
 		slot, strings.ReplaceAll(conn, "'", "''"), slot, slot)); err != nil {
