@@ -239,7 +239,7 @@ func (e *eventLog) Retried(context.Context, duplex.RetriedEvent) {
 func (e *eventLog) Conflicted(_ context.Context, ev duplex.ConflictEvent) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.conflicts[ev.Kind.String()+"/"+ev.Resolution]++
+	e.conflicts[ev.Kind.String()+"/"+string(ev.Resolution)]++
 }
 
 func (e *eventLog) DeadLettered(_ context.Context, ev duplex.DeadLetterEvent) {

@@ -68,8 +68,9 @@ type ConflictEvent struct {
 	Direction Direction
 	Table     Table
 	Kind      ConflictKind
-	// Resolution is "applied", "kept_target", "merged" or "dead_lettered".
-	Resolution string
+	// Resolution is OutcomeApplied, OutcomeKeptTarget, OutcomeMerged or
+	// OutcomeDeadLettered.
+	Resolution Outcome
 }
 
 // DeadLetterEvent reports a change sent to the DLQ.

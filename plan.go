@@ -72,7 +72,8 @@ const (
 	resolvedDeadLettered
 )
 
-func (r resolution) String() string {
+// outcome is r as ConflictEvent.Resolution and operator actions name it.
+func (r resolution) outcome() Outcome {
 	switch r {
 	case resolvedApplied:
 		return OutcomeApplied

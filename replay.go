@@ -12,29 +12,33 @@ import (
 // ActionResult says what an operator action (Sync.Retry, Sync.Resolve,
 // Sync.Reconcile) did.
 type ActionResult struct {
-	// Outcome is one of the Outcome constants.
-	Outcome string `json:"outcome"`
+	// Outcome says what happened, in one word.
+	Outcome Outcome `json:"outcome"`
 	// Detail explains it in words, naming the table, key and fields.
 	Detail string `json:"detail,omitempty"`
 }
 
+// Outcome is what an operator action did, in one word (its JSON and text
+// form are the word: "applied", "merged", ...).
+type Outcome string
+
 // Outcomes of operator actions.
 const (
 	// OutcomeApplied: the change (or the chosen version) was written.
-	OutcomeApplied = "applied"
+	OutcomeApplied Outcome = "applied"
 	// OutcomeMerged: written, with some fields decided by resolvers.
-	OutcomeMerged = "merged"
+	OutcomeMerged Outcome = "merged"
 	// OutcomeKeptTarget: resolvers kept the target's (newer) data; nothing
 	// was written.
-	OutcomeKeptTarget = "kept_target"
+	OutcomeKeptTarget Outcome = "kept_target"
 	// OutcomeAlreadyApplied: the target's ledger shows the change applied.
-	OutcomeAlreadyApplied = "already_applied"
+	OutcomeAlreadyApplied Outcome = "already_applied"
 	// OutcomeDeadLettered: it failed again or is still undecided, and is back
 	// in the dead-letter queue (pending) with the new reason.
-	OutcomeDeadLettered = "dead_lettered"
+	OutcomeDeadLettered Outcome = "dead_lettered"
 	// OutcomeUnchanged: there was nothing to do (the sides already agree, or
 	// the change is the sync's own echo).
-	OutcomeUnchanged = "unchanged"
+	OutcomeUnchanged Outcome = "unchanged"
 )
 
 var (

@@ -60,10 +60,10 @@ func (p *Pipeline) settle(items []*item, pl plan) error {
 			}
 		}
 		if ip.kind != NoConflict {
-			p.obs.Conflicted(p.opCtx, ConflictEvent{Direction: p.dir, Table: it.c.Table, Kind: ip.kind, Resolution: ip.resolution.String()})
+			p.obs.Conflicted(p.opCtx, ConflictEvent{Direction: p.dir, Table: it.c.Table, Kind: ip.kind, Resolution: ip.resolution.outcome()})
 			if ip.out != outDead {
 				p.log.DebugContext(p.opCtx, "conflict resolved", "table", it.c.Table.String(), "key", it.c.Key.String(),
-					"kind", ip.kind.String(), "resolution", ip.resolution.String())
+					"kind", ip.kind.String(), "resolution", string(ip.resolution.outcome()))
 			}
 		}
 	}

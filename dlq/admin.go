@@ -482,7 +482,7 @@ func (a *admin) do(r *http.Request, id int64, action string) (actionReply, error
 
 // retryOutcomes are the outcomes of Actions.Retry after which the change is
 // applied (or needs nothing more), so the entry is resolved.
-var retryOutcomes = map[string]bool{
+var retryOutcomes = map[duplex.Outcome]bool{
 	duplex.OutcomeApplied: true, duplex.OutcomeMerged: true, duplex.OutcomeKeptTarget: true,
 	duplex.OutcomeAlreadyApplied: true, duplex.OutcomeUnchanged: true,
 }
@@ -537,13 +537,13 @@ func (a *admin) retry(ctx context.Context, id int64, who string) (actionReply, e
 	}
 	rep := actionReply{Result: &res}
 	if retryOutcomes[res.Outcome] {
-		e, err = a.store.SetStatus(ctx, id, []Status{StatusRetried}, StatusResolved, who, "retry: "+res.Outcome)
+		e, err = a.store.SetStatus(ctx, id, []Status{StatusRetried}, StatusResolved, who, "retry: "+string(res.Outcome))
 		rep.Message = fmt.Sprintf("retried entry %d: %s; resolved", id, res.Outcome)
 	} else {
 		// dead_lettered (or an outcome this version does not know): the
 		// change is not through. The sync's Put made the entry pending
 		// again; make sure of it if the Put went elsewhere.
-		e, err = a.store.SetStatus(ctx, id, []Status{StatusRetried}, StatusPending, who, "retry: "+res.Outcome)
+		e, err = a.store.SetStatus(ctx, id, []Status{StatusRetried}, StatusPending, who, "retry: "+string(res.Outcome))
 		rep.Message = fmt.Sprintf("retried entry %d: %s; pending again", id, res.Outcome)
 	}
 	if errors.Is(err, ErrTransition) {

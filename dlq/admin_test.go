@@ -407,7 +407,7 @@ func testRetryApplied(t *testing.T, s sink) {
 	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
 	rep := decode[actionReply](t, rec)
 	require.NotNil(t, rep.Result)
-	require.Equal(t, "applied", rep.Result.Outcome)
+	require.Equal(t, duplex.OutcomeApplied, rep.Result.Outcome)
 	require.Equal(t, dlq.StatusResolved, rep.Entry.Status)
 	require.Equal(t, "retry: applied", rep.Entry.Resolution)
 	require.Equal(t, "admin", rep.Entry.ResolvedBy)
@@ -424,14 +424,14 @@ func testRetryApplied(t *testing.T, s sink) {
 	require.Equal(t, []int64{id}, retries)
 
 	// Every outcome that means "through" resolves the entry.
-	for _, outcome := range []string{"merged", "kept_target", "already_applied", "unchanged"} {
+	for _, outcome := range []duplex.Outcome{"merged", "kept_target", "already_applied", "unchanged"} {
 		id := put(t, s, deadLetter(10+len(outcome), ab, tOrders, duplex.ReasonConflict))
 		fs.mu.Lock()
 		fs.retryRes = duplex.ActionResult{Outcome: outcome}
 		fs.mu.Unlock()
 		rep := decode[actionReply](t, post(t, h, fmt.Sprintf("/dlq/%d/retry", id)))
 		require.Equal(t, dlq.StatusResolved, rep.Entry.Status, outcome)
-		require.Equal(t, "retry: "+outcome, rep.Entry.Resolution)
+		require.Equal(t, "retry: "+string(outcome), rep.Entry.Resolution)
 	}
 
 	// A dismissed entry is not retried.
@@ -451,7 +451,7 @@ func testRetryDeadLetteredAgain(t *testing.T, s sink) {
 	rec := post(t, h, fmt.Sprintf("/dlq/%d/retry", id))
 	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
 	rep := decode[actionReply](t, rec)
-	require.Equal(t, "dead_lettered", rep.Result.Outcome)
+	require.Equal(t, duplex.OutcomeDeadLettered, rep.Result.Outcome)
 	require.Equal(t, dlq.StatusPending, rep.Entry.Status, "the sync's Put reopened it")
 	require.Equal(t, 2, rep.Entry.Count)
 	require.Equal(t, "failed again", rep.Entry.Error)
@@ -589,7 +589,7 @@ func testResolve(t *testing.T, s sink) {
 	rec := post(t, h, target+"?winner=a")
 	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
 	rep := decode[actionReply](t, rec)
-	require.Equal(t, "applied", rep.Result.Outcome)
+	require.Equal(t, duplex.OutcomeApplied, rep.Result.Outcome)
 	require.Equal(t, dlq.StatusResolved, rep.Entry.Status)
 	require.Equal(t, "winner=a", rep.Entry.Resolution)
 

@@ -105,7 +105,7 @@ func (p *Parity) RecordRepair(r *reconcile.RepairReport) {
 	}
 	t := r.Table.String()
 	for outcome, n := range r.Outcomes {
-		p.reconciled.WithLabelValues(t, outcome).Add(float64(n))
+		p.reconciled.WithLabelValues(t, string(outcome)).Add(float64(n))
 	}
 }
 

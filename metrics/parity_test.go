@@ -31,8 +31,8 @@ func TestParityMetrics(t *testing.T) {
 		Started:    time.Unix(1_800_000_000, 500_000_000), Duration: 1500 * time.Millisecond,
 	})
 	p.RecordCheck(&reconcile.Report{Table: tbl, Err: errors.New("side b: connection refused")})
-	p.RecordRepair(&reconcile.RepairReport{Table: tbl, Outcomes: map[string]int{"applied": 3, "dead_lettered": 1}})
-	p.RecordRepair(&reconcile.RepairReport{Table: tbl, Outcomes: map[string]int{"applied": 2}})
+	p.RecordRepair(&reconcile.RepairReport{Table: tbl, Outcomes: map[duplex.Outcome]int{"applied": 3, "dead_lettered": 1}})
+	p.RecordRepair(&reconcile.RepairReport{Table: tbl, Outcomes: map[duplex.Outcome]int{"applied": 2}})
 	p.RecordCheck(nil)
 	p.RecordRepair(nil)
 

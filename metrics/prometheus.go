@@ -287,7 +287,7 @@ func (p *Prometheus) Retried(_ context.Context, e duplex.RetriedEvent) {
 
 // Conflicted implements duplex.Observer.
 func (p *Prometheus) Conflicted(_ context.Context, e duplex.ConflictEvent) {
-	p.conflicts.WithLabelValues(e.Direction.String(), e.Table.String(), e.Kind.String(), e.Resolution).Inc()
+	p.conflicts.WithLabelValues(e.Direction.String(), e.Table.String(), e.Kind.String(), string(e.Resolution)).Inc()
 	p.count(p.contest, e.Direction.String(), 1)
 }
 

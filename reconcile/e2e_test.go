@@ -198,7 +198,7 @@ func TestParityFindsChangesMadeBehindTheSyncsBackAndReconcileRepairsThem(t *test
 	rr, err := rec.Reconcile(t.Context(), r)
 	require.NoError(t, err)
 	require.Equal(t, 4, rr.Differing)
-	require.Equal(t, map[string]int{duplex.OutcomeApplied: 3, duplex.OutcomeMerged: 1}, rr.Outcomes, "%+v", rr.Keys)
+	require.Equal(t, map[duplex.Outcome]int{duplex.OutcomeApplied: 3, duplex.OutcomeMerged: 1}, rr.Outcomes, "%+v", rr.Keys)
 
 	a, b := rowsOf(t, p.a.Pool), rowsOf(t, p.b.Pool)
 	require.Equal(t, a, b)

@@ -25,7 +25,7 @@ const DefaultMaxKeys = 100
 
 // OutcomeError counts, in RepairReport.Outcomes, the keys whose repair
 // failed.
-const OutcomeError = "error"
+const OutcomeError duplex.Outcome = "error"
 
 // ReconcilerConfig configures a Reconciler.
 type ReconcilerConfig struct {
@@ -129,7 +129,7 @@ type KeyResult struct {
 	Kind DiffKind
 	// Outcome and Detail come from Repair's result; Outcome is
 	// OutcomeError when Repair failed, with Err set.
-	Outcome string
+	Outcome duplex.Outcome
 	Detail  string
 	Err     error
 }
@@ -143,7 +143,7 @@ type RepairReport struct {
 	Differing int
 	// Outcomes counts the repaired keys by outcome ("applied",
 	// "unchanged", "dead_lettered", ..., OutcomeError).
-	Outcomes map[string]int
+	Outcomes map[duplex.Outcome]int
 	// Keys lists the first MaxKeys keys with what was done to them.
 	Keys []KeyResult
 	// Started is when the reconciliation began; Duration how long it took.
@@ -158,7 +158,7 @@ type RepairReport struct {
 // naming the first failure. A read error or the end of ctx stops it (the
 // report says what was done).
 func (r *Reconciler) Reconcile(ctx context.Context, rep *Report) (*RepairReport, error) {
-	out := &RepairReport{Outcomes: map[string]int{}, Started: time.Now()}
+	out := &RepairReport{Outcomes: map[duplex.Outcome]int{}, Started: time.Now()}
 	if rep == nil {
 		return out, duplex.Permanent(errors.New("reconcile: Reconcile: nil report"))
 	}
@@ -239,7 +239,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, rep *Report) (*RepairReport,
 	return out, nil
 }
 
-func sortedOutcomes(m map[string]int) []string {
+func sortedOutcomes(m map[duplex.Outcome]int) []string {
 	out := make([]string, 0, len(m))
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		out = append(out, fmt.Sprintf("%s=%d", k, m[k]))

@@ -59,7 +59,7 @@ func TestReconcilerRepairsEachDifferingKeyOnce(t *testing.T) {
 	require.ElementsMatch(t, want, calls)
 	require.Equal(t, 9, rr.Differing)
 	require.Equal(t, len(r.Mismatched), rr.Ranges)
-	require.Equal(t, map[string]int{duplex.OutcomeApplied: 8, duplex.OutcomeDeadLettered: 1}, rr.Outcomes)
+	require.Equal(t, map[duplex.Outcome]int{duplex.OutcomeApplied: 8, duplex.OutcomeDeadLettered: 1}, rr.Outcomes)
 	require.Len(t, rr.Keys, 3, "MaxKeys bounds the list")
 	require.Equal(t, items, rr.Table)
 	kinds := map[string]reconcile.DiffKind{}
@@ -100,7 +100,7 @@ func TestReconcilerGoesOnAfterAFailedRepair(t *testing.T) {
 	require.ErrorContains(t, err, "public.items: 1 of 3 repairs failed; first: reconcile: table public.items key id=8: boom")
 	require.True(t, duplex.IsTransient(err))
 	require.Equal(t, 3, n)
-	require.Equal(t, map[string]int{duplex.OutcomeApplied: 2, reconcile.OutcomeError: 1}, rr.Outcomes)
+	require.Equal(t, map[duplex.Outcome]int{duplex.OutcomeApplied: 2, reconcile.OutcomeError: 1}, rr.Outcomes)
 	require.Equal(t, reconcile.OutcomeError, rr.Keys[1].Outcome)
 	require.Equal(t, reconcile.DiffValues, rr.Keys[1].Kind)
 

@@ -110,7 +110,7 @@ func (c *counter) Conflicted(ctx context.Context, e duplex.ConflictEvent) {
 	c.Prometheus.Conflicted(ctx, e)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.conflicts[e.Kind.String()+"/"+e.Resolution]++
+	c.conflicts[e.Kind.String()+"/"+string(e.Resolution)]++
 }
 
 func (c *counter) total() (applied int, conflicts int) {
