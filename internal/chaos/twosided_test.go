@@ -167,6 +167,9 @@ type twoSided struct {
 func (e *env) writeTwoSided(seed uint64, o *oracle, n, rate int) *twoSided {
 	w := &twoSided{o: o, stop: make(chan struct{})}
 	pools := [2]*pgxpool.Pool{e.a.Pool, e.b.Pool}
+	// Every writer is built before any starts: a running writer's insert
+	// changes o.class, which building the next one reads.
+	var writers []*writer
 	for side := range 2 {
 		for j := range n {
 			wr := &writer{o: o, side: side, index: j, rnd: rand.New(rand.NewPCG(seed, uint64(side*64+j)))}
@@ -182,8 +185,11 @@ func (e *env) writeTwoSided(seed uint64, o *oracle, n, rate int) *twoSided {
 				}
 			}
 			wr.next = int64(1_000_000*(side+1) + 100_000*j)
-			w.wg.Go(func() { wr.loop(pools[side], rate, w) })
+			writers = append(writers, wr)
 		}
+	}
+	for _, wr := range writers {
+		w.wg.Go(func() { wr.loop(pools[wr.side], rate, w) })
 	}
 	return w
 }
