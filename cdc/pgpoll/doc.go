@@ -26,8 +26,9 @@
 //     (pg_snapshot_xmin(pg_current_snapshot())), or the next to get an
 //     id; the source remembers each pass's time and pg_snapshot_xmax, and
 //     caps the watermark at the pass before the last one that ran before
-//     that transaction got its id (one pass of margin for a timestamp
-//     taken just before the first write, in a BEFORE trigger say). That
+//     that transaction got its id, and at least 100 ms before that one
+//     (a margin for a timestamp taken just before the first write, in a
+//     BEFORE trigger say, by a writer the scheduler may pause). That
 //     covers transactions whose timestamps are taken at about their first
 //     write; grant pg_read_all_stats to cover those that take now() long
 //     before writing. Until the source has seen two passes it does not

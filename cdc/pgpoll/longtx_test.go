@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/duplexsync/duplex"
+	"github.com/duplexsync/duplex/cdc/pgpoll"
 	"github.com/duplexsync/duplex/internal/testenv"
 )
 
@@ -262,6 +263,60 @@ func TestLongTransactionsHiddenSessions(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
 	seedLoad(t, h.db)
+	src := hiddenSource(t, h)
+	c := consume(t, src, "", true)
+	c.waitFor(hotRows + longTxs)
+	res := runLoad(t, h.db, c.maxSeen)
+	c.requireLast(res.final)
+	c.stop()
+}
+
+// TestHiddenSessionsSlowFirstWrite: with the writers' sessions hidden, an
+// insert whose BEFORE trigger takes the row's timestamp and then pauses
+// (50 ms, as a busy machine's scheduler may) before the row is written and
+// the transaction gets its id is still delivered, while short transactions
+// move the watermark on meanwhile. With one pass of margin (5 ms here)
+// every such row was lost. (CI once lost 4 rows of
+// TestLongTransactionsHiddenSessions under load; that this was the cause
+// there is not proven: its updates get their ids before the trigger runs.)
+func TestHiddenSessionsSlowFirstWrite(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	seedLoad(t, h.db)
+	_, err := h.db.Pool.Exec(t.Context(), `CREATE FUNCTION slow_touch() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN NEW.updated_at := clock_timestamp(); IF NEW.note = 'slow' THEN PERFORM pg_sleep(0.05); END IF; RETURN NEW; END $$;
+		CREATE TRIGGER items_slow_insert BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION slow_touch()`)
+	require.NoError(t, err)
+	src := hiddenSource(t, h)
+	c := consume(t, src, "", true)
+	c.waitFor(hotRows + longTxs)
+	var stop atomic.Bool
+	var g errgroup.Group
+	g.Go(func() error {
+		for i := 0; !stop.Load(); i++ {
+			if _, err := h.db.Pool.Exec(t.Context(), "UPDATE items SET note = $2 WHERE id = $1", 1+i%hotRows, fmt.Sprint("short-", i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	final := map[int64]string{}
+	for i := range 5 {
+		id := int64(longBase + 100 + i)
+		_, err := h.db.Pool.Exec(t.Context(), "INSERT INTO items (id, name, n, note) VALUES ($1, 'slow', 0, 'slow')", id)
+		require.NoError(t, err)
+		final[id] = "slow"
+	}
+	stop.Store(true)
+	require.NoError(t, g.Wait())
+	c.requireLast(final)
+	c.stop()
+}
+
+// hiddenSource returns a source of h's table whose role sees the other
+// sessions' rows in pg_stat_activity but not what they do.
+func hiddenSource(t *testing.T, h *harness) *pgpoll.Source {
+	t.Helper()
 	role := testenv.UniqueName(t, "poller")
 	ctx := t.Context()
 	for _, sql := range []string{
@@ -292,15 +347,18 @@ func TestLongTransactionsHiddenSessions(t *testing.T) {
 	defer conn.Close(context.Background())
 	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type IS NULL").Scan(&hidden))
 	require.Positive(t, hidden, "other sessions are hidden from the role")
+	return src
+}
 
-	c := consume(t, src, "", true)
-	c.waitFor(hotRows + longTxs)
-	res := runLoad(t, h.db, c.maxSeen)
+// requireLast waits until the last change c received of every key of final
+// carries its note.
+func (c *consumer) requireLast(final map[int64]string) {
+	c.t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for {
 		c.mu.Lock()
 		missing := 0
-		for id, want := range res.final {
+		for id, want := range final {
 			ch, ok := c.last[duplex.Key{{Name: "id", Value: id}}.String()]
 			if got, _ := ch.After["note"].(string); !ok || got != want {
 				missing++
@@ -308,12 +366,11 @@ func TestLongTransactionsHiddenSessions(t *testing.T) {
 		}
 		c.mu.Unlock()
 		if missing == 0 {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d rows' last committed version never delivered", missing)
+			c.t.Fatalf("%d rows' last committed version never delivered", missing)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	c.stop()
 }

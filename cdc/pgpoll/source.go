@@ -254,6 +254,13 @@ func (s *Source) wallMark(ctx context.Context, at string) (mark, error) {
 	return mark{set: true, ts: ts, tsText: text, at: at}, nil
 }
 
+// xidMargin is the least margin of the xid approach (see the package
+// documentation) before the pass after which the oldest transaction that
+// may still commit got its id: a writer paused between taking a row's
+// timestamp and getting its id (a busy machine's scheduler, a slow BEFORE
+// trigger) can take longer than the pass before.
+const xidMargin = 100 * time.Millisecond
+
 // safePoint reads the clock, the open transactions and the snapshot, before
 // any row of the pass is read.
 func (r *run) safePoint(ctx context.Context) (safePoint, error) {
@@ -301,9 +308,13 @@ func (r *run) safePoint(ctx context.Context) (safePoint, error) {
 		if j < 1 {
 			sp.safe = time.Time{} // not known yet: do not advance
 		} else {
+			capAt := r.history[j].at.Add(-xidMargin)
 			r.history = r.history[j-1:]
-			if r.history[0].at.Before(sp.safe) {
-				sp.safe = r.history[0].at
+			if r.history[0].at.Before(capAt) {
+				capAt = r.history[0].at
+			}
+			if capAt.Before(sp.safe) {
+				sp.safe = capAt
 			}
 		}
 	}
