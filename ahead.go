@@ -144,17 +144,12 @@ func (p *Pipeline) flightDone() <-chan error {
 	return p.flight.done
 }
 
-// firstInFlight returns the first item of the chunk in flight (nil: none):
-// no position from it on is acknowledged before it lands.
+// firstInFlight returns the first item of the chunk in flight (nil: none;
+// a chunk's items are in delivery order): no position from it on is
+// acknowledged before it lands.
 func (p *Pipeline) firstInFlight() *item {
 	if p.flight == nil {
 		return nil
 	}
-	first := p.flight.items[0]
-	for _, it := range p.flight.items[1:] {
-		if it.seq < first.seq {
-			first = it
-		}
-	}
-	return first
+	return p.flight.items[0]
 }

@@ -140,10 +140,7 @@ func (r *Records) Load(ctx context.Context, q Querier, t duplex.Table, keys []du
 	if len(keys) == 0 {
 		return out, nil
 	}
-	names := make([]string, len(keys))
-	for i, k := range keys {
-		names[i] = dbText(k.String())
-	}
+	names := keyTexts(keys)
 	es, err := r.query(ctx, q, tableText(t), names)
 	if err != nil {
 		return nil, fmt.Errorf("agreepg: load %d agreed rows of %s from %s: %w", len(keys), t, r.table, err)
@@ -172,20 +169,14 @@ var loadFormats = []int16{0, 0, 1, 1, 0, 0}
 
 // LoadParams returns LoadSQL's parameters for keys of t, in text form.
 func (r *Records) LoadParams(t duplex.Table, keys []duplex.Key) [][]byte {
-	names := make([]string, len(keys))
-	for i, k := range keys {
-		names[i] = dbText(k.String())
-	}
+	names := keyTexts(keys)
 	return [][]byte{[]byte(r.sync), []byte(r.system), []byte(tableText(t)), pgutil.TextArray(names)}
 }
 
 // ReadLoad reads the result of LoadSQL, in LoadFormats, into out (one per
 // key, in the order of keys; the zero Agreement for keys without a record).
 func (r *Records) ReadLoad(rr *pgconn.ResultReader, t duplex.Table, keys []duplex.Key, out []duplex.Agreement) error {
-	names := make([]string, len(keys))
-	for i, k := range keys {
-		names[i] = dbText(k.String())
-	}
+	names := keyTexts(keys)
 	found := make(map[string]entry, len(keys))
 	for rr.NextRow() {
 		raw := rr.Values()
@@ -198,17 +189,32 @@ func (r *Records) ReadLoad(rr *pgconn.ResultReader, t duplex.Table, keys []duple
 		}
 		found[string(raw[0])] = e
 	}
-	for i, name := range names {
-		e, ok := found[name]
-		if !ok {
-			continue
-		}
+	for i, e := range inOrder(names, found) {
 		var err error
 		if out[i], err = e.agreement(); err != nil {
 			return duplex.Permanent(fmt.Errorf("agreepg: load %s %s from %s: %w", t, keys[i], r.table, err))
 		}
 	}
 	return nil
+}
+
+// keyTexts returns the keys as the records' key column holds them.
+func keyTexts(keys []duplex.Key) []string {
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		names[i] = dbText(k.String())
+	}
+	return names
+}
+
+// inOrder returns the entries found by key text in the order of names (the
+// zero entry, not known, for a name without one).
+func inOrder(names []string, found map[string]entry) []entry {
+	out := make([]entry, len(names))
+	for i, name := range names {
+		out[i] = found[name]
+	}
+	return out
 }
 
 // textEntry parses a row of loadSQL in LoadFormats (its first column, the
@@ -267,11 +273,7 @@ func (r *Records) query(ctx context.Context, q Querier, tbl string, names []stri
 	if err := rows.Err(); err != nil {
 		return nil, pgutil.Classify(err)
 	}
-	out := make([]entry, len(names))
-	for i, name := range names {
-		out[i] = found[name]
-	}
-	return out, nil
+	return inOrder(names, found), nil
 }
 
 // tableSave is what saves records of one table: the columns of the
